@@ -1,0 +1,221 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// The one name the CanopyConfiguration may have.
+pub const CONFIGURATION_NAME: &str = "config";
+
+/// Cluster-wide settings: what propagates, which namespaces are left alone, which
+/// labels and annotations copies drop, and the admission policies.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "canopy.dev",
+    version = "v1alpha1",
+    kind = "CanopyConfiguration",
+    plural = "canopyconfigurations",
+    status = "CanopyConfigurationStatus",
+    validation = Rule::new("self.metadata.name == 'config'").message("the CanopyConfiguration must be named 'config'"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CanopyConfigurationSpec {
+    /// Kinds and how they propagate; Roles and RoleBindings always propagate.
+    #[serde(default = "default_resources")]
+    pub resources: Vec<ResourceConfig>,
+    /// Namespaces that are never part of a tree and that the webhooks skip.
+    #[serde(default = "default_excluded_namespaces")]
+    pub excluded_namespaces: Vec<String>,
+    /// Labels that copies never carry (GitOps tracking labels).
+    #[serde(default = "default_strip_labels")]
+    pub strip_labels: Vec<String>,
+    /// Annotations that copies never carry.
+    #[serde(default = "default_strip_annotations")]
+    pub strip_annotations: Vec<String>,
+    #[serde(default)]
+    pub policies: PolicyConfig,
+}
+
+impl Default for CanopyConfigurationSpec {
+    fn default() -> Self {
+        Self {
+            resources: default_resources(),
+            excluded_namespaces: default_excluded_namespaces(),
+            strip_labels: default_strip_labels(),
+            strip_annotations: default_strip_annotations(),
+            policies: PolicyConfig::default(),
+        }
+    }
+}
+
+/// How one kind propagates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ResourceConfig {
+    /// API group; empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// Plural resource name, e.g. `secrets`.
+    #[schemars(length(min = 1))]
+    pub resource: String,
+    #[serde(default)]
+    pub mode: PropagationMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PropagationMode {
+    /// Copy every source to every descendant.
+    #[default]
+    Propagate,
+    /// Delete every copy.
+    Remove,
+    /// Leave sources and copies as they are.
+    Ignore,
+    /// Copy only sources that opt in with a `propagate.canopy.dev/*` annotation.
+    AllowPropagate,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub scope: PolicyScope,
+    #[serde(default)]
+    pub host_path: PolicyMode,
+    #[serde(default)]
+    pub resources: PolicyMode,
+    /// Resources every container must request and limit.
+    #[serde(default = "default_required_resources")]
+    pub required_resources: Vec<String>,
+    /// PersistentVolumes and StorageClasses, cluster-wide.
+    #[serde(default)]
+    pub reclaim_policy: PolicyMode,
+    #[serde(default)]
+    pub exemptions: Exemptions,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            scope: PolicyScope::default(),
+            host_path: PolicyMode::default(),
+            resources: PolicyMode::default(),
+            required_resources: default_required_resources(),
+            reclaim_policy: PolicyMode::default(),
+            exemptions: Exemptions::default(),
+        }
+    }
+}
+
+/// Which namespaces the workload policies apply to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PolicyScope {
+    /// Only namespaces of a tenant.
+    #[default]
+    Tenants,
+    /// Every namespace but the excluded ones.
+    AllNamespaces,
+}
+
+/// What a policy does with a violation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PolicyMode {
+    /// Refuse the request.
+    #[default]
+    Enforce,
+    /// Admit it with an admission warning.
+    Warn,
+    /// Do not check.
+    Off,
+}
+
+/// Requests that no workload policy checks, as Pod Security Admission's exemptions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exemptions {
+    #[serde(default)]
+    pub usernames: Vec<String>,
+    #[serde(default = "default_exempt_groups")]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl Default for Exemptions {
+    fn default() -> Self {
+        Self {
+            usernames: Vec::new(),
+            groups: default_exempt_groups(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+fn default_resources() -> Vec<ResourceConfig> {
+    [
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("", "resourcequotas"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("", "limitranges"),
+    ]
+    .into_iter()
+    .map(|(group, resource)| ResourceConfig {
+        group: group.to_owned(),
+        resource: resource.to_owned(),
+        mode: PropagationMode::Propagate,
+    })
+    .collect()
+}
+
+fn default_excluded_namespaces() -> Vec<String> {
+    strings(&["kube-system", "kube-public", "kube-node-lease", "canopy-system"])
+}
+
+fn default_strip_labels() -> Vec<String> {
+    strings(&[
+        "argocd.argoproj.io/instance",
+        "app.kubernetes.io/instance",
+        "kustomize.toolkit.fluxcd.io/name",
+        "kustomize.toolkit.fluxcd.io/namespace",
+    ])
+}
+
+fn default_strip_annotations() -> Vec<String> {
+    strings(&[
+        "kubectl.kubernetes.io/last-applied-configuration",
+        "argocd.argoproj.io/tracking-id",
+    ])
+}
+
+fn default_required_resources() -> Vec<String> {
+    strings(&["cpu", "memory"])
+}
+
+fn default_exempt_groups() -> Vec<String> {
+    strings(&["system:masters"])
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanopyConfigurationStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Sources and copies per configured kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ResourceStatus {
+    pub group: String,
+    pub resource: String,
+    pub mode: PropagationMode,
+    pub sources: u32,
+    pub copies: u32,
+}

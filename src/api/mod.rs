@@ -1,0 +1,23 @@
+//! The canopy API: group `canopy.dev`, version `v1alpha1`.
+//!
+//! The Rust types here are the source of the CRD schemas (`canopy crds`, `crds/`).
+
+mod canopy_configuration;
+mod condition;
+mod crds;
+mod hierarchy_configuration;
+pub mod keys;
+mod subnamespace_anchor;
+mod tenant;
+
+pub use canopy_configuration::*;
+pub use condition::*;
+pub use crds::{all_crds, crd_file_name, crd_yaml, crds_yaml};
+pub use hierarchy_configuration::*;
+pub use subnamespace_anchor::*;
+pub use tenant::*;
+
+/// The API group of every canopy kind.
+pub const GROUP: &str = "canopy.dev";
+/// The API version of every canopy kind.
+pub const VERSION: &str = "v1alpha1";

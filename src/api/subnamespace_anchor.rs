@@ -1,0 +1,54 @@
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Asks canopy for a child namespace named like this anchor, under the anchor's namespace.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "canopy.dev",
+    version = "v1alpha1",
+    kind = "SubnamespaceAnchor",
+    plural = "subnamespaceanchors",
+    shortname = "subns",
+    shortname = "anchor",
+    namespaced,
+    status = "SubnamespaceAnchorStatus",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnamespaceAnchorSpec {
+    /// Labels set on the child namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations set on the child namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where the anchor's child namespace stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AnchorState {
+    /// The child namespace exists and is this anchor's child.
+    Ok,
+    /// The child namespace has not been created yet.
+    Missing,
+    /// A namespace of that name exists and is not this anchor's child.
+    Conflict,
+    /// The name is excluded, or the tenant's `maxNamespaces` is reached.
+    Forbidden,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnamespaceAnchorStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AnchorState>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,117 @@
+use k8s_openapi::api::core::v1::{LimitRangeSpec, ResourceQuotaSpec};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, PolicyMode};
+
+/// A tenant declared by a cluster admin: a root namespace, its owners, and the policy
+/// that every namespace of its tree gets.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "canopy.dev",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    shortname = "tn",
+    status = "TenantStatus",
+    printcolumn(name = "Root", type_ = "string", json_path = ".status.rootNamespace"),
+    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaceCount"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxNamespaces"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Who owns the tenant: bound to `ownerRole` in the root namespace, and through
+    /// propagation in every namespace of the tree.
+    #[serde(default)]
+    pub owners: Vec<Owner>,
+    /// The ClusterRole the owners get.
+    #[serde(default = "default_owner_role")]
+    #[schemars(length(min = 1))]
+    pub owner_role: String,
+    /// The tenant's root namespace; defaults to the Tenant's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub root_namespace: Option<String>,
+    /// How many namespaces the tenant may have, root included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_namespaces: Option<u32>,
+    /// A ResourceQuota spec; each namespace of the tenant gets its own copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_quota: Option<ResourceQuotaSpec>,
+    /// A LimitRange spec; each namespace of the tenant gets its own copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_range: Option<LimitRangeSpec>,
+    /// Admit ingress only from the tenant's own namespaces (and excluded/system ones).
+    #[serde(default = "default_true")]
+    pub network_isolation: bool,
+    /// Overrides of the cluster's admission policy modes for this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<TenantPolicies>,
+    /// What deleting the Tenant does to its namespaces.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_owner_role() -> String {
+    "admin".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A subject bound to the tenant's owner role.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount owner and not allowed otherwise"))]
+pub struct Owner {
+    pub kind: OwnerKind,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The ServiceAccount's namespace; only for `kind: ServiceAccount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OwnerKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// The namespaces stay, without the tenant's label and owner binding.
+    #[default]
+    Orphan,
+    /// The root namespace and its subtree are deleted with the Tenant.
+    Cascade,
+}
+
+/// Per-tenant overrides of `CanopyConfiguration.spec.policies`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPolicies {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<PolicyMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<PolicyMode>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub namespace_count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
