@@ -1,11 +1,16 @@
 //! The `canopy` binary: `canopy crds`, `canopy dev`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "canopy", version, about = "Kubernetes multi-tenancy: namespace trees, tenants, policy propagation")]
+#[command(
+    name = "canopy",
+    version,
+    about = "Kubernetes multi-tenancy: namespace trees, tenants, policy propagation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,8 +18,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print every canopy CRD as YAML.
-    Crds,
+    /// Print every canopy CRD as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<crd name>.yaml` files here instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
     /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) with
     /// canopy installed, until Ctrl-C or SIGTERM.
     Dev(canopy::dev::DevArgs),
@@ -24,7 +33,7 @@ fn main() -> ExitCode {
     canopy::telemetry::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crds => print_crds(),
+        Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),
     };
     match result {
@@ -36,8 +45,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_crds() -> anyhow::Result<()> {
-    print!("{}", canopy::api::crds_yaml()?);
+fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use canopy::api::{all_crds, crd_file_name, crd_yaml, crds_yaml};
+    let Some(dir) = output_dir else {
+        print!("{}", crds_yaml()?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for crd in all_crds() {
+        let path = dir.join(crd_file_name(&crd));
+        std::fs::write(&path, crd_yaml(&crd)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -47,4 +67,3 @@ fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()
         .build()?
         .block_on(fut)
 }
-

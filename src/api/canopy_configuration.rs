@@ -14,6 +14,7 @@ pub const CONFIGURATION_NAME: &str = "config";
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "CanopyConfiguration",
+    doc = "Cluster-wide canopy settings: propagated kinds, excluded namespaces, stripped labels and annotations, admission policies; must be named config",
     plural = "canopyconfigurations",
     status = "CanopyConfigurationStatus",
     validation = Rule::new("self.metadata.name == 'config'").message("the CanopyConfiguration must be named 'config'"),
@@ -169,7 +170,12 @@ fn default_resources() -> Vec<ResourceConfig> {
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
-    strings(&["kube-system", "kube-public", "kube-node-lease", "canopy-system"])
+    strings(&[
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "canopy-system",
+    ])
 }
 
 fn default_strip_labels() -> Vec<String> {

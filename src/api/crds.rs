@@ -1,6 +1,8 @@
 //! The CRDs of every canopy kind, as `canopy crds` prints them and `crds/` holds them.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON,
+};
 use kube::CustomResourceExt;
 
 use super::{CanopyConfiguration, HierarchyConfiguration, SubnamespaceAnchor, Tenant};
@@ -9,10 +11,32 @@ use super::{CanopyConfiguration, HierarchyConfiguration, SubnamespaceAnchor, Ten
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         Tenant::crd(),
-        SubnamespaceAnchor::crd(),
-        HierarchyConfiguration::crd(),
-        CanopyConfiguration::crd(),
+        spec_optional(SubnamespaceAnchor::crd()),
+        spec_optional(HierarchyConfiguration::crd()),
+        spec_optional(CanopyConfiguration::crd()),
     ]
+}
+
+/// Every field of these specs has a default, so an object without `spec` is valid (as an
+/// HNC anchor is): the apiserver defaults `spec` to `{}` and then fills in its fields, so
+/// readers (and canopy's own typed structs) always see a spec.
+fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = root.required.as_mut() {
+            required.retain(|field| field != "spec");
+        }
+        if let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(JSON(serde_json::json!({})));
+        }
+    }
+    crd
 }
 
 /// The file in `crds/` that holds this CRD.
@@ -31,8 +55,72 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
         .iter()
         .map(crd_yaml)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(docs
-        .iter()
-        .map(|d| format!("---\n{d}"))
-        .collect::<String>())
+    Ok(docs.iter().map(|d| format!("---\n{d}")).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// `crds/` is what users and the chart install; it must be exactly what the types say.
+    #[test]
+    fn crds_directory_matches_the_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for crd in all_crds() {
+            let path = dir.join(crd_file_name(&crd));
+            let on_disk = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+            let generated = crd_yaml(&crd).expect("a CRD serializes to YAML");
+            assert!(
+                on_disk == generated,
+                "{} has drifted from the Rust types; run `make crds`",
+                path.display()
+            );
+        }
+        let files = std::fs::read_dir(&dir).expect("crds/ exists").count();
+        assert_eq!(
+            files,
+            all_crds().len(),
+            "crds/ holds a file that no type generates"
+        );
+    }
+
+    #[test]
+    fn every_kind_has_a_status_subresource_and_printer_columns() {
+        for crd in all_crds() {
+            let version = &crd.spec.versions[0];
+            let name = crd.metadata.name.as_deref().unwrap_or_default();
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "{name} has no status subresource"
+            );
+            assert!(
+                version
+                    .additional_printer_columns
+                    .as_ref()
+                    .is_some_and(|c| !c.is_empty()),
+                "{name} has no printer columns"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stream_holds_every_crd() {
+        let yaml = crds_yaml().expect("CRDs serialize");
+        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 4);
+        for name in [
+            "tenants.canopy.dev",
+            "subnamespaceanchors.canopy.dev",
+            "hierarchyconfigurations.canopy.dev",
+            "canopyconfigurations.canopy.dev",
+        ] {
+            assert!(yaml.contains(&format!("name: {name}\n")), "{name} missing");
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub const HIERARCHY_NAME: &str = "hierarchy";
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "HierarchyConfiguration",
+    doc = "The parent of the namespace it lives in, and whether deleting that namespace may cascade; must be named hierarchy",
     plural = "hierarchyconfigurations",
     shortname = "hc",
     namespaced,

@@ -29,7 +29,8 @@ pub fn tree_depth_label(ancestor: &str) -> String {
 
 /// The ancestor named by a depth label key, if `key` is one.
 pub fn ancestor_of_depth_label(key: &str) -> Option<&str> {
-    key.strip_suffix(TREE_DEPTH_SUFFIX).filter(|a| !a.is_empty())
+    key.strip_suffix(TREE_DEPTH_SUFFIX)
+        .filter(|a| !a.is_empty())
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //!
 //! The Rust types here are the source of the CRD schemas (`canopy crds`, `crds/`).
 
+// `printcolumn(..., type_ = ...)` repeats keys by design of kube-derive's attribute syntax.
+#![allow(clippy::duplicated_attributes)]
+
 mod canopy_configuration;
 mod condition;
 mod crds;

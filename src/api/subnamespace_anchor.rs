@@ -12,13 +12,18 @@ use super::Condition;
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "SubnamespaceAnchor",
+    doc = "Asks canopy for a child namespace of the namespace the anchor lives in, named like the anchor",
     plural = "subnamespaceanchors",
     shortname = "subns",
     shortname = "anchor",
     namespaced,
     status = "SubnamespaceAnchorStatus",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SubnamespaceAnchorSpec {

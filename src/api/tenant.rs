@@ -12,14 +12,27 @@ use super::{Condition, PolicyMode};
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "Tenant",
+    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree",
     plural = "tenants",
     shortname = "tn",
     status = "TenantStatus",
     printcolumn(name = "Root", type_ = "string", json_path = ".status.rootNamespace"),
-    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaceCount"),
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.namespaceCount"
+    ),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxNamespaces"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -33,7 +46,10 @@ pub struct TenantSpec {
     pub owner_role: String,
     /// The tenant's root namespace; defaults to the Tenant's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub root_namespace: Option<String>,
     /// How many namespaces the tenant may have, root included.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,11 +10,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tempfile::TempDir;
 
+use super::DevError;
 use super::binaries::Binaries;
 use super::kubeconfig;
 use super::pki::Pki;
 use super::process::ManagedProcess;
-use super::DevError;
 
 /// How long each stage of start-up may take before it is reported as failed.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -225,14 +225,17 @@ impl ControlPlane {
         logs: &Path,
     ) -> Result<(), DevError> {
         tracing::debug!(process = name, "starting");
-        let process = ManagedProcess::spawn(name, program, args, &logs.join(format!("{name}.log")))?;
+        let process =
+            ManagedProcess::spawn(name, program, args, &logs.join(format!("{name}.log")))?;
         self.processes.push(process);
         Ok(())
     }
 
     async fn wait_for_port(&mut self, port: u16) -> Result<(), DevError> {
         self.wait_until("etcd to listen", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         })
         .await
     }
@@ -241,7 +244,10 @@ impl ControlPlane {
         self.wait_until("kube-apiserver /readyz", || async move {
             let request = http::Request::get("/readyz").body(Vec::new());
             match request {
-                Ok(req) => client.request_text(req).await.is_ok_and(|body| body.trim() == "ok"),
+                Ok(req) => client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok"),
                 Err(_) => false,
             }
         })
@@ -250,10 +256,18 @@ impl ControlPlane {
 
     async fn wait_for_default_service_account(&mut self, client: &Client) -> Result<(), DevError> {
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        self.wait_until("kube-controller-manager to create ServiceAccount default/default", || {
-            let accounts = accounts.clone();
-            async move { accounts.get_opt("default").await.is_ok_and(|sa| sa.is_some()) }
-        })
+        self.wait_until(
+            "kube-controller-manager to create ServiceAccount default/default",
+            || {
+                let accounts = accounts.clone();
+                async move {
+                    accounts
+                        .get_opt("default")
+                        .await
+                        .is_ok_and(|sa| sa.is_some())
+                }
+            },
+        )
         .await
     }
 
@@ -267,7 +281,11 @@ impl ControlPlane {
         loop {
             self.check_running()?;
             if ready().await {
-                tracing::debug!(stage = what, elapsed_ms = start.elapsed().as_millis() as u64, "ready");
+                tracing::debug!(
+                    stage = what,
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "ready"
+                );
                 return Ok(());
             }
             if start.elapsed() > STAGE_TIMEOUT {
@@ -309,7 +327,8 @@ pub async fn client_for(path: &Path) -> Result<Client, DevError> {
 }
 
 fn free_port() -> Result<u16, DevError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| DevError::io(Path::new("127.0.0.1:0"), e))?;
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| DevError::io(Path::new("127.0.0.1:0"), e))?;
     let port = listener
         .local_addr()
         .map_err(|e| DevError::io(Path::new("127.0.0.1:0"), e))?

@@ -50,7 +50,9 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<(), DevError> {
     std::fs::create_dir_all(dir).map_err(|e| DevError::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("kubeconfig")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("kubeconfig")
     ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -21,7 +21,9 @@ pub use install::install_crds;
 pub enum DevError {
     #[error("{path} is missing: run `make envtest` to build the control-plane binaries")]
     MissingBinary { path: PathBuf },
-    #[error("HOME is not set; set CANOPY_ENVTEST_DIR to the directory of the control-plane binaries")]
+    #[error(
+        "HOME is not set; set CANOPY_ENVTEST_DIR to the directory of the control-plane binaries"
+    )]
     NoHome,
     #[error("{path}: {source}")]
     Io {
@@ -92,8 +94,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let admin = std::fs::read_to_string(plane.admin_kubeconfig())
         .map_err(|e| DevError::io(plane.admin_kubeconfig(), e))?;
     kubeconfig::write_atomically(&args.kubeconfig, &admin)?;
-    let kubeconfig_path = std::fs::canonicalize(&args.kubeconfig)
-        .map_err(|e| DevError::io(&args.kubeconfig, e))?;
+    let kubeconfig_path =
+        std::fs::canonicalize(&args.kubeconfig).map_err(|e| DevError::io(&args.kubeconfig, e))?;
     tracing::info!(
         server = plane.server(),
         data_dir = %plane.dir().display(),

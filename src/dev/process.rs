@@ -27,7 +27,12 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Starts `program` with `args`, stdout and stderr going to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, DevError> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, DevError> {
         let out = File::create(log).map_err(|e| DevError::io(log, e))?;
         let err = out.try_clone().map_err(|e| DevError::io(log, e))?;
         let mut cmd = Command::new(program);

@@ -1,0 +1,167 @@
+//! Shared by the integration tests: one real control plane per test binary, kubectl,
+//! and unique names so tests can run in parallel against the same cluster.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for, install_crds};
+
+/// What the tests need of the shared control plane; the plane itself stays in `PLANE`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub server: String,
+}
+
+static PLANE: Mutex<Option<ControlPlane>> = Mutex::new(None);
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The control plane of this test binary, started (with canopy's CRDs) on first use.
+///
+/// Statics are never dropped, so the plane is stopped by an `atexit` hook when the test
+/// binary exits; if the binary is killed instead, the kernel kills the processes
+/// (the harness sets `PR_SET_PDEATHSIG`).
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        // Started on its own thread and runtime: the caller may be inside a test's runtime.
+        let started = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async {
+                let plane = ControlPlane::start(ControlPlaneOptions::default()).await?;
+                install_crds(&plane.client().await?).await?;
+                Ok::<_, canopy::dev::DevError>(plane)
+            })
+        })
+        .join()
+        .expect("the control-plane thread panicked");
+        let plane = match started {
+            Ok(plane) => plane,
+            Err(e) => panic!("cannot start the control plane: {e}"),
+        };
+        let cluster = Cluster {
+            kubeconfig: plane.admin_kubeconfig().to_owned(),
+            kubectl: plane.binaries().kubectl.clone(),
+            server: plane.server().to_owned(),
+        };
+        *PLANE.lock().unwrap_or_else(|p| p.into_inner()) = Some(plane);
+        // SAFETY: registering a plain `extern "C" fn` with atexit(3).
+        unsafe {
+            nix::libc::atexit(stop_plane_at_exit);
+        }
+        cluster
+    })
+}
+
+extern "C" fn stop_plane_at_exit() {
+    let plane = PLANE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(plane);
+}
+
+/// An admin client on the caller's runtime.
+pub async fn client() -> kube::Client {
+    client_for(&cluster().kubeconfig)
+        .await
+        .expect("a client for the shared control plane")
+}
+
+/// A name no other test in this run uses: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The result of one kubectl call.
+#[derive(Debug)]
+pub struct Kubectl {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Kubectl {
+    fn from(o: Output) -> Self {
+        Self {
+            success: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs kubectl (the one built with the control plane) as the admin user.
+pub fn kubectl(args: &[&str]) -> Kubectl {
+    kubectl_with_stdin(args, None)
+}
+
+/// Runs kubectl with `stdin` piped in (for `apply -f -`).
+pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Kubectl {
+    use std::io::Write;
+    use std::process::Stdio;
+    let cluster = cluster();
+    let mut cmd = Command::new(&cluster.kubectl);
+    cmd.args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl finishes").into()
+}
+
+/// kubectl that must succeed; returns stdout.
+#[track_caller]
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+/// `kubectl apply -f -` of `yaml`.
+pub fn apply(yaml: &str) -> Kubectl {
+    kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+#[track_caller]
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The repository root, for fixtures and `crds/`.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
