@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod dev;
+pub mod webhooks;
 pub mod telemetry;

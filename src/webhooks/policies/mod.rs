@@ -1,0 +1,1 @@
+//! Admission policies: pure functions from an object to its violations.
