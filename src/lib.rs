@@ -2,6 +2,8 @@
 //! subnamespaces, policy propagation and admission checks.
 
 pub mod api;
+pub mod cli;
 pub mod dev;
-pub mod webhooks;
+pub mod forest;
 pub mod telemetry;
+pub mod webhooks;

@@ -1,0 +1,1 @@
+//! The `kubectl-canopy` plugin: `tree`, `create`, `set`, `describe`.

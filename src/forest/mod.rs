@@ -1,0 +1,12 @@
+//! The Forest: the in-memory model of every namespace, its parent, children, tenant and
+//! labels. Watchers write it, reconcilers and webhooks read it; every operation here is
+//! pure and needs no cluster.
+
+mod halt;
+mod tree;
+
+pub use halt::HaltReason;
+pub use tree::{Forest, NamespaceState};
+
+#[cfg(test)]
+mod tests;

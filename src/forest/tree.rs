@@ -1,0 +1,356 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::HaltReason;
+use crate::api::keys;
+
+/// What the Forest knows of one namespace.
+///
+/// A namespace can be known before it exists (a HierarchyConfiguration names it as parent)
+/// and keeps its place until nothing refers to it any more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceState {
+    /// The Namespace object exists.
+    pub exists: bool,
+    /// It has a deletionTimestamp.
+    pub deleting: bool,
+    /// `spec.parent` of its HierarchyConfiguration; `None` for a root.
+    pub parent: Option<String>,
+    /// `spec.allowCascadingDeletion` of its HierarchyConfiguration.
+    pub allow_cascading_deletion: bool,
+    /// Its `canopy.dev/tenant` label.
+    pub tenant: Option<String>,
+    /// Its `canopy.dev/subnamespace-of` label.
+    pub subnamespace_of: Option<String>,
+    /// Its labels, as last seen (tree labels included).
+    pub labels: BTreeMap<String, String>,
+    /// Names of the SubnamespaceAnchors in it.
+    pub anchors: BTreeSet<String>,
+    /// Namespaces whose parent is this one.
+    children: BTreeSet<String>,
+}
+
+impl NamespaceState {
+    pub fn children(&self) -> &BTreeSet<String> {
+        &self.children
+    }
+
+    fn is_unreferenced(&self) -> bool {
+        !self.exists && self.parent.is_none() && self.children.is_empty() && self.anchors.is_empty()
+    }
+}
+
+/// Every namespace and how they hang together.
+#[derive(Clone, Debug, Default)]
+pub struct Forest {
+    namespaces: HashMap<String, NamespaceState>,
+    excluded: HashSet<String>,
+}
+
+impl Forest {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ---- updates (from watchers) ----
+
+    /// Records that the Namespace object exists, with its labels.
+    pub fn set_namespace(&mut self, name: &str, labels: BTreeMap<String, String>, deleting: bool) {
+        let ns = self.entry(name);
+        ns.exists = true;
+        ns.deleting = deleting;
+        ns.tenant = labels.get(keys::TENANT).cloned();
+        ns.subnamespace_of = labels.get(keys::SUBNAMESPACE_OF).cloned();
+        ns.labels = labels;
+    }
+
+    /// Records that the Namespace object is gone. Its HierarchyConfiguration went with it.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.set_parent(name, None);
+        if let Some(ns) = self.namespaces.get_mut(name) {
+            ns.exists = false;
+            ns.deleting = false;
+            ns.tenant = None;
+            ns.subnamespace_of = None;
+            ns.labels.clear();
+            ns.anchors.clear();
+            ns.allow_cascading_deletion = false;
+        }
+        self.forget_if_unreferenced(name);
+    }
+
+    /// Records a namespace's HierarchyConfiguration (`None` parent: a root).
+    pub fn set_hierarchy(
+        &mut self,
+        name: &str,
+        parent: Option<&str>,
+        allow_cascading_deletion: bool,
+    ) {
+        let parent = parent.filter(|p| !p.is_empty());
+        self.set_parent(name, parent);
+        self.entry(name).allow_cascading_deletion = allow_cascading_deletion;
+        self.forget_if_unreferenced(name);
+    }
+
+    /// Records that a namespace has no HierarchyConfiguration: it is a root.
+    pub fn remove_hierarchy(&mut self, name: &str) {
+        self.set_hierarchy(name, None, false);
+    }
+
+    /// Records the SubnamespaceAnchor `anchor` in `namespace`.
+    pub fn add_anchor(&mut self, namespace: &str, anchor: &str) {
+        self.entry(namespace).anchors.insert(anchor.to_owned());
+    }
+
+    pub fn remove_anchor(&mut self, namespace: &str, anchor: &str) {
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.anchors.remove(anchor);
+        }
+        self.forget_if_unreferenced(namespace);
+    }
+
+    /// Replaces the set of excluded namespaces (from the CanopyConfiguration).
+    pub fn set_excluded(&mut self, excluded: impl IntoIterator<Item = String>) {
+        self.excluded = excluded.into_iter().collect();
+    }
+
+    // ---- queries ----
+
+    pub fn get(&self, name: &str) -> Option<&NamespaceState> {
+        self.namespaces.get(name)
+    }
+
+    /// The namespace exists in the cluster.
+    pub fn exists(&self, name: &str) -> bool {
+        self.namespaces.get(name).is_some_and(|ns| ns.exists)
+    }
+
+    pub fn is_excluded(&self, name: &str) -> bool {
+        self.excluded.contains(name)
+    }
+
+    /// Names of all existing namespaces.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespaces
+            .iter()
+            .filter(|(_, ns)| ns.exists)
+            .map(|(name, _)| name.as_str())
+    }
+
+    pub fn parent(&self, name: &str) -> Option<&str> {
+        self.namespaces.get(name)?.parent.as_deref()
+    }
+
+    /// Namespaces whose declared parent is `name`, sorted.
+    pub fn children(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.namespaces
+            .get(name)
+            .into_iter()
+            .flat_map(|ns| ns.children.iter().map(String::as_str))
+    }
+
+    /// Ancestors from the parent upwards. Stops before repeating itself, so a cycle
+    /// yields each of its members once.
+    pub fn ancestors(&self, name: &str) -> Vec<&str> {
+        let mut seen = HashSet::from([name]);
+        let mut chain = Vec::new();
+        let mut current = name;
+        while let Some(parent) = self.parent(current) {
+            if !seen.insert(parent) {
+                break;
+            }
+            chain.push(parent);
+            current = parent;
+        }
+        chain
+    }
+
+    /// The members of the cycle `name` is part of, starting with `name`, if it is in one.
+    pub fn cycle(&self, name: &str) -> Option<Vec<&str>> {
+        let mut path = vec![self.namespaces.get_key_value(name)?.0.as_str()];
+        let mut current = name;
+        while let Some(parent) = self.parent(current) {
+            if parent == name {
+                return Some(path);
+            }
+            if path.contains(&parent) {
+                return None; // a cycle above us, not through us
+            }
+            path.push(parent);
+            current = parent;
+        }
+        None
+    }
+
+    /// The topmost ancestor (`name` itself for a root). In a cycle, `name`.
+    pub fn root<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.cycle(name).is_some() {
+            return name;
+        }
+        self.ancestors(name).last().copied().unwrap_or(name)
+    }
+
+    /// Every descendant, breadth first, nearest first; never `name` itself, even in a cycle.
+    pub fn descendants(&self, name: &str) -> Vec<&str> {
+        let mut seen = HashSet::from([name]);
+        let mut out = Vec::new();
+        let mut next = 0;
+        out.extend(self.children(name).filter(|c| seen.insert(c)));
+        while next < out.len() {
+            let current = out[next];
+            next += 1;
+            for child in self.children(current) {
+                if seen.insert(child) {
+                    out.push(child);
+                }
+            }
+        }
+        out
+    }
+
+    /// `name` and every descendant.
+    pub fn subtree<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        let mut all = vec![name];
+        all.extend(self.descendants(name));
+        all
+    }
+
+    /// Whether `candidate` is a strict ancestor of `name`.
+    pub fn is_ancestor(&self, candidate: &str, name: &str) -> bool {
+        self.ancestors(name).contains(&candidate)
+    }
+
+    /// If making `new_parent` the parent of `name` would close a cycle, the cycle it would
+    /// make: `name`, then the chain from `new_parent` back up to `name`.
+    pub fn cycle_if_parent(&self, name: &str, new_parent: &str) -> Option<Vec<String>> {
+        if new_parent == name {
+            return Some(vec![name.to_owned(), name.to_owned()]);
+        }
+        let mut chain = vec![name.to_owned(), new_parent.to_owned()];
+        for ancestor in self.ancestors(new_parent) {
+            chain.push(ancestor.to_owned());
+            if ancestor == name {
+                return Some(chain);
+            }
+        }
+        None
+    }
+
+    /// The deepest namespace that both `a` and `b` are in the subtree of (either may be it).
+    pub fn common_ancestor<'a>(&'a self, a: &'a str, b: &'a str) -> Option<&'a str> {
+        let mut of_a: Vec<&str> = vec![a];
+        of_a.extend(self.ancestors(a));
+        let mut of_b = HashSet::from([b]);
+        of_b.extend(self.ancestors(b));
+        of_a.into_iter().find(|ns| of_b.contains(ns))
+    }
+
+    /// Why nothing may be propagated into or out of `name`, if anything.
+    pub fn halted(&self, name: &str) -> Option<HaltReason> {
+        self.own_halt(name).or_else(|| {
+            self.ancestors(name)
+                .into_iter()
+                .find(|a| self.own_halt(a).is_some())
+                .map(|a| HaltReason::AncestorHalted {
+                    ancestor: a.to_owned(),
+                })
+        })
+    }
+
+    /// The halt that `name` causes itself, ignoring its ancestors.
+    fn own_halt(&self, name: &str) -> Option<HaltReason> {
+        let ns = self.namespaces.get(name)?;
+        if let Some(members) = self.cycle(name) {
+            return Some(HaltReason::InCycle {
+                members: members.into_iter().map(str::to_owned).collect(),
+            });
+        }
+        if let Some(parent) = ns.parent.as_deref() {
+            if self.is_excluded(parent) || self.is_excluded(name) {
+                return Some(HaltReason::IllegalParent {
+                    parent: parent.to_owned(),
+                });
+            }
+            if !self.exists(parent) {
+                return Some(HaltReason::ParentMissing {
+                    parent: parent.to_owned(),
+                });
+            }
+        }
+        if ns.deleting {
+            return Some(HaltReason::Deleting);
+        }
+        None
+    }
+
+    /// The `<ancestor>.tree.canopy.dev/depth` labels `name` should carry: itself at 0 and
+    /// each existing ancestor at its distance. Excluded namespaces carry none; a namespace
+    /// in a cycle carries only its own (its ancestry has no top).
+    pub fn tree_labels(&self, name: &str) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        if self.is_excluded(name) {
+            return labels;
+        }
+        labels.insert(keys::tree_depth_label(name), "0".to_owned());
+        if self.cycle(name).is_some() {
+            return labels;
+        }
+        for (depth, ancestor) in self.ancestors(name).into_iter().enumerate() {
+            if !self.exists(ancestor) || self.is_excluded(ancestor) {
+                break;
+            }
+            labels.insert(keys::tree_depth_label(ancestor), (depth + 1).to_string());
+        }
+        labels
+    }
+
+    /// Whether deleting `name` may delete its subnamespaces: set on it or an ancestor.
+    pub fn allows_cascading_deletion(&self, name: &str) -> bool {
+        std::iter::once(name).chain(self.ancestors(name)).any(|ns| {
+            self.namespaces
+                .get(ns)
+                .is_some_and(|s| s.allow_cascading_deletion)
+        })
+    }
+
+    /// How many namespaces are known (existing or referenced).
+    pub fn len(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+    }
+
+    // ---- internals ----
+
+    fn entry(&mut self, name: &str) -> &mut NamespaceState {
+        self.namespaces.entry(name.to_owned()).or_default()
+    }
+
+    fn set_parent(&mut self, name: &str, parent: Option<&str>) {
+        let old = self.namespaces.get(name).and_then(|ns| ns.parent.clone());
+        if old.as_deref() == parent {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(old_parent) = self.namespaces.get_mut(&old) {
+                old_parent.children.remove(name);
+            }
+            self.forget_if_unreferenced(&old);
+        }
+        if let Some(parent) = parent {
+            self.entry(parent).children.insert(name.to_owned());
+        }
+        self.entry(name).parent = parent.map(str::to_owned);
+    }
+
+    fn forget_if_unreferenced(&mut self, name: &str) {
+        if self
+            .namespaces
+            .get(name)
+            .is_some_and(NamespaceState::is_unreferenced)
+        {
+            self.namespaces.remove(name);
+        }
+    }
+}
