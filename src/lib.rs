@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod controllers;
 pub mod dev;
 pub mod forest;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 mod halt;
 mod tree;
+pub mod watch;
 
 pub use halt::HaltReason;
 pub use tree::{Forest, NamespaceState};

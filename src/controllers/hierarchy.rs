@@ -1,0 +1,264 @@
+//! The namespace reconciler: tree labels on the Namespace, and `status.children` and
+//! conditions on its HierarchyConfiguration.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, instrument, warn};
+
+use super::conditions::{self, DesiredCondition};
+use super::queue::Outcome;
+use super::writer::{WriteError, Writer};
+use crate::api::{
+    ACTIVITIES_HALTED, BAD_CONFIGURATION, HIERARCHY_NAME, HierarchyConfiguration,
+    HierarchyConfigurationStatus, keys,
+};
+use crate::forest::Forest;
+use crate::forest::watch::ClusterState;
+
+/// What a namespace needs written.
+#[derive(Debug, Default, PartialEq)]
+pub struct NamespacePlan {
+    /// Tree labels to set (new or changed).
+    pub set_labels: BTreeMap<String, String>,
+    /// Tree labels to remove.
+    pub remove_labels: Vec<String>,
+    /// Create the (empty) HierarchyConfiguration first, to have a status to write.
+    pub create_hierarchy: bool,
+    /// The status to write, when it differs from the current one.
+    pub status: Option<HierarchyConfigurationStatus>,
+}
+
+impl NamespacePlan {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Decides what namespace `name` needs, from the Forest and its current
+/// HierarchyConfiguration. Pure.
+pub fn plan_namespace(
+    forest: &Forest,
+    name: &str,
+    hierarchy: Option<&HierarchyConfiguration>,
+    now: Timestamp,
+) -> NamespacePlan {
+    let Some(state) = forest.get(name).filter(|s| s.exists) else {
+        return NamespacePlan::default();
+    };
+    let mut plan = NamespacePlan::default();
+
+    let desired = forest.tree_labels(name);
+    for (key, value) in &desired {
+        if state.labels.get(key) != Some(value) {
+            plan.set_labels.insert(key.clone(), value.clone());
+        }
+    }
+    plan.remove_labels = state
+        .labels
+        .keys()
+        .filter(|k| keys::ancestor_of_depth_label(k).is_some() && !desired.contains_key(*k))
+        .cloned()
+        .collect();
+
+    let mut wanted = Vec::new();
+    if let Some(halt) = forest.halted(name) {
+        wanted.push(DesiredCondition {
+            type_: ACTIVITIES_HALTED,
+            status: true,
+            reason: halt.reason().to_owned(),
+            message: halt.message(),
+        });
+    }
+    if let Some(anchor_parent) = state.subnamespace_of.as_deref()
+        && state.parent.as_deref() != Some(anchor_parent)
+    {
+        wanted.push(DesiredCondition {
+            type_: BAD_CONFIGURATION,
+            status: true,
+            reason: "SubnamespaceParentMismatch".to_owned(),
+            message: format!(
+                "this is a subnamespace of {anchor_parent:?} but its parent is {}; \
+                 set spec.parent to {anchor_parent:?} or delete the anchor",
+                state
+                    .parent
+                    .as_deref()
+                    .map_or("unset".to_owned(), |p| format!("{p:?}"))
+            ),
+        });
+    }
+    let children: Vec<String> = forest
+        .children(name)
+        .filter(|c| forest.exists(c))
+        .map(str::to_owned)
+        .collect();
+
+    let current = hierarchy.and_then(|h| h.status.clone()).unwrap_or_default();
+    let generation = hierarchy.and_then(|h| h.metadata.generation);
+    let status = HierarchyConfigurationStatus {
+        children,
+        conditions: conditions::merge(&current.conditions, &wanted, generation, now),
+    };
+    if hierarchy.is_none() {
+        if status != HierarchyConfigurationStatus::default() {
+            plan.create_hierarchy = true;
+            plan.status = Some(status);
+        }
+    } else if status != current {
+        plan.status = Some(status);
+    }
+    plan
+}
+
+/// Reconciles one namespace.
+#[instrument(skip(state, writer), fields(namespace = %name))]
+pub async fn reconcile_namespace(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
+    let hierarchy = state
+        .hierarchies
+        .get(&ObjectRef::new(HIERARCHY_NAME).within(&name));
+    let plan = plan_namespace(
+        &state.forest(),
+        &name,
+        hierarchy.as_deref(),
+        Timestamp::now(),
+    );
+    if plan.is_empty() {
+        return Outcome::Success;
+    }
+    debug!(?plan, "writing");
+    match apply(writer, &name, plan).await {
+        Ok(()) => Outcome::Success,
+        Err(err) => {
+            if err.is_transient() {
+                debug!(error = %err, "will retry");
+            } else {
+                warn!(error = %err, "reconcile failed; will retry");
+            }
+            Outcome::Retry
+        }
+    }
+}
+
+async fn apply(writer: &Writer, name: &str, plan: NamespacePlan) -> Result<(), WriteError> {
+    if !plan.set_labels.is_empty() || !plan.remove_labels.is_empty() {
+        writer
+            .patch_namespace_labels(name, &plan.set_labels, &plan.remove_labels)
+            .await?;
+    }
+    if plan.create_hierarchy {
+        writer.ensure_hierarchy(name).await?;
+    }
+    if let Some(status) = plan.status {
+        writer.apply_hierarchy_status(name, &status).await?;
+    }
+    Ok(())
+}
+
+/// The namespaces whose HierarchyConfiguration exists, for a full resync.
+pub fn namespaces_with_hierarchy(state: &ClusterState) -> Vec<String> {
+    state
+        .hierarchies
+        .state()
+        .iter()
+        .filter_map(|h| h.namespace())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    fn forest() -> Forest {
+        let mut f = Forest::new();
+        f.set_namespace("a", BTreeMap::new(), false);
+        f.set_namespace("b", BTreeMap::new(), false);
+        f.set_hierarchy("b", Some("a"), false);
+        f
+    }
+
+    fn hc(ns: &str, status: Option<HierarchyConfigurationStatus>) -> HierarchyConfiguration {
+        let mut hc = HierarchyConfiguration::new(HIERARCHY_NAME, Default::default());
+        hc.metadata.namespace = Some(ns.to_owned());
+        hc.status = status;
+        hc
+    }
+
+    #[test]
+    fn a_child_gets_its_labels_and_the_parent_its_children() {
+        let f = forest();
+        let child = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        assert_eq!(child.set_labels.len(), 2);
+        assert_eq!(child.set_labels["a.tree.canopy.dev/depth"], "1");
+        assert_eq!(child.status, None, "nothing to report on b");
+
+        let parent = plan_namespace(&f, "a", None, now());
+        assert!(
+            parent.create_hierarchy,
+            "a has a child to report but no hierarchy object"
+        );
+        assert_eq!(
+            parent.status.map(|s| s.children),
+            Some(vec!["b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_converged_namespace_needs_nothing() {
+        let mut f = forest();
+        let labels = f.tree_labels("b");
+        f.set_namespace("b", labels, false);
+        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), now()).is_empty());
+        let a_status = HierarchyConfigurationStatus {
+            children: vec!["b".to_owned()],
+            conditions: vec![],
+        };
+        let labels = f.tree_labels("a");
+        f.set_namespace("a", labels, false);
+        assert!(plan_namespace(&f, "a", Some(&hc("a", Some(a_status))), now()).is_empty());
+    }
+
+    #[test]
+    fn stale_tree_labels_are_removed() {
+        let mut f = forest();
+        let mut labels = f.tree_labels("b");
+        labels.insert("old.tree.canopy.dev/depth".to_owned(), "1".to_owned());
+        labels.insert("team".to_owned(), "x".to_owned());
+        f.set_namespace("b", labels, false);
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        assert_eq!(
+            plan.remove_labels,
+            vec!["old.tree.canopy.dev/depth".to_owned()]
+        );
+        assert!(plan.set_labels.is_empty());
+    }
+
+    #[test]
+    fn a_missing_parent_halts_and_healing_clears_it() {
+        let mut f = forest();
+        f.set_hierarchy("b", Some("nowhere"), false);
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let status = plan.status.expect("a condition to write");
+        assert_eq!(status.conditions[0].type_, "ActivitiesHalted");
+        assert_eq!(status.conditions[0].reason, "ParentMissing");
+
+        f.set_hierarchy("b", Some("a"), false);
+        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), now());
+        assert_eq!(healed.status.map(|s| s.conditions.len()), Some(0));
+    }
+
+    #[test]
+    fn a_subnamespace_with_another_parent_is_badly_configured() {
+        let mut f = forest();
+        let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "x".to_owned())]);
+        f.set_namespace("b", labels, false);
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let status = plan.status.expect("a condition");
+        assert_eq!(status.conditions[0].type_, "BadConfiguration");
+    }
+}

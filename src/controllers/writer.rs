@@ -1,0 +1,219 @@
+//! The one place that writes to the apiserver. Every write names field manager `canopy`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+use crate::api::keys::FIELD_MANAGER;
+use crate::api::{
+    AnchorState, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
+    HierarchyConfigurationStatus, SubnamespaceAnchor,
+};
+
+/// A write that failed, with what was being written.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct WriteError {
+    pub action: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+impl WriteError {
+    /// A conflict or a missing object that the next reconcile sees differently.
+    pub fn is_transient(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if s.code == 409 || s.code == 404 || s.code >= 500)
+    }
+}
+
+type Result<T> = std::result::Result<T, WriteError>;
+
+fn context(action: impl FnOnce() -> String) -> impl FnOnce(kube::Error) -> WriteError {
+    move |source| WriteError {
+        action: action(),
+        source,
+    }
+}
+
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// Writes canopy's decisions; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+}
+
+impl Writer {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Sets `set` and removes `remove` among a namespace's labels, leaving all others.
+    pub async fn patch_namespace_labels(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        let mut labels = serde_json::Map::new();
+        for (k, v) in set {
+            labels.insert(k.clone(), Value::String(v.clone()));
+        }
+        for k in remove {
+            labels.insert(k.clone(), Value::Null);
+        }
+        let patch = json!({"metadata": {"labels": labels}});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(context(|| format!("patching labels of namespace {name}")))?;
+        Ok(())
+    }
+
+    /// Creates a namespace; `Ok(false)` if one of that name exists already.
+    pub async fn create_namespace(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.to_owned());
+        ns.metadata.labels = Some(labels);
+        ns.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match Api::<Namespace>::all(self.client.clone())
+            .create(&params, &ns)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(context(|| format!("creating namespace {name}"))(e)),
+        }
+    }
+
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        match Api::<Namespace>::all(self.client.clone())
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(context(|| format!("deleting namespace {name}"))(e)),
+        }
+    }
+
+    /// Makes `parent` the parent of `namespace` (server-side apply of `spec.parent` only).
+    pub async fn set_parent(&self, namespace: &str, parent: &str) -> Result<()> {
+        let patch = json!({
+            "apiVersion": HierarchyConfiguration::api_version(&()),
+            "kind": HierarchyConfiguration::kind(&()),
+            "metadata": {"name": HIERARCHY_NAME, "namespace": namespace},
+            "spec": HierarchyConfigurationSpec { parent: Some(parent.to_owned()), allow_cascading_deletion: false },
+        });
+        Api::<HierarchyConfiguration>::namespaced(self.client.clone(), namespace)
+            .patch(
+                HIERARCHY_NAME,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(context(|| {
+                format!("setting the parent of {namespace} to {parent}")
+            }))?;
+        Ok(())
+    }
+
+    /// Creates an empty HierarchyConfiguration so its status can be written; a namespace
+    /// without one is a root.
+    pub async fn ensure_hierarchy(&self, namespace: &str) -> Result<()> {
+        let hc = HierarchyConfiguration::new(HIERARCHY_NAME, HierarchyConfigurationSpec::default());
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match Api::<HierarchyConfiguration>::namespaced(self.client.clone(), namespace)
+            .create(&params, &hc)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(context(|| {
+                format!("creating the HierarchyConfiguration of {namespace}")
+            })(e)),
+        }
+    }
+
+    /// Server-side applies the whole status; what canopy set before and leaves out now
+    /// is removed.
+    pub async fn apply_hierarchy_status(
+        &self,
+        namespace: &str,
+        status: &HierarchyConfigurationStatus,
+    ) -> Result<()> {
+        let patch = json!({
+            "apiVersion": HierarchyConfiguration::api_version(&()),
+            "kind": HierarchyConfiguration::kind(&()),
+            "metadata": {"name": HIERARCHY_NAME, "namespace": namespace},
+            "status": status,
+        });
+        Api::<HierarchyConfiguration>::namespaced(self.client.clone(), namespace)
+            .patch_status(
+                HIERARCHY_NAME,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(context(|| {
+                format!("writing the hierarchy status of {namespace}")
+            }))?;
+        Ok(())
+    }
+
+    pub async fn set_anchor_state(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: AnchorState,
+    ) -> Result<()> {
+        let patch = json!({"status": {"status": state}});
+        Api::<SubnamespaceAnchor>::namespaced(self.client.clone(), namespace)
+            .patch_status(name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(context(|| {
+                format!("writing the status of anchor {namespace}/{name}")
+            }))?;
+        Ok(())
+    }
+
+    /// Replaces the anchor's finalizers, failing with a conflict if the anchor changed
+    /// since `resource_version` (so a finalizer someone else added is never dropped).
+    pub async fn set_anchor_finalizers(
+        &self,
+        namespace: &str,
+        name: &str,
+        finalizers: &[String],
+        resource_version: &str,
+    ) -> Result<()> {
+        let patch =
+            json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+        Api::<SubnamespaceAnchor>::namespaced(self.client.clone(), namespace)
+            .patch(name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(context(|| {
+                format!("updating the finalizers of anchor {namespace}/{name}")
+            }))?;
+        Ok(())
+    }
+}

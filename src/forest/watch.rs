@@ -1,0 +1,446 @@
+//! Watchers that keep the Forest (and the stores of full objects) in step with the cluster,
+//! and tell the reconcilers what changed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tokio::sync::{mpsc, watch};
+
+use super::Forest;
+use crate::api::{
+    CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
+    SubnamespaceAnchor,
+};
+
+/// What the reconcilers must look at again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// These namespaces' derived state (labels, HierarchyConfiguration status) may differ.
+    Namespaces(Vec<String>),
+    /// This anchor, or the namespace it stands for, changed.
+    Anchor { namespace: String, name: String },
+    /// Everything may differ (initial list done, configuration changed).
+    All,
+}
+
+/// The shared, read-mostly view of the cluster that reconcilers and webhooks use.
+#[derive(Clone)]
+pub struct ClusterState {
+    pub forest: Arc<RwLock<Forest>>,
+    pub config: Arc<RwLock<CanopyConfigurationSpec>>,
+    pub anchors: Store<SubnamespaceAnchor>,
+    pub hierarchies: Store<HierarchyConfiguration>,
+    /// True once every watcher has listed its kind once.
+    pub ready: watch::Receiver<bool>,
+}
+
+impl ClusterState {
+    /// Reads the Forest; a poisoned lock (a panicked writer) still holds a consistent tree
+    /// because every update completes before the guard drops.
+    pub fn forest(&self) -> std::sync::RwLockReadGuard<'_, Forest> {
+        self.forest.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> CanopyConfigurationSpec {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Starts the watchers on `client`. Returns the shared state and the stream of changes;
+/// the watchers run until the returned future set is dropped.
+pub fn start(
+    client: Client,
+) -> (
+    ClusterState,
+    mpsc::UnboundedReceiver<Change>,
+    impl Future<Output = ()>,
+) {
+    let forest = Arc::new(RwLock::new(Forest::new()));
+    let config = Arc::new(RwLock::new(CanopyConfigurationSpec::default()));
+    forest
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_excluded(
+            config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .excluded_namespaces
+                .clone(),
+        );
+    let (changes, changes_rx) = mpsc::unbounded_channel();
+    let (anchor_store, anchor_writer) = reflector::store();
+    let (hc_store, hc_writer) = reflector::store();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let readiness = Readiness::new(ready_tx, 4);
+
+    let namespaces = watch_namespaces(
+        client.clone(),
+        forest.clone(),
+        changes.clone(),
+        readiness.clone(),
+    );
+    let hierarchies = {
+        let stream = reflector::reflector(
+            hc_writer,
+            watcher(Api::<HierarchyConfiguration>::all(client.clone())),
+        );
+        feed(
+            stream,
+            HierarchyFeed {
+                forest: forest.clone(),
+            },
+            changes.clone(),
+            readiness.clone(),
+        )
+    };
+    let anchors = {
+        let stream = reflector::reflector(
+            anchor_writer,
+            watcher(Api::<SubnamespaceAnchor>::all(client.clone())),
+        );
+        feed(
+            stream,
+            AnchorFeed {
+                forest: forest.clone(),
+            },
+            changes.clone(),
+            readiness.clone(),
+        )
+    };
+    let configuration =
+        watch_configuration(client, forest.clone(), config.clone(), changes, readiness);
+
+    let state = ClusterState {
+        forest,
+        config,
+        anchors: anchor_store,
+        hierarchies: hc_store,
+        ready: ready_rx,
+    };
+    let run = async move {
+        tokio::join!(namespaces, hierarchies, anchors, configuration);
+    };
+    (state, changes_rx, run)
+}
+
+fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff()
+}
+
+/// Counts watchers that have finished their first list.
+#[derive(Clone)]
+struct Readiness {
+    tx: Arc<watch::Sender<bool>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Readiness {
+    fn new(tx: watch::Sender<bool>, watchers: usize) -> Self {
+        Self {
+            tx: Arc::new(tx),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(watchers)),
+        }
+    }
+
+    /// One watcher has listed; call once per watcher.
+    fn listed(&self) {
+        use std::sync::atomic::Ordering;
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _ = self.tx.send(true);
+        }
+    }
+}
+
+/// How events of one kind update the Forest, and what they make dirty.
+trait ForestFeed<K> {
+    /// Applies one object; returns what changed.
+    fn apply(&self, obj: &K) -> Vec<Change>;
+    /// Applies the removal of one object.
+    fn delete(&self, obj: &K) -> Vec<Change>;
+    /// After a relist: forget objects that were not listed.
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change>;
+}
+
+async fn feed<K, S, F>(
+    stream: S,
+    feed: F,
+    changes: mpsc::UnboundedSender<Change>,
+    readiness: Readiness,
+) where
+    K: kube::Resource + Clone,
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+    F: ForestFeed<K>,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut listing: HashSet<(String, String)> = HashSet::new();
+    let mut first_list = true;
+    while let Some(event) = stream.next().await {
+        let out = match event {
+            Ok(Event::Apply(obj)) => feed.apply(&obj),
+            Ok(Event::Delete(obj)) => feed.delete(&obj),
+            Ok(Event::Init) => {
+                listing.clear();
+                Vec::new()
+            }
+            Ok(Event::InitApply(obj)) => {
+                listing.insert((obj.namespace().unwrap_or_default(), obj.name_any()));
+                feed.apply(&obj);
+                Vec::new()
+            }
+            Ok(Event::InitDone) => {
+                feed.retain(&listing);
+                listing.clear();
+                if first_list {
+                    first_list = false;
+                    readiness.listed();
+                }
+                vec![Change::All]
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "watch failed; retrying with backoff");
+                Vec::new()
+            }
+        };
+        for change in out {
+            if changes.send(change).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn write(forest: &RwLock<Forest>) -> std::sync::RwLockWriteGuard<'_, Forest> {
+    forest.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Namespaces whose derived state depends on `name`'s place: its subtree and its parent.
+fn around(forest: &Forest, name: &str, old_parent: Option<String>) -> Vec<String> {
+    let mut out: Vec<String> = forest
+        .subtree(name)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    out.extend(old_parent);
+    out.extend(forest.parent(name).map(str::to_owned));
+    out
+}
+
+async fn watch_namespaces(
+    client: Client,
+    forest: Arc<RwLock<Forest>>,
+    changes: mpsc::UnboundedSender<Change>,
+    readiness: Readiness,
+) {
+    // Metadata only: the tree needs names, labels and deletion timestamps, not specs.
+    let stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client));
+    feed(stream, NamespaceFeed { forest }, changes, readiness).await;
+}
+
+struct NamespaceFeed {
+    forest: Arc<RwLock<Forest>>,
+}
+
+impl ForestFeed<PartialObjectMeta<Namespace>> for NamespaceFeed {
+    fn apply(&self, ns: &PartialObjectMeta<Namespace>) -> Vec<Change> {
+        let name = ns.name_any();
+        let labels: BTreeMap<String, String> = ns.labels().clone();
+        let deleting = ns.metadata.deletion_timestamp.is_some();
+        let mut forest = write(&self.forest);
+        let before = forest.get(&name).map(|s| (s.exists, s.deleting));
+        forest.set_namespace(&name, labels, deleting);
+        // Existence or deletion changes the subtree's halt state and labels; a label
+        // change only matters to the namespace itself.
+        let dirty = if before == Some((true, deleting)) {
+            vec![name.clone()]
+        } else {
+            around(&forest, &name, None)
+        };
+        let parent_ns = forest.get(&name).and_then(|s| s.subnamespace_of.clone());
+        drop(forest);
+        let mut out = vec![Change::Namespaces(dirty)];
+        out.extend(parent_ns.map(|namespace| Change::Anchor {
+            namespace,
+            name: name.clone(),
+        }));
+        out
+    }
+
+    fn delete(&self, ns: &PartialObjectMeta<Namespace>) -> Vec<Change> {
+        let name = ns.name_any();
+        let mut forest = write(&self.forest);
+        let parent = forest.parent(&name).map(str::to_owned);
+        let anchor_parent = forest.get(&name).and_then(|s| s.subnamespace_of.clone());
+        let mut dirty = around(&forest, &name, parent);
+        forest.remove_namespace(&name);
+        dirty.extend(forest.descendants(&name).into_iter().map(str::to_owned));
+        drop(forest);
+        let mut out = vec![Change::Namespaces(dirty)];
+        out.extend(anchor_parent.map(|namespace| Change::Anchor { namespace, name }));
+        out
+    }
+
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change> {
+        let mut forest = write(&self.forest);
+        let gone: Vec<String> = forest
+            .namespaces()
+            .filter(|ns| !listed.contains(&(String::new(), (*ns).to_owned())))
+            .map(str::to_owned)
+            .collect();
+        for ns in &gone {
+            forest.remove_namespace(ns);
+        }
+        Vec::new()
+    }
+}
+
+struct HierarchyFeed {
+    forest: Arc<RwLock<Forest>>,
+}
+
+impl ForestFeed<HierarchyConfiguration> for HierarchyFeed {
+    fn apply(&self, hc: &HierarchyConfiguration) -> Vec<Change> {
+        let Some(ns) = hc.namespace() else {
+            return Vec::new();
+        };
+        if hc.name_any() != crate::api::HIERARCHY_NAME {
+            return Vec::new();
+        }
+        let mut forest = write(&self.forest);
+        let old_parent = forest.parent(&ns).map(str::to_owned);
+        forest.set_hierarchy(
+            &ns,
+            hc.spec.parent.as_deref(),
+            hc.spec.allow_cascading_deletion,
+        );
+        vec![Change::Namespaces(around(&forest, &ns, old_parent))]
+    }
+
+    fn delete(&self, hc: &HierarchyConfiguration) -> Vec<Change> {
+        let Some(ns) = hc.namespace() else {
+            return Vec::new();
+        };
+        let mut forest = write(&self.forest);
+        let old_parent = forest.parent(&ns).map(str::to_owned);
+        forest.remove_hierarchy(&ns);
+        vec![Change::Namespaces(around(&forest, &ns, old_parent))]
+    }
+
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change> {
+        let mut forest = write(&self.forest);
+        let stale: Vec<String> = forest
+            .namespaces()
+            .filter(|ns| {
+                forest.parent(ns).is_some()
+                    && !listed.contains(&((*ns).to_owned(), crate::api::HIERARCHY_NAME.to_owned()))
+            })
+            .map(str::to_owned)
+            .collect();
+        for ns in &stale {
+            forest.remove_hierarchy(ns);
+        }
+        Vec::new()
+    }
+}
+
+struct AnchorFeed {
+    forest: Arc<RwLock<Forest>>,
+}
+
+impl ForestFeed<SubnamespaceAnchor> for AnchorFeed {
+    fn apply(&self, anchor: &SubnamespaceAnchor) -> Vec<Change> {
+        let (Some(namespace), name) = (anchor.namespace(), anchor.name_any()) else {
+            return Vec::new();
+        };
+        write(&self.forest).add_anchor(&namespace, &name);
+        vec![Change::Anchor { namespace, name }]
+    }
+
+    fn delete(&self, anchor: &SubnamespaceAnchor) -> Vec<Change> {
+        let (Some(namespace), name) = (anchor.namespace(), anchor.name_any()) else {
+            return Vec::new();
+        };
+        write(&self.forest).remove_anchor(&namespace, &name);
+        // The child's BadConfiguration/anchor-dependent state may change.
+        vec![Change::Namespaces(vec![name])]
+    }
+
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change> {
+        let mut forest = write(&self.forest);
+        let stale: Vec<(String, String)> = forest
+            .namespaces()
+            .flat_map(|ns| {
+                forest
+                    .get(ns)
+                    .into_iter()
+                    .flat_map(|s| s.anchors.iter())
+                    .map(move |a| (ns.to_owned(), a.clone()))
+            })
+            .filter(|key| !listed.contains(key))
+            .collect();
+        for (ns, anchor) in stale {
+            forest.remove_anchor(&ns, &anchor);
+        }
+        Vec::new()
+    }
+}
+
+async fn watch_configuration(
+    client: Client,
+    forest: Arc<RwLock<Forest>>,
+    config: Arc<RwLock<CanopyConfigurationSpec>>,
+    changes: mpsc::UnboundedSender<Change>,
+    readiness: Readiness,
+) {
+    let api = Api::<CanopyConfiguration>::all(client);
+    let stream = watcher::watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={CONFIGURATION_NAME}")),
+    )
+    .default_backoff();
+    feed(stream, ConfigFeed { forest, config }, changes, readiness).await;
+}
+
+struct ConfigFeed {
+    forest: Arc<RwLock<Forest>>,
+    config: Arc<RwLock<CanopyConfigurationSpec>>,
+}
+
+impl ConfigFeed {
+    fn set(&self, spec: CanopyConfigurationSpec) -> Vec<Change> {
+        write(&self.forest).set_excluded(spec.excluded_namespaces.iter().cloned());
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = spec;
+        vec![Change::All]
+    }
+}
+
+impl ForestFeed<CanopyConfiguration> for ConfigFeed {
+    fn apply(&self, obj: &CanopyConfiguration) -> Vec<Change> {
+        self.set(obj.spec.clone())
+    }
+
+    fn delete(&self, _: &CanopyConfiguration) -> Vec<Change> {
+        self.set(CanopyConfigurationSpec::default())
+    }
+
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change> {
+        if listed.is_empty() {
+            self.set(CanopyConfigurationSpec::default())
+        } else {
+            Vec::new()
+        }
+    }
+}
