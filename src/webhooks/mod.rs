@@ -1,3 +1,66 @@
-//! Admission webhooks: the policies (pure functions) and the HTTPS server that serves them.
+//! Admission webhooks: the policies (pure functions), the tree and tenancy checks, and
+//! the HTTPS server that serves them.
 
+mod anchor;
+mod authorizer;
+mod hierarchy;
+mod namespace;
 pub mod policies;
+mod protected;
+pub mod review;
+pub mod server;
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::Client;
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
+
+use crate::forest::watch::ClusterState;
+pub use authorizer::Authorizer;
+use review::Verdict;
+
+/// The paths the webhook configuration points at.
+pub mod paths {
+    pub const HIERARCHY: &str = "validate-hierarchy";
+    pub const ANCHOR: &str = "validate-anchor";
+    pub const NAMESPACE: &str = "validate-namespace";
+}
+
+/// Everything the handlers read: the shared cluster state, and who canopy is.
+pub struct Webhooks {
+    state: ClusterState,
+    authorizer: Authorizer,
+    canopy_username: String,
+}
+
+impl Webhooks {
+    /// `canopy_username` is the identity canopy's own writes arrive with; they are exempt
+    /// from the checks that protect canopy's labels and objects from everyone else.
+    pub fn new(state: ClusterState, client: Client, canopy_username: String) -> Self {
+        Self {
+            state,
+            authorizer: Authorizer::new(client),
+            canopy_username,
+        }
+    }
+
+    /// Ready once the Forest and configuration are loaded.
+    pub fn is_ready(&self) -> bool {
+        *self.state.ready.borrow()
+    }
+
+    fn is_canopy(&self, user: &UserInfo) -> bool {
+        user.username.as_deref() == Some(self.canopy_username.as_str())
+    }
+
+    /// The verdict of the webhook at `path`, or `None` if there is none.
+    pub async fn review(&self, path: &str, request: &AdmissionRequest<DynamicObject>) -> Option<Verdict> {
+        let verdict = match path {
+            paths::HIERARCHY => hierarchy::review(self, request).await,
+            paths::ANCHOR => anchor::review(self, request),
+            paths::NAMESPACE => namespace::review(self, request),
+            _ => return None,
+        };
+        Some(verdict)
+    }
+}

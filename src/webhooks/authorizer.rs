@@ -1,0 +1,46 @@
+//! Asking the apiserver whether the requester may do something (SubjectAccessReview).
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// Checks permissions as the user who made an admission request.
+#[derive(Clone)]
+pub struct Authorizer {
+    client: Client,
+}
+
+impl Authorizer {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Whether `user` may `update` `hierarchyconfigurations` in `namespace`: the right that
+    /// changing a tree needs in the namespaces it affects.
+    pub async fn can_update_hierarchy(&self, user: &UserInfo, namespace: &str) -> Result<bool, kube::Error> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: user.username.clone(),
+                groups: user.groups.clone(),
+                uid: user.uid.clone(),
+                extra: user.extra.clone(),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_owned()),
+                    verb: Some("update".to_owned()),
+                    group: Some(crate::api::GROUP.to_owned()),
+                    resource: Some("hierarchyconfigurations".to_owned()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    }
+}
