@@ -6,5 +6,6 @@ pub mod cli;
 pub mod controllers;
 pub mod dev;
 pub mod forest;
+pub mod manager;
 pub mod telemetry;
 pub mod webhooks;

@@ -1,4 +1,4 @@
-//! The `canopy` binary: `canopy crds`, `canopy dev`.
+//! The `canopy` binary: `canopy manager`, `canopy crds`, `canopy dev`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +24,8 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Run the controllers and the webhook server.
+    Manager(canopy::manager::ManagerArgs),
     /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) with
     /// canopy installed, until Ctrl-C or SIGTERM.
     Dev(canopy::dev::DevArgs),
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),
+        Command::Manager(args) => run_async(run_manager(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +62,39 @@ fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
+    use canopy::manager::{Halves, WebhookListener, run};
+    let halves = Halves {
+        controllers: !args.webhooks_only,
+        webhooks: !args.controllers_only,
+    };
+    let listener = if halves.webhooks {
+        Some(WebhookListener::from_args(&args).await?)
+    } else {
+        None
+    };
+    let client = kube::Client::try_default().await?;
+    run(client, listener, halves, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

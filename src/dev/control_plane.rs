@@ -12,7 +12,7 @@ use tempfile::TempDir;
 
 use super::DevError;
 use super::binaries::Binaries;
-use super::kubeconfig;
+use super::kubeconfig::{self, Credentials};
 use super::pki::Pki;
 use super::process::ManagedProcess;
 
@@ -39,6 +39,7 @@ pub struct ControlPlane {
     server: String,
     admin_kubeconfig: PathBuf,
     binaries: Binaries,
+    pki: Pki,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -90,6 +91,7 @@ impl ControlPlane {
             server: server.clone(),
             admin_kubeconfig: dir.join("admin.kubeconfig"),
             binaries,
+            pki,
         };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -107,7 +109,8 @@ impl ControlPlane {
         plane.spawn("etcd", &plane.binaries.etcd.clone(), &etcd_args, &logs)?;
         plane.wait_for_port(etcd_port).await?;
 
-        let p = |f: &str| pki.path(f).display().to_string();
+        let pki_dir = plane.pki.dir.clone();
+        let p = |f: &str| pki_dir.join(f).display().to_string();
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".to_owned(),
@@ -138,13 +141,19 @@ impl ControlPlane {
             &logs,
         )?;
 
-        let admin = kubeconfig::render(&server, &pki.ca.cert_pem, &pki.admin, "canopy-dev");
+        let pki = &plane.pki;
+        let admin = kubeconfig::render(
+            &server,
+            &pki.ca.cert_pem,
+            Credentials::ClientCert(&pki.admin),
+            "canopy-dev",
+        );
         kubeconfig::write_atomically(&plane.admin_kubeconfig, &admin)?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
         let kcm = kubeconfig::render(
             &server,
             &pki.ca.cert_pem,
-            &pki.controller_manager,
+            Credentials::ClientCert(&pki.controller_manager),
             "controller-manager",
         );
         kubeconfig::write_atomically(&kcm_kubeconfig, &kcm)?;
@@ -190,6 +199,10 @@ impl ControlPlane {
     /// The directory holding data, certificates and logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 
     pub fn binaries(&self) -> &Binaries {

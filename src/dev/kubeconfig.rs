@@ -8,9 +8,23 @@ use base64::engine::general_purpose::STANDARD;
 use super::DevError;
 use super::pki::CertPair;
 
-/// A kubeconfig for one client-certificate user of the apiserver at `server`.
-pub fn render(server: &str, ca_pem: &str, user: &CertPair, context: &str) -> String {
+/// How a kubeconfig's user authenticates.
+pub enum Credentials<'a> {
+    ClientCert(&'a CertPair),
+    Token(&'a str),
+}
+
+/// A kubeconfig for one user of the apiserver at `server`.
+pub fn render(server: &str, ca_pem: &str, user: Credentials<'_>, context: &str) -> String {
     let b64 = |s: &str| STANDARD.encode(s.as_bytes());
+    let user = match user {
+        Credentials::ClientCert(pair) => format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(&pair.cert_pem),
+            b64(&pair.key_pem)
+        ),
+        Credentials::Token(token) => format!("    token: {token}"),
+    };
     format!(
         "apiVersion: v1
 kind: Config
@@ -22,8 +36,7 @@ clusters:
 users:
 - name: {context}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
+{user}
 contexts:
 - name: {context}
   context:
@@ -33,8 +46,6 @@ contexts:
 current-context: {context}
 ",
         ca = b64(ca_pem),
-        cert = b64(&user.cert_pem),
-        key = b64(&user.key_pem),
     )
 }
 

@@ -4,6 +4,7 @@
 //! `make envtest` (hack/build-envtest.sh) and started here on free loopback ports.
 
 mod binaries;
+pub mod canopy;
 mod control_plane;
 mod install;
 mod kubeconfig;
@@ -54,6 +55,10 @@ pub enum DevError {
     Client(#[from] kube::Error),
     #[error("installing CRD {name}: {source}")]
     InstallCrd { name: String, source: kube::Error },
+    #[error("installing {what}: {source}")]
+    Install { what: String, source: kube::Error },
+    #[error("setting up canopy: {0}")]
+    Canopy(String),
 }
 
 impl DevError {
@@ -86,8 +91,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         binaries: None,
     })
     .await?;
-    let client = plane.client().await?;
-    install_crds(&client).await?;
+    let admin = plane.client().await?;
+    let prepared = canopy::prepare(&plane).await?;
+    let manager_client = client_for(&prepared.manager_kubeconfig).await?;
+    let (stop_manager, stopped) = tokio::sync::oneshot::channel::<()>();
+    let manager = tokio::spawn(crate::manager::run(
+        manager_client,
+        Some(prepared.webhooks),
+        crate::manager::Halves {
+            controllers: true,
+            webhooks: true,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    canopy::wait_for_webhooks(&admin, std::time::Duration::from_secs(60)).await?;
 
     // The kubeconfig appears only now, so a script waiting for the file finds a cluster
     // that is ready to use.
@@ -105,6 +124,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("export KUBECONFIG={}", kubeconfig_path.display());
 
     let outcome = wait_for_shutdown(&mut plane).await;
+    let _ = stop_manager.send(());
+    if let Ok(Err(err)) = manager.await {
+        tracing::warn!(error = %err, "the manager stopped with an error");
+    }
     tracing::info!("stopping the control plane");
     let _ = std::fs::remove_file(&kubeconfig_path);
     plane.stop();

@@ -26,6 +26,8 @@ pub struct Pki {
     pub ca: CertPair,
     pub admin: CertPair,
     pub controller_manager: CertPair,
+    /// For a webhook server on loopback (`127.0.0.1`, `localhost`) that the apiserver calls.
+    pub loopback_serving: CertPair,
 }
 
 impl Pki {
@@ -70,6 +72,18 @@ impl Pki {
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
+        let loopback_key = KeyPair::generate()?;
+        let mut loopback = CertificateParams::new(vec!["localhost".to_owned()])?;
+        loopback.distinguished_name = name("canopy-webhook", None);
+        loopback
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        loopback.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let loopback_serving = CertPair {
+            cert_pem: loopback.signed_by(&loopback_key, &ca)?.pem(),
+            key_pem: loopback_key.serialize_pem(),
+        };
+
         let client = |user: &str, group: Option<&str>| -> Result<CertPair, DevError> {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -93,6 +107,7 @@ impl Pki {
             },
             admin,
             controller_manager,
+            loopback_serving,
         };
         pki.write(Self::CA_CERT, &pki.ca.cert_pem)?;
         pki.write(Self::CA_KEY, &pki.ca.key_pem)?;

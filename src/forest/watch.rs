@@ -216,9 +216,8 @@ async fn feed<K, S, F>(
             }
         };
         for change in out {
-            if changes.send(change).is_err() {
-                return;
-            }
+            // Without reconcilers (`--webhooks`) nobody listens; the Forest still updates.
+            let _ = changes.send(change);
         }
     }
 }

@@ -33,7 +33,9 @@ pub fn check_create(forest: &Forest, parent: &str, child: &str) -> Option<String
         ));
     }
     if forest.is_excluded(child) {
-        return Some(format!("{child:?} is an excluded namespace name; choose another name"));
+        return Some(format!(
+            "{child:?} is an excluded namespace name; choose another name"
+        ));
     }
     let state = forest.get(child).filter(|s| s.exists)?;
     if state.subnamespace_of.as_deref() == Some(parent) {
@@ -53,7 +55,8 @@ pub fn check_delete(forest: &Forest, parent: &str, child: &str) -> Option<String
     if !ours {
         return None;
     }
-    check_subtree_deletion(forest, child).map(|why| format!("the anchor {parent}/{child} cannot be deleted: {why}"))
+    check_subtree_deletion(forest, child)
+        .map(|why| format!("the anchor {parent}/{child} cannot be deleted: {why}"))
 }
 
 #[cfg(test)]
@@ -92,7 +95,11 @@ mod tests {
         f.set_namespace("team-dev", sub_of("team"), false);
         f.set_hierarchy("team-dev", Some("team"), false);
         f.add_anchor("team", "team-dev");
-        assert_eq!(check_delete(&f, "team", "team-dev"), None, "no grandchildren");
+        assert_eq!(
+            check_delete(&f, "team", "team-dev"),
+            None,
+            "no grandchildren"
+        );
         f.set_namespace("team-dev-ci", sub_of("team-dev"), false);
         f.set_hierarchy("team-dev-ci", Some("team-dev"), false);
         f.add_anchor("team-dev", "team-dev-ci");

@@ -20,7 +20,11 @@ impl Authorizer {
 
     /// Whether `user` may `update` `hierarchyconfigurations` in `namespace`: the right that
     /// changing a tree needs in the namespaces it affects.
-    pub async fn can_update_hierarchy(&self, user: &UserInfo, namespace: &str) -> Result<bool, kube::Error> {
+    pub async fn can_update_hierarchy(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Result<bool, kube::Error> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: user.username.clone(),

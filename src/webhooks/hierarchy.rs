@@ -29,19 +29,23 @@ pub fn check_parent_change(
         return Ok(Consent { namespaces: vec![] });
     }
     let who = format!("namespace {namespace:?}");
-    if let Some(state) = forest.get(namespace) {
-        if let Some(anchor_parent) = state.subnamespace_of.as_deref()
-            && forest.get(anchor_parent).is_some_and(|p| p.anchors.contains(namespace))
-            && new != Some(anchor_parent)
-        {
-            return Err(format!(
-                "{who} is a subnamespace of {anchor_parent:?} and its anchor exists: its parent \
-                 cannot change; delete the anchor {anchor_parent}/{namespace} first"
-            ));
-        }
+    if let Some(anchor_parent) = forest
+        .get(namespace)
+        .and_then(|s| s.subnamespace_of.as_deref())
+        && forest
+            .get(anchor_parent)
+            .is_some_and(|p| p.anchors.contains(namespace))
+        && new != Some(anchor_parent)
+    {
+        return Err(format!(
+            "{who} is a subnamespace of {anchor_parent:?} and its anchor exists: its parent \
+             cannot change; delete the anchor {anchor_parent}/{namespace} first"
+        ));
     }
     if forest.is_excluded(namespace) {
-        return Err(format!("{who} is excluded from canopy and cannot have a parent"));
+        return Err(format!(
+            "{who} is excluded from canopy and cannot have a parent"
+        ));
     }
     let mut consent = Vec::new();
     if let Some(parent) = new {
@@ -51,7 +55,9 @@ pub fn check_parent_change(
             ));
         }
         if !forest.exists(parent) {
-            return Err(format!("{who} cannot have parent {parent:?}: it does not exist"));
+            return Err(format!(
+                "{who} cannot have parent {parent:?}: it does not exist"
+            ));
         }
         if let Some(cycle) = forest.cycle_if_parent(namespace, parent) {
             return Err(format!(
@@ -67,7 +73,9 @@ pub fn check_parent_change(
         {
             return Err(format!(
                 "{who} belongs to tenant {own:?} and cannot move under {parent:?}, which {}",
-                theirs.map_or("belongs to no tenant".to_owned(), |t| format!("belongs to tenant {t:?}"))
+                theirs.map_or("belongs to no tenant".to_owned(), |t| format!(
+                    "belongs to tenant {t:?}"
+                ))
             ));
         }
         consent.push(parent.to_owned());
@@ -83,7 +91,9 @@ pub fn check_parent_change(
             consent.push(leaving_from);
         }
     }
-    Ok(Consent { namespaces: consent })
+    Ok(Consent {
+        namespaces: consent,
+    })
 }
 
 pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
@@ -98,21 +108,34 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
         obj.map(|o| {
             o.clone()
                 .try_parse::<HierarchyConfiguration>()
-                .map_err(|e| format!("HierarchyConfiguration {namespace}/{HIERARCHY_NAME} is malformed: {e}"))
+                .map_err(|e| {
+                    format!("HierarchyConfiguration {namespace}/{HIERARCHY_NAME} is malformed: {e}")
+                })
         })
         .transpose()
     };
-    let (old, new) = match (parse(request.old_object.as_ref()), parse(request.object.as_ref())) {
+    let (old, new) = match (
+        parse(request.old_object.as_ref()),
+        parse(request.object.as_ref()),
+    ) {
         (Ok(old), Ok(new)) => (old, new),
         (Err(e), _) | (_, Err(e)) => return Verdict::Deny(e),
     };
     let forest_parent = webhooks.state.forest().parent(namespace).map(str::to_owned);
     // The Forest is the truth for the old parent: the apiserver's old object may predate
     // a parent set by canopy that is still in flight.
-    let old_parent = old.as_ref().and_then(|h| h.spec.parent.clone()).or(forest_parent);
+    let old_parent = old
+        .as_ref()
+        .and_then(|h| h.spec.parent.clone())
+        .or(forest_parent);
     let new_parent = match request.operation {
         Operation::Delete => {
-            if webhooks.state.forest().get(namespace).is_some_and(|s| s.deleting) {
+            if webhooks
+                .state
+                .forest()
+                .get(namespace)
+                .is_some_and(|s| s.deleting)
+            {
                 return Verdict::Allow; // the namespace is going; its hierarchy goes with it
             }
             None
@@ -121,7 +144,12 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
     };
     let consent = {
         let forest = webhooks.state.forest();
-        check_parent_change(&forest, namespace, old_parent.as_deref(), new_parent.as_deref())
+        check_parent_change(
+            &forest,
+            namespace,
+            old_parent.as_deref(),
+            new_parent.as_deref(),
+        )
     };
     match consent {
         Err(message) => Verdict::Deny(message),
@@ -129,7 +157,12 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
     }
 }
 
-async fn check_consent(webhooks: &Webhooks, user: &UserInfo, namespace: &str, consent: &Consent) -> Verdict {
+async fn check_consent(
+    webhooks: &Webhooks,
+    user: &UserInfo,
+    namespace: &str,
+    consent: &Consent,
+) -> Verdict {
     let username = user.username.as_deref().unwrap_or("unknown user");
     for needed in &consent.namespaces {
         match webhooks.authorizer.can_update_hierarchy(user, needed).await {
@@ -180,18 +213,30 @@ mod tests {
 
     #[test]
     fn moving_within_a_tree_needs_the_new_parent_and_the_common_ancestor() {
-        assert_eq!(check_parent_change(&forest(), "a1", Some("a"), Some("b")), consent(&["b", "root"]));
+        assert_eq!(
+            check_parent_change(&forest(), "a1", Some("a"), Some("b")),
+            consent(&["b", "root"])
+        );
     }
 
     #[test]
     fn leaving_a_tree_needs_its_root() {
-        assert_eq!(check_parent_change(&forest(), "a1", Some("a"), Some("other")), consent(&["other", "root"]));
-        assert_eq!(check_parent_change(&forest(), "a1", Some("a"), None), consent(&["root"]));
+        assert_eq!(
+            check_parent_change(&forest(), "a1", Some("a"), Some("other")),
+            consent(&["other", "root"])
+        );
+        assert_eq!(
+            check_parent_change(&forest(), "a1", Some("a"), None),
+            consent(&["root"])
+        );
     }
 
     #[test]
     fn joining_a_tree_needs_only_the_new_parent() {
-        assert_eq!(check_parent_change(&forest(), "other", None, Some("b")), consent(&["b"]));
+        assert_eq!(
+            check_parent_change(&forest(), "other", None, Some("b")),
+            consent(&["b"])
+        );
     }
 
     #[test]
@@ -199,10 +244,16 @@ mod tests {
         let mut f = forest();
         let cycle = check_parent_change(&f, "a", Some("root"), Some("a1")).expect_err("cycle");
         assert!(cycle.contains("a -> a1 -> a"), "{cycle}");
-        assert!(check_parent_change(&f, "a", Some("root"), Some("nope")).is_err_and(|e| e.contains("does not exist")));
+        assert!(
+            check_parent_change(&f, "a", Some("root"), Some("nope"))
+                .is_err_and(|e| e.contains("does not exist"))
+        );
         f.set_namespace("kube-system", BTreeMap::new(), false);
         f.set_excluded(["kube-system".to_owned()]);
-        assert!(check_parent_change(&f, "a", Some("root"), Some("kube-system")).is_err_and(|e| e.contains("excluded")));
+        assert!(
+            check_parent_change(&f, "a", Some("root"), Some("kube-system"))
+                .is_err_and(|e| e.contains("excluded"))
+        );
         assert!(check_parent_change(&f, "kube-system", None, Some("root")).is_err());
     }
 
@@ -224,7 +275,11 @@ mod tests {
         let tenant = |t: &str| BTreeMap::from([("canopy.dev/tenant".to_owned(), t.to_owned())]);
         f.set_namespace("a", tenant("acme"), false);
         f.set_namespace("other", tenant("globex"), false);
-        let refusal = check_parent_change(&f, "a", Some("root"), Some("other")).expect_err("tenant");
-        assert!(refusal.contains("tenant \"acme\"") && refusal.contains("tenant \"globex\""), "{refusal}");
+        let refusal =
+            check_parent_change(&f, "a", Some("root"), Some("other")).expect_err("tenant");
+        assert!(
+            refusal.contains("tenant \"acme\"") && refusal.contains("tenant \"globex\""),
+            "{refusal}"
+        );
     }
 }

@@ -54,7 +54,11 @@ impl Webhooks {
     }
 
     /// The verdict of the webhook at `path`, or `None` if there is none.
-    pub async fn review(&self, path: &str, request: &AdmissionRequest<DynamicObject>) -> Option<Verdict> {
+    pub async fn review(
+        &self,
+        path: &str,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> Option<Verdict> {
         let verdict = match path {
             paths::HIERARCHY => hierarchy::review(self, request).await,
             paths::ANCHOR => anchor::review(self, request),

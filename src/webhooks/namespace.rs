@@ -12,7 +12,8 @@ use super::review::Verdict;
 use crate::forest::Forest;
 
 fn labels(obj: Option<&DynamicObject>) -> BTreeMap<String, String> {
-    obj.and_then(|o| o.metadata.labels.clone()).unwrap_or_default()
+    obj.and_then(|o| o.metadata.labels.clone())
+        .unwrap_or_default()
 }
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
@@ -44,7 +45,9 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
                 ))
             }
         }
-        Operation::Delete => check_delete(&webhooks.state.forest(), name).map_or(Verdict::Allow, Verdict::Deny),
+        Operation::Delete => {
+            check_delete(&webhooks.state.forest(), name).map_or(Verdict::Allow, Verdict::Deny)
+        }
         Operation::Connect => Verdict::Allow,
     }
 }
@@ -53,7 +56,9 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
 pub fn check_delete(forest: &Forest, namespace: &str) -> Option<String> {
     let state = forest.get(namespace)?;
     if let Some(parent) = state.subnamespace_of.as_deref()
-        && forest.get(parent).is_some_and(|p| p.anchors.contains(namespace))
+        && forest
+            .get(parent)
+            .is_some_and(|p| p.anchors.contains(namespace))
     {
         return Some(format!(
             "namespace {namespace:?} is a subnamespace of {parent:?}; delete it through its \
@@ -98,7 +103,10 @@ mod tests {
     #[test]
     fn an_anchored_subnamespace_is_deleted_through_its_anchor() {
         let refusal = check_delete(&forest(), "team-dev").expect("refused");
-        assert!(refusal.contains("kubectl delete subnamespaceanchor team-dev -n team"), "{refusal}");
+        assert!(
+            refusal.contains("kubectl delete subnamespaceanchor team-dev -n team"),
+            "{refusal}"
+        );
         let mut f = forest();
         f.remove_anchor("team", "team-dev");
         assert_eq!(check_delete(&f, "team-dev"), None);

@@ -6,7 +6,9 @@ use crate::api::keys;
 
 /// Whether `key` is a tree, tenant or subnamespace label.
 pub fn is_protected_label(key: &str) -> bool {
-    key == keys::TENANT || key == keys::SUBNAMESPACE_OF || keys::ancestor_of_depth_label(key).is_some()
+    key == keys::TENANT
+        || key == keys::SUBNAMESPACE_OF
+        || keys::ancestor_of_depth_label(key).is_some()
 }
 
 /// Protected labels that differ between `old` and `new` (added, changed or removed).
@@ -31,16 +33,31 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn added_changed_and_removed_protected_labels_are_reported() {
-        let old = labels(&[("a.tree.canopy.dev/depth", "0"), ("canopy.dev/tenant", "acme"), ("team", "x")]);
-        let new = labels(&[("a.tree.canopy.dev/depth", "1"), ("canopy.dev/subnamespace-of", "p"), ("team", "y")]);
+        let old = labels(&[
+            ("a.tree.canopy.dev/depth", "0"),
+            ("canopy.dev/tenant", "acme"),
+            ("team", "x"),
+        ]);
+        let new = labels(&[
+            ("a.tree.canopy.dev/depth", "1"),
+            ("canopy.dev/subnamespace-of", "p"),
+            ("team", "y"),
+        ]);
         assert_eq!(
             changed_protected_labels(&old, &new),
-            ["a.tree.canopy.dev/depth", "canopy.dev/subnamespace-of", "canopy.dev/tenant"]
+            [
+                "a.tree.canopy.dev/depth",
+                "canopy.dev/subnamespace-of",
+                "canopy.dev/tenant"
+            ]
         );
     }
 

@@ -20,7 +20,9 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewErro
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::Version(review.types.api_version));
     }
-    review.request.ok_or(ReviewError::NoRequest)
+    // The conversion (unlike taking `review.request`) copies apiVersion and kind into the
+    // request, and from there into the response; the apiserver rejects a response without.
+    review.try_into().map_err(|_| ReviewError::NoRequest)
 }
 
 /// What a handler decided.
@@ -34,7 +36,10 @@ pub enum Verdict {
 }
 
 /// The response body for `verdict` on `request`.
-pub fn respond(request: &AdmissionRequest<DynamicObject>, verdict: Verdict) -> AdmissionReview<DynamicObject> {
+pub fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    verdict: Verdict,
+) -> AdmissionReview<DynamicObject> {
     let response = AdmissionResponse::from(request);
     let response = match verdict {
         Verdict::Allow => response,
@@ -70,7 +75,10 @@ mod tests {
     #[test]
     fn decodes_a_request_and_denies_with_its_uid() {
         let request = decode(review("").as_bytes()).expect("valid review");
-        let answer = serde_json::to_value(respond(&request, Verdict::Deny("no".into()))).expect("json");
+        let answer =
+            serde_json::to_value(respond(&request, Verdict::Deny("no".into()))).expect("json");
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
         assert_eq!(answer["response"]["uid"], "1");
         assert_eq!(answer["response"]["allowed"], false);
         assert_eq!(answer["response"]["status"]["message"], "no");
@@ -95,7 +103,8 @@ mod tests {
     #[test]
     fn warnings_admit() {
         let request = decode(review("").as_bytes()).expect("valid review");
-        let answer = serde_json::to_value(respond(&request, Verdict::Warn(vec!["careful".into()]))).expect("json");
+        let answer = serde_json::to_value(respond(&request, Verdict::Warn(vec!["careful".into()])))
+            .expect("json");
         assert_eq!(answer["response"]["allowed"], true);
         assert_eq!(answer["response"]["warnings"][0], "careful");
     }

@@ -112,7 +112,9 @@ impl Server {
 
 type Reply = warp::reply::Response;
 
-fn routes(webhooks: Webhooks) -> impl Filter<Extract = (Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
+fn routes(
+    webhooks: Webhooks,
+) -> impl Filter<Extract = (Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let webhooks = Arc::new(webhooks);
     let with = {
         let webhooks = webhooks.clone();
@@ -124,9 +126,11 @@ fn routes(webhooks: Webhooks) -> impl Filter<Extract = (Reply,), Error = Infalli
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .and(with.clone())
-        .then(|path: String, body: bytes::Bytes, webhooks: Arc<Webhooks>| async move {
-            handle(&webhooks, &path, &body).await
-        });
+        .then(
+            |path: String, body: bytes::Bytes, webhooks: Arc<Webhooks>| async move {
+                handle(&webhooks, &path, &body).await
+            },
+        );
     let healthz = warp::get()
         .and(warp::path("healthz"))
         .and(warp::path::end())
@@ -139,7 +143,10 @@ fn routes(webhooks: Webhooks) -> impl Filter<Extract = (Reply,), Error = Infalli
             if webhooks.is_ready() {
                 plain(StatusCode::OK, "ok")
             } else {
-                plain(StatusCode::SERVICE_UNAVAILABLE, "the Forest and configuration are still loading")
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the Forest and configuration are still loading",
+                )
             }
         });
     review
@@ -147,7 +154,9 @@ fn routes(webhooks: Webhooks) -> impl Filter<Extract = (Reply,), Error = Infalli
         .unify()
         .or(readyz)
         .unify()
-        .recover(|rejection: warp::Rejection| async move { Ok::<_, Infallible>(rejected(rejection)) })
+        .recover(
+            |rejection: warp::Rejection| async move { Ok::<_, Infallible>(rejected(rejection)) },
+        )
         .unify()
 }
 
@@ -187,10 +196,19 @@ fn rejected(rejection: warp::Rejection) -> Reply {
     if rejection.is_not_found() {
         plain(StatusCode::NOT_FOUND, "not found")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body exceeds {MAX_BODY} bytes"))
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body exceeds {MAX_BODY} bytes"),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        plain(StatusCode::METHOD_NOT_ALLOWED, "use POST for reviews, GET for probes")
+        plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST for reviews, GET for probes",
+        )
     } else {
-        plain(StatusCode::BAD_REQUEST, &format!("bad request: {rejection:?}"))
+        plain(
+            StatusCode::BAD_REQUEST,
+            &format!("bad request: {rejection:?}"),
+        )
     }
 }

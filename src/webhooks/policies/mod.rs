@@ -1,1 +1,407 @@
 //! Admission policies: pure functions from an object to its violations.
+//!
+//! The webhook server turns an AdmissionRequest into a [`PolicyInput`], calls
+//! [`evaluate`], and answers with the [`PolicyOutcome`]: a denial with its message, or an
+//! admission with warnings. Nothing here does I/O; the namespace's tenant, its LimitRanges
+//! and the configuration are looked up by the caller.
+//!
+//! - hostPath ([`host_path`]): no hostPath volume in a pod or pod template, no hostPath
+//!   PersistentVolume;
+//! - resources ([`resources`]): every container requests and limits the required resources;
+//! - reclaimPolicy ([`reclaim`]): PersistentVolumes and StorageClasses use `Delete`.
+//!
+//! [`mode`] decides which of them apply to a request and how, [`message`] renders the one
+//! message that lists every violation.
+
+mod error;
+pub mod host_path;
+mod kind;
+pub mod message;
+pub mod mode;
+mod object;
+pub mod pod_specs;
+pub mod reclaim;
+pub mod resources;
+mod violation;
+
+#[cfg(test)]
+mod tests;
+
+use k8s_openapi::api::core::v1::PersistentVolumeSpec;
+use serde_json::Value;
+
+pub use error::PolicyError;
+pub use kind::{ObjectKind, WorkloadKind};
+pub use message::{ObjectRef, ReasonContext, Tone, render_message};
+pub use mode::{
+    EffectiveMode, EffectiveModes, ModeSource, NamespaceContext, Requester, TenantContext,
+    resolve_modes,
+};
+pub use pod_specs::{ExtractedPodSpec, SpecOrigin, extract_pod_spec};
+pub use resources::{ContainerDefaults, ResourceRules};
+pub use violation::{
+    ContainerRole, Policy, Problem, ReclaimObject, ResourceField, Subject, Violation,
+};
+
+use crate::api::{PolicyConfig, PolicyMode};
+use object::{object_name, required_field};
+
+/// The operation of an AdmissionRequest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl From<&kube::core::admission::Operation> for Operation {
+    fn from(operation: &kube::core::admission::Operation) -> Self {
+        use kube::core::admission::Operation as Kube;
+        match operation {
+            Kube::Create => Operation::Create,
+            Kube::Update => Operation::Update,
+            Kube::Delete => Operation::Delete,
+            Kube::Connect => Operation::Connect,
+        }
+    }
+}
+
+/// Everything the policies need to judge one request.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyInput<'a> {
+    /// `request.kind.group`; empty for the core group.
+    pub group: &'a str,
+    /// `request.kind.kind`.
+    pub kind: &'a str,
+    /// `request.subResource`, e.g. `ephemeralcontainers`; `None` or empty for the resource
+    /// itself.
+    pub subresource: Option<&'a str>,
+    pub operation: Operation,
+    /// `request.object`.
+    pub object: Option<&'a Value>,
+    /// `request.oldObject`, present on updates.
+    pub old_object: Option<&'a Value>,
+    /// The request's namespace; `None` for cluster-scoped objects.
+    pub namespace: Option<NamespaceContext<'a>>,
+    pub requester: Requester<'a>,
+    pub config: &'a PolicyConfig,
+}
+
+/// What one policy found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// Its mode is Off for this request (see the report's mode source for why).
+    Skipped,
+    /// An update that leaves the policy's verdict as it was: the pod spec did not change,
+    /// or the old object already broke the rule in the same field. Checking it would
+    /// refuse `kubectl scale`, label changes and finalizer removal on objects that predate
+    /// the policy.
+    Unchanged,
+    Passed,
+    Violated(Vec<Violation>),
+}
+
+impl CheckResult {
+    /// A label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckResult::Skipped => "skipped",
+            CheckResult::Unchanged => "unchanged",
+            CheckResult::Passed => "passed",
+            CheckResult::Violated(_) => "violated",
+        }
+    }
+}
+
+/// One policy that covers the request: its mode and what it found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyReport {
+    pub policy: Policy,
+    pub mode: EffectiveMode,
+    pub result: CheckResult,
+}
+
+impl PolicyReport {
+    pub fn violations(&self) -> &[Violation] {
+        match &self.result {
+            CheckResult::Violated(violations) => violations,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { message: String },
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    /// Deny when an Enforce policy found violations; the message lists them all.
+    pub decision: Decision,
+    /// The message for the violations of Warn policies; sent with a denial too, so that a
+    /// refused user sees everything at once.
+    pub warnings: Vec<String>,
+    /// One report per policy that covers the kind and operation, in [`Policy::ALL`] order;
+    /// empty when none does.
+    pub reports: Vec<PolicyReport>,
+}
+
+impl PolicyOutcome {
+    fn allow() -> Self {
+        Self {
+            decision: Decision::Allow,
+            warnings: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+
+    pub fn denial_message(&self) -> Option<&str> {
+        match &self.decision {
+            Decision::Allow => None,
+            Decision::Deny { message } => Some(message),
+        }
+    }
+}
+
+const EPHEMERAL_CONTAINERS: &str = "ephemeralcontainers";
+
+/// The policies that judge this kind, subresource and operation. Deletes and connects
+/// change nothing a policy checks. Of the subresources, only `pods/ephemeralcontainers`
+/// can add anything a policy cares about; `status`, `scale`, `binding` and the others are
+/// written by controllers and must never be refused for the object's spec.
+/// `pods/ephemeralcontainers` gets hostPath only: it changes nothing but ephemeral
+/// containers, which the resources policy exempts.
+fn covering_policies(
+    kind: ObjectKind,
+    subresource: Option<&str>,
+    operation: Operation,
+) -> &'static [Policy] {
+    if !matches!(operation, Operation::Create | Operation::Update) {
+        return &[];
+    }
+    match (kind, subresource) {
+        (ObjectKind::Workload(_), None) => &[Policy::HostPath, Policy::Resources],
+        (ObjectKind::Workload(WorkloadKind::Pod), Some(EPHEMERAL_CONTAINERS)) => {
+            &[Policy::HostPath]
+        }
+        (ObjectKind::PersistentVolume, None) => &[Policy::HostPath, Policy::ReclaimPolicy],
+        (ObjectKind::StorageClass, None) => &[Policy::ReclaimPolicy],
+        _ => &[],
+    }
+}
+
+/// Judges one request. An error means the object could not be read; the caller decides
+/// what to answer (the apiserver never sends such objects, so refusing is safe).
+pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
+    let Some(kind) = ObjectKind::from_group_kind(input.group, input.kind) else {
+        return Ok(PolicyOutcome::allow());
+    };
+    let subresource = input.subresource.filter(|s| !s.is_empty());
+    let policies = covering_policies(kind, subresource, input.operation);
+    if policies.is_empty() {
+        return Ok(PolicyOutcome::allow());
+    }
+    let namespace = match (kind.is_namespaced(), input.namespace.as_ref()) {
+        (true, Some(namespace)) => Some(namespace),
+        (true, None) => return Err(PolicyError::MissingNamespace { kind: kind.name() }),
+        (false, _) => None,
+    };
+    let modes = resolve_modes(input.config, namespace, &input.requester);
+    let active = |policy: Policy| modes.get(policy).mode != PolicyMode::Off;
+    let report = |policy: Policy, result| PolicyReport {
+        policy,
+        mode: modes.get(policy),
+        result,
+    };
+    if !policies.iter().any(|&p| active(p)) {
+        return Ok(PolicyOutcome {
+            reports: policies
+                .iter()
+                .map(|&p| report(p, CheckResult::Skipped))
+                .collect(),
+            ..PolicyOutcome::allow()
+        });
+    }
+
+    let object = input
+        .object
+        .ok_or(PolicyError::MissingObject { kind: kind.name() })?;
+    // Only an update has a before to compare with.
+    let old = match input.operation {
+        Operation::Update => input.old_object,
+        _ => None,
+    };
+    let checked = Checked::read(kind, object, old)?;
+    let limit_ranges = namespace.map(|ns| ns.limit_ranges).unwrap_or_default();
+    let defaults = ContainerDefaults::from_limit_ranges(limit_ranges);
+    let rules = ResourceRules {
+        required: &input.config.required_resources,
+        defaults: &defaults,
+    };
+    let reports: Vec<PolicyReport> = policies
+        .iter()
+        .map(|&policy| {
+            let result = if active(policy) {
+                checked.check(policy, rules)
+            } else {
+                CheckResult::Skipped
+            };
+            report(policy, result)
+        })
+        .collect();
+
+    let name = object_name(object);
+    let object_ref = ObjectRef {
+        kind: kind.name(),
+        name: name.as_deref(),
+    };
+    let context = ReasonContext {
+        tenant: namespace.and_then(|ns| ns.tenant).map(|tenant| tenant.name),
+        required_resources: &input.config.required_resources,
+    };
+    let in_mode = |mode: PolicyMode| -> Vec<Violation> {
+        reports
+            .iter()
+            .filter(|r| r.mode.mode == mode)
+            .flat_map(|r| r.violations().iter().cloned())
+            .collect()
+    };
+    let refused = in_mode(PolicyMode::Enforce);
+    let warned = in_mode(PolicyMode::Warn);
+    let decision = if refused.is_empty() {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            message: render_message(object_ref, Tone::Refusal, &refused, context),
+        }
+    };
+    let warnings = if warned.is_empty() {
+        Vec::new()
+    } else {
+        vec![render_message(object_ref, Tone::Warning, &warned, context)]
+    };
+    Ok(PolicyOutcome {
+        decision,
+        warnings,
+        reports,
+    })
+}
+
+/// The object of a request, read once for all the policies that check it. It lives for one
+/// request on the stack of `evaluate`, so the size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    Workload {
+        pod: ExtractedPodSpec,
+        /// An update that leaves the pod spec as it was.
+        unchanged: bool,
+    },
+    PersistentVolume {
+        spec: PersistentVolumeSpec,
+        old: Option<PersistentVolumeSpec>,
+    },
+    StorageClass {
+        reclaim_policy: Option<String>,
+        /// `Some` on an update: the old object's reclaim policy, itself optional.
+        old: Option<Option<String>>,
+    },
+}
+
+impl Checked {
+    /// An old object that cannot be read excuses nothing: the new one is judged as if
+    /// created.
+    fn read(kind: ObjectKind, object: &Value, old: Option<&Value>) -> Result<Self, PolicyError> {
+        Ok(match kind {
+            ObjectKind::Workload(workload) => {
+                let pod = extract_pod_spec(workload, object)?;
+                let unchanged = old
+                    .and_then(|old| extract_pod_spec(workload, old).ok())
+                    .is_some_and(|old| old.spec == pod.spec);
+                Checked::Workload { pod, unchanged }
+            }
+            ObjectKind::PersistentVolume => Checked::PersistentVolume {
+                spec: persistent_volume_spec(object)?,
+                old: old.and_then(|old| persistent_volume_spec(old).ok()),
+            },
+            ObjectKind::StorageClass => Checked::StorageClass {
+                reclaim_policy: reclaim::storage_class_reclaim_policy(object)?,
+                old: old.and_then(|old| reclaim::storage_class_reclaim_policy(old).ok()),
+            },
+        })
+    }
+
+    fn check(&self, policy: Policy, rules: ResourceRules<'_>) -> CheckResult {
+        match (self, policy) {
+            // A workload is judged whole whenever its pod spec changes, as Pod Security
+            // Admission does: an edited template must be fixed, not only the edited part.
+            (
+                Checked::Workload {
+                    unchanged: true, ..
+                },
+                _,
+            ) => CheckResult::Unchanged,
+            (Checked::Workload { pod, .. }, Policy::HostPath) => {
+                violated(host_path::check_pod_spec(pod))
+            }
+            (Checked::Workload { pod, .. }, Policy::Resources) => {
+                violated(resources::check_pod_spec(pod, rules))
+            }
+            (Checked::PersistentVolume { spec, old }, Policy::HostPath) => only_new(
+                host_path::check_persistent_volume(spec),
+                old.as_ref().and_then(host_path::check_persistent_volume),
+            ),
+            (Checked::PersistentVolume { spec, old }, Policy::ReclaimPolicy) => only_new(
+                reclaim::check_persistent_volume(spec),
+                old.as_ref().and_then(reclaim::check_persistent_volume),
+            ),
+            (
+                Checked::StorageClass {
+                    reclaim_policy,
+                    old,
+                },
+                Policy::ReclaimPolicy,
+            ) => only_new(
+                reclaim::check_storage_class(reclaim_policy.as_deref()),
+                old.as_ref()
+                    .and_then(|old| reclaim::check_storage_class(old.as_deref())),
+            ),
+            // covering_policies never pairs these.
+            (Checked::Workload { .. }, Policy::ReclaimPolicy)
+            | (Checked::PersistentVolume { .. }, Policy::Resources)
+            | (Checked::StorageClass { .. }, Policy::HostPath | Policy::Resources) => {
+                CheckResult::Passed
+            }
+        }
+    }
+}
+
+fn violated(violations: Vec<Violation>) -> CheckResult {
+    if violations.is_empty() {
+        CheckResult::Passed
+    } else {
+        CheckResult::Violated(violations)
+    }
+}
+
+fn persistent_volume_spec(object: &Value) -> Result<PersistentVolumeSpec, PolicyError> {
+    required_field("PersistentVolume", object, "/spec", "spec")
+}
+
+/// A violation of a cluster-scoped object counts only if the old object did not already
+/// have it in the same field: these objects are few, long-lived and admin-made, and a
+/// policy switched on later must not block editing their labels or removing finalizers.
+fn only_new(new: Option<Violation>, old: Option<Violation>) -> CheckResult {
+    match (new, old) {
+        (None, _) => CheckResult::Passed,
+        (Some(new), Some(old)) if new.field_path == old.field_path => CheckResult::Unchanged,
+        (Some(new), _) => CheckResult::Violated(vec![new]),
+    }
+}

@@ -1,0 +1,139 @@
+//! `canopy manager`: the controllers and the webhook server in one process, sharing one
+//! set of watchers and one Forest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::info;
+
+use crate::controllers::{self, writer::Writer};
+use crate::forest::watch;
+use crate::webhooks::Webhooks;
+use crate::webhooks::server::{self, Server};
+
+/// Arguments of `canopy manager`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ManagerArgs {
+    /// Where the webhook server listens.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// PEM certificate chain the webhook server presents.
+    #[arg(long, required_unless_present = "controllers_only")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, required_unless_present = "controllers_only")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Run only the controllers (no webhook server).
+    #[arg(long = "controllers", conflicts_with = "webhooks_only")]
+    pub controllers_only: bool,
+    /// Run only the webhook server (no controllers).
+    #[arg(long = "webhooks")]
+    pub webhooks_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("cannot find out who canopy runs as (SelfSubjectReview): {0}")]
+    Identity(#[source] kube::Error),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+}
+
+/// The webhook server's listening socket and TLS settings, bound before the manager runs
+/// so callers (tests, `canopy dev`) know the port to register.
+pub struct WebhookListener(Server);
+
+impl WebhookListener {
+    pub async fn bind(
+        addr: SocketAddr,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, ManagerError> {
+        let tls = server::tls_config(cert_pem, key_pem)?;
+        Ok(Self(Server::bind(addr, tls).await?))
+    }
+
+    pub async fn from_args(args: &ManagerArgs) -> Result<Self, ManagerError> {
+        let read = |path: &Option<PathBuf>| -> Result<Vec<u8>, ManagerError> {
+            let path = path.clone().unwrap_or_default();
+            std::fs::read(&path).map_err(|source| ManagerError::Read { path, source })
+        };
+        Self::bind(
+            args.webhook_addr,
+            &read(&args.tls_cert_file)?,
+            &read(&args.tls_key_file)?,
+        )
+        .await
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// Which halves to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Halves {
+    pub controllers: bool,
+    pub webhooks: bool,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    webhooks: Option<WebhookListener>,
+    halves: Halves,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ManagerError> {
+    let username = whoami(&client).await?;
+    info!(%username, "canopy manager starting");
+    let (state, changes, watchers) = watch::start(client.clone());
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+
+    let controllers = {
+        let state = state.clone();
+        let writer = Writer::new(client.clone());
+        async move {
+            if halves.controllers {
+                controllers::run(state, writer, changes).await;
+            }
+        }
+    };
+    let serve = {
+        let shutdown = shutdown.clone();
+        async move {
+            if let (true, Some(WebhookListener(server))) = (halves.webhooks, webhooks) {
+                server
+                    .serve(Webhooks::new(state, client, username), shutdown)
+                    .await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(watchers, controllers, serve) } => {}
+        () = shutdown => {}
+    }
+    info!("canopy manager stopped");
+    Ok(())
+}
+
+/// The username canopy's requests arrive with at the apiserver (and at its own webhooks).
+pub async fn whoami(client: &Client) -> Result<String, ManagerError> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(ManagerError::Identity)?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
+}

@@ -1,0 +1,347 @@
+//! The one message that lists every violation of a request.
+//!
+//! Shape: `<Kind> "<name>" refused by canopy: <clause>; <clause>...`, each clause
+//! `<subject> <problem> (<reason>); <fix>`, where the subject names the container or volume
+//! and its field path. The reason is said once per policy, at its first clause, so a pod
+//! with five bare containers does not repeat it five times. The missing resources of one
+//! container make one clause. The message stays on one line because it is also an
+//! admission warning, which travels in an HTTP header.
+
+use super::resources::dedup;
+use super::violation::{Policy, Problem, Subject, Violation, resource_setting};
+
+/// Whether the message refuses the request or, in Warn mode, accompanies its admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Refusal,
+    Warning,
+}
+
+/// The object a message is about.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectRef<'a> {
+    /// As the API spells it: `Pod`, `Deployment`.
+    pub kind: &'a str,
+    /// `None` when the object has neither name nor generateName.
+    pub name: Option<&'a str>,
+}
+
+/// What the reasons quote: who requires it, and what.
+#[derive(Clone, Copy, Debug)]
+pub struct ReasonContext<'a> {
+    /// The tenant of the object's namespace; `None` for cluster-scoped objects and
+    /// namespaces of no tenant, whose rules are the cluster's.
+    pub tenant: Option<&'a str>,
+    pub required_resources: &'a [String],
+}
+
+/// Renders the message for `violations`, in their order.
+pub fn render_message(
+    object: ObjectRef<'_>,
+    tone: Tone,
+    violations: &[Violation],
+    context: ReasonContext<'_>,
+) -> String {
+    let mut message = object.kind.to_owned();
+    if let Some(name) = object.name {
+        message.push_str(&format!(" {name:?}"));
+    }
+    message.push_str(match tone {
+        Tone::Refusal => " refused by canopy: ",
+        Tone::Warning => " would be refused by canopy: ",
+    });
+    let mut reasons_given: Vec<Policy> = Vec::new();
+    let clauses = group(violations).into_iter().map(|group| {
+        let first = group[0];
+        let reason = if reasons_given.contains(&first.policy) {
+            String::new()
+        } else {
+            reasons_given.push(first.policy);
+            format!(" ({})", reason(first, context))
+        };
+        format!(
+            "{} {}{reason}; {}",
+            subject(first),
+            problems(&group),
+            fixes(&group)
+        )
+    });
+    message.push_str(&clauses.collect::<Vec<_>>().join("; "));
+    message
+}
+
+/// Consecutive violations about the same container, which become one clause. Others stand
+/// alone.
+fn group(violations: &[Violation]) -> Vec<Vec<&Violation>> {
+    let mut groups: Vec<Vec<&Violation>> = Vec::new();
+    for violation in violations {
+        match groups.last_mut() {
+            Some(last)
+                if matches!(violation.subject, Subject::Container { .. })
+                    && last[0].policy == violation.policy
+                    && last[0].subject == violation.subject =>
+            {
+                last.push(violation)
+            }
+            _ => groups.push(vec![violation]),
+        }
+    }
+    groups
+}
+
+fn subject(violation: &Violation) -> String {
+    match &violation.subject {
+        Subject::Container { role, name, path } => format!("{} {name:?} at {path}", role.noun()),
+        Subject::Volume { name, path } => format!("volume {name:?} at {path}"),
+        Subject::Object => violation.field_path.clone(),
+    }
+}
+
+/// `has no requests.cpu, limits.memory` for a group of missing resources, the problem
+/// itself otherwise.
+fn problems(group: &[&Violation]) -> String {
+    let missing: Vec<String> = group
+        .iter()
+        .filter_map(|v| match &v.problem {
+            Problem::MissingResource { field, resource } => {
+                Some(format!("{}.{resource}", field.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    if missing.len() == group.len() && !missing.is_empty() {
+        format!("has no {}", missing.join(", "))
+    } else {
+        group[0].problem_text()
+    }
+}
+
+fn fixes(group: &[&Violation]) -> String {
+    let settings: Vec<String> = group
+        .iter()
+        .filter_map(|v| match &v.problem {
+            Problem::MissingResource { field, resource } => {
+                Some(resource_setting(*field, resource))
+            }
+            _ => None,
+        })
+        .collect();
+    if settings.len() == group.len() && !settings.is_empty() {
+        format!("set {}", settings.join(", "))
+    } else {
+        group[0].fix()
+    }
+}
+
+fn reason(violation: &Violation, context: ReasonContext<'_>) -> String {
+    match violation.policy {
+        Policy::HostPath => match context.tenant {
+            Some(tenant) => format!("forbidden in tenant {tenant}"),
+            None => "forbidden by cluster policy".to_owned(),
+        },
+        Policy::Resources => {
+            let who = match context.tenant {
+                Some(tenant) => format!("tenant {tenant}"),
+                None => "cluster policy".to_owned(),
+            };
+            let required: Vec<&str> = dedup(context.required_resources).collect();
+            format!(
+                "{who} requires requests and limits for {}",
+                required.join(", ")
+            )
+        }
+        Policy::ReclaimPolicy => "cluster policy requires Delete".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::violation::{ContainerRole, ReclaimObject, ResourceField};
+    use super::*;
+
+    fn missing(
+        role: ContainerRole,
+        name: &str,
+        path: &str,
+        field: ResourceField,
+        resource: &str,
+    ) -> Violation {
+        Violation {
+            policy: Policy::Resources,
+            subject: Subject::Container {
+                role,
+                name: name.to_owned(),
+                path: path.to_owned(),
+            },
+            field_path: format!("{path}.resources.{}.{resource}", field.as_str()),
+            problem: Problem::MissingResource {
+                field,
+                resource: resource.to_owned(),
+            },
+        }
+    }
+
+    fn host_path(name: &str, path: &str) -> Violation {
+        Violation {
+            policy: Policy::HostPath,
+            subject: Subject::Volume {
+                name: name.to_owned(),
+                path: path.to_owned(),
+            },
+            field_path: path.to_owned(),
+            problem: Problem::HostPathVolume,
+        }
+    }
+
+    fn required() -> Vec<String> {
+        vec!["cpu".to_owned(), "memory".to_owned()]
+    }
+
+    #[test]
+    fn one_missing_limit() {
+        let required = required();
+        let message = render_message(
+            ObjectRef {
+                kind: "Pod",
+                name: Some("web"),
+            },
+            Tone::Refusal,
+            &[missing(
+                ContainerRole::Container,
+                "app",
+                "spec.containers[0]",
+                ResourceField::Limits,
+                "memory",
+            )],
+            ReasonContext {
+                tenant: Some("acme"),
+                required_resources: &required,
+            },
+        );
+        assert_eq!(
+            message,
+            "Pod \"web\" refused by canopy: container \"app\" at spec.containers[0] has no limits.memory \
+             (tenant acme requires requests and limits for cpu, memory); set resources.limits.memory"
+        );
+    }
+
+    #[test]
+    fn several_violations_one_message() {
+        let required = required();
+        let violations = [
+            host_path("data", "spec.template.spec.volumes[0]"),
+            missing(
+                ContainerRole::Container,
+                "app",
+                "spec.template.spec.containers[0]",
+                ResourceField::Requests,
+                "cpu",
+            ),
+            missing(
+                ContainerRole::Container,
+                "app",
+                "spec.template.spec.containers[0]",
+                ResourceField::Limits,
+                "memory",
+            ),
+            missing(
+                ContainerRole::Sidecar,
+                "proxy",
+                "spec.template.spec.initContainers[0]",
+                ResourceField::Limits,
+                "cpu",
+            ),
+        ];
+        let message = render_message(
+            ObjectRef {
+                kind: "Deployment",
+                name: Some("web"),
+            },
+            Tone::Warning,
+            &violations,
+            ReasonContext {
+                tenant: Some("acme"),
+                required_resources: &required,
+            },
+        );
+        assert_eq!(
+            message,
+            "Deployment \"web\" would be refused by canopy: \
+             volume \"data\" at spec.template.spec.volumes[0] uses hostPath (forbidden in tenant acme); \
+             remove it or use another volume type, such as persistentVolumeClaim or emptyDir; \
+             container \"app\" at spec.template.spec.containers[0] has no requests.cpu, limits.memory \
+             (tenant acme requires requests and limits for cpu, memory); \
+             set resources.requests.cpu, resources.limits.memory; \
+             sidecar container \"proxy\" at spec.template.spec.initContainers[0] has no limits.cpu; \
+             set resources.limits.cpu"
+        );
+    }
+
+    #[test]
+    fn cluster_objects_name_the_field() {
+        let violations = [
+            Violation {
+                policy: Policy::HostPath,
+                subject: Subject::Object,
+                field_path: "spec.hostPath".to_owned(),
+                problem: Problem::HostPathPersistentVolume,
+            },
+            Violation {
+                policy: Policy::ReclaimPolicy,
+                subject: Subject::Object,
+                field_path: "spec.persistentVolumeReclaimPolicy".to_owned(),
+                problem: Problem::ReclaimPolicy {
+                    object: ReclaimObject::PersistentVolume,
+                    value: None,
+                },
+            },
+        ];
+        let message = render_message(
+            ObjectRef {
+                kind: "PersistentVolume",
+                name: Some("pv-1"),
+            },
+            Tone::Refusal,
+            &violations,
+            ReasonContext {
+                tenant: None,
+                required_resources: &[],
+            },
+        );
+        assert_eq!(
+            message,
+            "PersistentVolume \"pv-1\" refused by canopy: spec.hostPath is set (forbidden by cluster policy); \
+             use a local or CSI volume source instead of spec.hostPath; \
+             spec.persistentVolumeReclaimPolicy is unset, which means Retain (cluster policy requires Delete); \
+             set spec.persistentVolumeReclaimPolicy to Delete"
+        );
+    }
+
+    #[test]
+    fn unnamed_objects_and_odd_names_stay_on_one_line() {
+        let required = required();
+        let message = render_message(
+            ObjectRef {
+                kind: "Pod",
+                name: None,
+            },
+            Tone::Refusal,
+            &[missing(
+                ContainerRole::InitContainer,
+                "a\nb",
+                "spec.initContainers[0]",
+                ResourceField::Requests,
+                "cpu",
+            )],
+            ReasonContext {
+                tenant: None,
+                required_resources: &required,
+            },
+        );
+        assert_eq!(
+            message,
+            "Pod refused by canopy: init container \"a\\nb\" at spec.initContainers[0] has no requests.cpu \
+             (cluster policy requires requests and limits for cpu, memory); set resources.requests.cpu"
+        );
+    }
+}

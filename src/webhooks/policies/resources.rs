@@ -1,0 +1,495 @@
+//! resources: every container must request and limit each required resource.
+//!
+//! A container counts as satisfying a resource when it, or Kubernetes on its behalf before
+//! the Pod runs, sets it. What Kubernetes adds, in the order the apiserver does it:
+//!
+//! 1. Decoding a Pod runs `SetDefaults_Pod`: a container with a limit but no request gets
+//!    the request equal to the limit, and pod-level `spec.resources` limits of cpu, memory
+//!    and hugepages become pod-level requests. This runs for a Pod only, not for templates,
+//!    so a template's limit becomes a request when its Pods are created.
+//! 2. The LimitRanger admission plugin (mutating, so before any validating webhook) fills
+//!    each container's missing requests from the LimitRange's `defaultRequest` and missing
+//!    limits from its `default`, for containers and init containers, not ephemeral ones.
+//!    The LimitRange itself was defaulted when stored (`SetDefaults_LimitRangeItem`):
+//!    `default` from `max`, then `defaultRequest` from `default`, then from `min`. So a
+//!    LimitRange with only `default: {memory: 512Mi}` also defaults the memory request.
+//!
+//! A Pod has been through both by the time we see it, so its fields are the truth and the
+//! LimitRange must not count twice (were LimitRanger disabled, nothing would fill them in).
+//! A template has been through neither: its Pods will be, so LimitRange defaults count.
+//! Step 1 is applied to both: for a Pod it changes nothing, already done.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, LimitRange, LimitRangeSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::pod_specs::{ExtractedPodSpec, SpecOrigin};
+use super::violation::{ContainerRole, Policy, Problem, ResourceField, Subject, Violation};
+
+/// Which resources a namespace's LimitRanges give every container that does not set them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerDefaults {
+    requests: BTreeSet<String>,
+    limits: BTreeSet<String>,
+}
+
+impl ContainerDefaults {
+    pub fn from_limit_ranges(limit_ranges: &[LimitRange]) -> Self {
+        Self::from_specs(limit_ranges.iter().filter_map(|lr| lr.spec.as_ref()))
+    }
+
+    /// From LimitRange specs, e.g. a Tenant's `spec.limitRange` that is not stored yet.
+    pub fn from_specs<'a>(specs: impl IntoIterator<Item = &'a LimitRangeSpec>) -> Self {
+        let mut defaults = Self::default();
+        let keys = |list: &Option<BTreeMap<String, Quantity>>| -> Vec<String> {
+            list.iter().flat_map(|map| map.keys().cloned()).collect()
+        };
+        for item in specs.into_iter().flat_map(|spec| &spec.limits) {
+            // Only `Container` items have defaults; `Pod` and `PersistentVolumeClaim` items
+            // only bound what is set.
+            if item.type_ != "Container" {
+                continue;
+            }
+            // SetDefaults_LimitRangeItem: default <- max, then defaultRequest <- default
+            // (so <- max too), then defaultRequest <- min.
+            let limits = [keys(&item.default), keys(&item.max)].concat();
+            defaults.requests.extend(keys(&item.default_request));
+            defaults.requests.extend(keys(&item.min));
+            defaults.requests.extend(limits.iter().cloned());
+            defaults.limits.extend(limits);
+        }
+        defaults
+    }
+
+    pub fn gives(&self, field: ResourceField, resource: &str) -> bool {
+        match field {
+            ResourceField::Requests => self.requests.contains(resource),
+            ResourceField::Limits => self.limits.contains(resource),
+        }
+    }
+}
+
+/// What the check needs besides the spec.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceRules<'a> {
+    /// The resources every container must request and limit, e.g. `["cpu", "memory"]`.
+    pub required: &'a [String],
+    /// The namespace's LimitRange defaults; counted for templates only.
+    pub defaults: &'a ContainerDefaults,
+}
+
+/// Every missing request or limit of every container and init container (sidecars
+/// included). Ephemeral containers are exempt: the API forbids resources on them.
+pub fn check_pod_spec(pod: &ExtractedPodSpec, rules: ResourceRules<'_>) -> Vec<Violation> {
+    let spec = &pod.spec;
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(index, container)| {
+            let path = format!("{}.containers[{index}]", pod.path);
+            (ContainerRole::Container, path, container)
+        });
+    let init_containers =
+        spec.init_containers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(index, container)| {
+                let role = if container.restart_policy.as_deref() == Some("Always") {
+                    ContainerRole::Sidecar
+                } else {
+                    ContainerRole::InitContainer
+                };
+                let path = format!("{}.initContainers[{index}]", pod.path);
+                (role, path, container)
+            });
+    let pod_level = spec.resources.as_ref();
+    let mut violations = Vec::new();
+    for (role, path, container) in containers.chain(init_containers) {
+        for resource in dedup(rules.required) {
+            for field in [ResourceField::Requests, ResourceField::Limits] {
+                if satisfied(
+                    field,
+                    resource,
+                    container,
+                    pod_level,
+                    pod.origin,
+                    rules.defaults,
+                ) {
+                    continue;
+                }
+                violations.push(Violation {
+                    policy: Policy::Resources,
+                    subject: Subject::Container {
+                        role,
+                        name: container.name.clone(),
+                        path: path.clone(),
+                    },
+                    field_path: format!("{path}.resources.{}.{resource}", field.as_str()),
+                    problem: Problem::MissingResource {
+                        field,
+                        resource: resource.to_owned(),
+                    },
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// The required resources in configured order, each once, without empty names that no
+/// container could ever set.
+pub(crate) fn dedup(required: &[String]) -> impl Iterator<Item = &str> {
+    required
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| !r.is_empty() && !required[..*i].contains(r))
+        .map(|(_, r)| r.as_str())
+}
+
+fn satisfied(
+    field: ResourceField,
+    resource: &str,
+    container: &Container,
+    pod_level: Option<&ResourceRequirements>,
+    origin: SpecOrigin,
+    defaults: &ContainerDefaults,
+) -> bool {
+    let own = container.resources.as_ref();
+    let set = |requirements: Option<&ResourceRequirements>, field: ResourceField| {
+        requirements
+            .and_then(|r| match field {
+                ResourceField::Requests => r.requests.as_ref(),
+                ResourceField::Limits => r.limits.as_ref(),
+            })
+            .is_some_and(|list| list.contains_key(resource))
+    };
+    // Pod-level resources satisfy a resource for every container.
+    if set(own, field) || set(pod_level, field) {
+        return true;
+    }
+    let from_defaulting = match field {
+        // SetDefaults_Pod: a limit without a request becomes the request too, for the
+        // container's own resources and for pod-level ones.
+        ResourceField::Requests => {
+            set(own, ResourceField::Limits)
+                || (set(pod_level, ResourceField::Limits) && pod_level_requests_default(resource))
+        }
+        ResourceField::Limits => false,
+    };
+    from_defaulting || (origin == SpecOrigin::Template && defaults.gives(field, resource))
+}
+
+/// The resources whose pod-level requests default from pod-level limits
+/// (`IsSupportedPodLevelResource`).
+fn pod_level_requests_default(resource: &str) -> bool {
+    resource == "cpu" || resource == "memory" || resource.starts_with("hugepages-")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::WorkloadKind;
+    use super::super::pod_specs::extract_pod_spec;
+    use super::*;
+
+    fn required() -> Vec<String> {
+        vec!["cpu".to_owned(), "memory".to_owned()]
+    }
+
+    fn full() -> Value {
+        json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}})
+    }
+
+    fn check_with(kind: WorkloadKind, object: Value, defaults: &ContainerDefaults) -> Vec<String> {
+        let pod = extract_pod_spec(kind, &object).expect("fixture parses");
+        let required = required();
+        let rules = ResourceRules {
+            required: &required,
+            defaults,
+        };
+        check_pod_spec(&pod, rules)
+            .into_iter()
+            .map(|v| v.field_path)
+            .collect()
+    }
+
+    fn check(kind: WorkloadKind, object: Value) -> Vec<String> {
+        check_with(kind, object, &ContainerDefaults::default())
+    }
+
+    fn pod(spec: Value) -> Value {
+        json!({"metadata": {"name": "web"}, "spec": spec})
+    }
+
+    fn deployment(spec: Value) -> Value {
+        json!({"metadata": {"name": "web"}, "spec": {"template": {"spec": spec}}})
+    }
+
+    fn limit_range(limits: Value) -> ContainerDefaults {
+        let lr: LimitRange = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": "canopy-limits"},
+            "spec": {"limits": limits}
+        }))
+        .expect("fixture parses");
+        ContainerDefaults::from_limit_ranges(&[lr])
+    }
+
+    #[test]
+    fn complete_containers_pass() {
+        let found = check(
+            WorkloadKind::Pod,
+            pod(json!({"containers": [{"name": "app", "resources": full()}]})),
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn every_missing_field_is_reported_in_order() {
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(json!({"containers": [
+                {"name": "ok", "resources": full()},
+                {"name": "bare"},
+                {"name": "half", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1"}}},
+            ]})),
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.containers[1].resources.requests.cpu",
+                "spec.template.spec.containers[1].resources.limits.cpu",
+                "spec.template.spec.containers[1].resources.requests.memory",
+                "spec.template.spec.containers[1].resources.limits.memory",
+                "spec.template.spec.containers[2].resources.limits.memory",
+            ]
+        );
+    }
+
+    #[test]
+    fn init_containers_and_sidecars_are_checked() {
+        let object = pod(json!({
+            "initContainers": [
+                {"name": "setup", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1"}}},
+                {"name": "proxy", "restartPolicy": "Always", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}},
+            ],
+            "containers": [{"name": "app", "resources": full()}],
+        }));
+        let pod = extract_pod_spec(WorkloadKind::Pod, &object).expect("fixture parses");
+        let required = required();
+        let defaults = ContainerDefaults::default();
+        let found = check_pod_spec(
+            &pod,
+            ResourceRules {
+                required: &required,
+                defaults: &defaults,
+            },
+        );
+        let summary: Vec<_> = found
+            .iter()
+            .map(|v| match &v.subject {
+                Subject::Container { role, name, .. } => {
+                    (*role, name.as_str(), v.field_path.as_str())
+                }
+                other => panic!("unexpected subject {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    ContainerRole::InitContainer,
+                    "setup",
+                    "spec.initContainers[0].resources.limits.memory"
+                ),
+                (
+                    ContainerRole::Sidecar,
+                    "proxy",
+                    "spec.initContainers[1].resources.limits.cpu"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn ephemeral_containers_are_exempt() {
+        let found = check(
+            WorkloadKind::Pod,
+            pod(json!({
+                "containers": [{"name": "app", "resources": full()}],
+                "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
+            })),
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn pod_level_resources_satisfy_every_container() {
+        let found = check(
+            WorkloadKind::Pod,
+            pod(json!({
+                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                "containers": [{"name": "app", "resources": {"limits": {"cpu": "1"}}}, {"name": "log"}],
+                "initContainers": [{"name": "setup"}],
+            })),
+        );
+        // cpu limits are per container here; the pod level only limits memory.
+        assert_eq!(
+            found,
+            [
+                "spec.containers[1].resources.limits.cpu",
+                "spec.initContainers[0].resources.limits.cpu"
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_level_limits_become_requests() {
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(json!({
+                "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+                "containers": [{"name": "app"}],
+            })),
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn container_limit_becomes_its_request_in_templates_too() {
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(
+                json!({"containers": [{"name": "app", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+            ),
+        );
+        assert!(found.is_empty(), "{found:?}");
+        // ...but a request never becomes a limit.
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(
+                json!({"containers": [{"name": "app", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}),
+            ),
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.containers[0].resources.limits.cpu",
+                "spec.template.spec.containers[0].resources.limits.memory"
+            ]
+        );
+    }
+
+    #[test]
+    fn limit_range_defaults_count_for_templates_only() {
+        let defaults = limit_range(json!([{
+            "type": "Container",
+            "default": {"cpu": "500m", "memory": "512Mi"},
+            "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+        }]));
+        let bare = json!({"containers": [{"name": "app"}], "initContainers": [{"name": "setup"}]});
+        assert!(
+            check_with(
+                WorkloadKind::Deployment,
+                deployment(bare.clone()),
+                &defaults
+            )
+            .is_empty()
+        );
+        let cron = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": bare.clone()}}}}});
+        assert!(check_with(WorkloadKind::CronJob, cron, &defaults).is_empty());
+        let template = json!({"template": {"spec": bare.clone()}});
+        assert!(check_with(WorkloadKind::PodTemplate, template, &defaults).is_empty());
+        // A Pod has had LimitRanger already: what it lacks now, it will keep lacking.
+        assert_eq!(check_with(WorkloadKind::Pod, pod(bare), &defaults).len(), 8);
+    }
+
+    #[test]
+    fn limit_range_default_limit_also_defaults_the_request() {
+        let defaults = limit_range(json!([{"type": "Container", "default": {"memory": "512Mi"}}]));
+        let found = check_with(
+            WorkloadKind::Deployment,
+            deployment(json!({"containers": [{"name": "app"}]})),
+            &defaults,
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.containers[0].resources.requests.cpu",
+                "spec.template.spec.containers[0].resources.limits.cpu"
+            ]
+        );
+    }
+
+    #[test]
+    fn limit_range_max_and_min_default_as_the_apiserver_does() {
+        // max -> default limit -> default request; min -> default request only.
+        let defaults = limit_range(json!([
+            {"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "64Mi"}},
+            {"type": "Pod", "max": {"memory": "4Gi"}},
+        ]));
+        assert!(defaults.gives(ResourceField::Limits, "cpu"));
+        assert!(defaults.gives(ResourceField::Requests, "cpu"));
+        assert!(defaults.gives(ResourceField::Requests, "memory"));
+        assert!(!defaults.gives(ResourceField::Limits, "memory"));
+    }
+
+    #[test]
+    fn limit_range_default_request_alone_gives_no_limit() {
+        let defaults = limit_range(
+            json!([{"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}]),
+        );
+        let found = check_with(
+            WorkloadKind::Deployment,
+            deployment(json!({"containers": [{"name": "app"}]})),
+            &defaults,
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.containers[0].resources.limits.cpu",
+                "spec.template.spec.containers[0].resources.limits.memory"
+            ]
+        );
+    }
+
+    #[test]
+    fn required_resources_are_configurable() {
+        let object = pod(json!({"containers": [{"name": "app", "resources": full()}]}));
+        let pod = extract_pod_spec(WorkloadKind::Pod, &object).expect("fixture parses");
+        let defaults = ContainerDefaults::default();
+        let required = vec![
+            "memory".to_owned(),
+            "ephemeral-storage".to_owned(),
+            "memory".to_owned(),
+            String::new(),
+        ];
+        let found: Vec<_> = check_pod_spec(
+            &pod,
+            ResourceRules {
+                required: &required,
+                defaults: &defaults,
+            },
+        )
+        .into_iter()
+        .map(|v| v.field_path)
+        .collect();
+        assert_eq!(
+            found,
+            [
+                "spec.containers[0].resources.requests.ephemeral-storage",
+                "spec.containers[0].resources.limits.ephemeral-storage"
+            ]
+        );
+        let none: Vec<String> = Vec::new();
+        let rules = ResourceRules {
+            required: &none,
+            defaults: &defaults,
+        };
+        assert!(check_pod_spec(&pod, rules).is_empty());
+    }
+}
