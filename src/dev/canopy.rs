@@ -27,6 +27,7 @@ pub const CANOPY_SERVICE_ACCOUNT: &str = "canopy";
 const SERVICE_ACCOUNT: &str = include_str!("../../config/rbac/service_account.yaml");
 const CLUSTER_ROLE: &str = include_str!("../../config/rbac/role.yaml");
 const CLUSTER_ROLE_BINDING: &str = include_str!("../../config/rbac/role_binding.yaml");
+const USER_ROLES: &str = include_str!("../../config/rbac/user_roles.yaml");
 const WEBHOOKS: &str = include_str!("../../webhooks/validating-webhook-configuration.yaml");
 
 /// What `prepare` set up: the manager's credentials and its bound webhook listener.
@@ -57,6 +58,9 @@ pub async fn prepare(plane: &ControlPlane) -> Result<PreparedCanopy, DevError> {
         &parse::<ClusterRoleBinding>(CLUSTER_ROLE_BINDING)?,
     )
     .await?;
+    for document in USER_ROLES.split("\n---\n") {
+        apply(Api::all(admin.clone()), &parse::<ClusterRole>(document)?).await?;
+    }
 
     let token = service_account_token(&admin).await?;
     let manager_kubeconfig = plane.dir().join("canopy-manager.kubeconfig");

@@ -21,6 +21,7 @@ pub struct Cluster {
 
 static PLANE: Mutex<Option<ControlPlane>> = Mutex::new(None);
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static WITH_CANOPY: OnceLock<Cluster> = OnceLock::new();
 
 /// The control plane of this test binary, started (with canopy's CRDs) on first use.
 ///
@@ -29,20 +30,83 @@ static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 /// (the harness sets `PR_SET_PDEATHSIG`).
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
-        // Started on its own thread and runtime: the caller may be inside a test's runtime.
-        let started = std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            runtime.block_on(async {
-                let plane = ControlPlane::start(ControlPlaneOptions::default()).await?;
-                install_crds(&plane.client().await?).await?;
-                Ok::<_, canopy::dev::DevError>(plane)
-            })
+        start_plane(|plane| async move {
+            install_crds(&plane.client().await?).await?;
+            Ok(plane)
         })
-        .join()
-        .expect("the control-plane thread panicked");
+    })
+}
+
+/// Like `cluster()`, with canopy's manager running in this process as its own
+/// ServiceAccount (not an admin), and its webhooks registered with the apiserver.
+/// Its logs go to `<plane dir>/logs/canopy.log` (`RUST_LOG` sets the level).
+pub fn cluster_with_canopy() -> &'static Cluster {
+    WITH_CANOPY.get_or_init(|| {
+        start_plane(|plane| async move {
+            let prepared = canopy::dev::canopy::prepare(&plane).await?;
+            log_to(&plane.dir().join("logs").join("canopy.log"));
+            let kubeconfig = prepared.manager_kubeconfig.clone();
+            let listener = prepared.webhooks;
+            // The manager gets a runtime of its own that lives as long as the test binary.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the manager");
+                runtime.block_on(async move {
+                    let client = client_for(&kubeconfig).await.expect("the manager's client");
+                    let halves = canopy::manager::Halves {
+                        controllers: true,
+                        webhooks: true,
+                    };
+                    if let Err(e) =
+                        canopy::manager::run(client, Some(listener), halves, std::future::pending())
+                            .await
+                    {
+                        eprintln!("canopy manager failed: {e}");
+                    }
+                });
+            });
+            canopy::dev::canopy::wait_for_webhooks(&plane.client().await?, Duration::from_secs(60))
+                .await?;
+            Ok(plane)
+        })
+    })
+}
+
+fn log_to(path: &Path) {
+    let Ok(file) = std::fs::File::create(path) else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("canopy=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(Mutex::new(file))
+        .try_init();
+}
+
+/// Starts the plane on its own thread and runtime (the caller may be inside a test's
+/// runtime), runs `setup` on it, and parks it in `PLANE`.
+fn start_plane<F, Fut>(setup: F) -> Cluster
+where
+    F: FnOnce(ControlPlane) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<ControlPlane, canopy::dev::DevError>>,
+{
+    let started = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async move {
+            setup(ControlPlane::start(ControlPlaneOptions::default()).await?).await
+        })
+    })
+    .join()
+    .expect("the control-plane thread panicked");
+    {
         let plane = match started {
             Ok(plane) => plane,
             Err(e) => panic!("cannot start the control plane: {e}"),
@@ -58,7 +122,7 @@ pub fn cluster() -> &'static Cluster {
             nix::libc::atexit(stop_plane_at_exit);
         }
         cluster
-    })
+    }
 }
 
 extern "C" fn stop_plane_at_exit() {
