@@ -58,7 +58,7 @@ impl WebhookListener {
         key_pem: &[u8],
     ) -> Result<Self, ManagerError> {
         let tls = server::tls_config(cert_pem, key_pem)?;
-        Ok(Self(Server::bind(addr, tls).await?))
+        Ok(Self(Server::bind(addr, tls)?))
     }
 
     pub async fn from_args(args: &ManagerArgs) -> Result<Self, ManagerError> {

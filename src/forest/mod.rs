@@ -3,6 +3,7 @@
 //! pure and needs no cluster.
 
 mod halt;
+pub mod limit_ranges;
 mod tree;
 pub mod watch;
 

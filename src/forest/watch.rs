@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -14,9 +14,10 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::Forest;
+use super::limit_ranges::{self, LimitRangeIndex};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
-    SubnamespaceAnchor,
+    SubnamespaceAnchor, Tenant,
 };
 
 /// What the reconcilers must look at again.
@@ -37,6 +38,10 @@ pub struct ClusterState {
     pub config: Arc<RwLock<CanopyConfigurationSpec>>,
     pub anchors: Store<SubnamespaceAnchor>,
     pub hierarchies: Store<HierarchyConfiguration>,
+    /// Tenants, for the admission policies' per-tenant overrides.
+    pub tenants: Store<Tenant>,
+    /// LimitRanges by namespace: their defaults satisfy the resources policy.
+    pub limit_ranges: LimitRangeIndex,
     /// True once every watcher has listed its kind once.
     pub ready: watch::Receiver<bool>,
 }
@@ -53,6 +58,21 @@ impl ClusterState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// A state fed by no watcher, already ready: for benchmarks and tests of the webhook
+    /// server without a cluster. Fill the Forest and stores through the returned state.
+    pub fn detached(forest: Forest, config: CanopyConfigurationSpec) -> Self {
+        let (_, ready) = watch::channel(true);
+        Self {
+            forest: Arc::new(RwLock::new(forest)),
+            config: Arc::new(RwLock::new(config)),
+            anchors: reflector::store().0,
+            hierarchies: reflector::store().0,
+            tenants: reflector::store().0,
+            limit_ranges: LimitRangeIndex::default(),
+            ready,
+        }
     }
 }
 
@@ -81,7 +101,7 @@ pub fn start(
     let (anchor_store, anchor_writer) = reflector::store();
     let (hc_store, hc_writer) = reflector::store();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let readiness = Readiness::new(ready_tx, 4);
+    let readiness = Readiness::new(ready_tx, 6);
 
     let namespaces = watch_namespaces(
         client.clone(),
@@ -117,6 +137,20 @@ pub fn start(
             readiness.clone(),
         )
     };
+    let (tenant_store, tenant_writer) = reflector::store();
+    let tenants = listed_once(
+        reflector::reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()))),
+        readiness.clone(),
+    );
+    let limit_range_index = LimitRangeIndex::default();
+    let limit_ranges = {
+        let readiness = readiness.clone();
+        limit_ranges::feed(
+            watcher(Api::<LimitRange>::all(client.clone())),
+            limit_range_index.clone(),
+            move || readiness.listed(),
+        )
+    };
     let configuration =
         watch_configuration(client, forest.clone(), config.clone(), changes, readiness);
 
@@ -125,10 +159,19 @@ pub fn start(
         config,
         anchors: anchor_store,
         hierarchies: hc_store,
+        tenants: tenant_store,
+        limit_ranges: limit_range_index,
         ready: ready_rx,
     };
     let run = async move {
-        tokio::join!(namespaces, hierarchies, anchors, configuration);
+        tokio::join!(
+            namespaces,
+            hierarchies,
+            anchors,
+            configuration,
+            tenants,
+            limit_ranges
+        );
     };
     (state, changes_rx, run)
 }
@@ -139,6 +182,25 @@ where
     K::DynamicType: Default,
 {
     watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff()
+}
+
+/// Drives a reflector whose store is all its readers need; counts its first list.
+async fn listed_once<K>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+    readiness: Readiness,
+) {
+    let mut stream = std::pin::pin!(stream);
+    let mut first_list = true;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::InitDone) if first_list => {
+                first_list = false;
+                readiness.listed();
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
+        }
+    }
 }
 
 /// Counts watchers that have finished their first list.

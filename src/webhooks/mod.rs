@@ -4,8 +4,10 @@
 mod anchor;
 mod authorizer;
 mod hierarchy;
+pub mod metrics;
 mod namespace;
 pub mod policies;
+mod policy_review;
 mod protected;
 pub mod review;
 pub mod server;
@@ -17,6 +19,7 @@ use kube::core::admission::AdmissionRequest;
 
 use crate::forest::watch::ClusterState;
 pub use authorizer::Authorizer;
+use metrics::Metrics;
 use review::Verdict;
 
 /// The paths the webhook configuration points at.
@@ -24,6 +27,17 @@ pub mod paths {
     pub const HIERARCHY: &str = "validate-hierarchy";
     pub const ANCHOR: &str = "validate-anchor";
     pub const NAMESPACE: &str = "validate-namespace";
+    /// The admission policies for namespaced workloads (pods and pod templates).
+    pub const WORKLOADS: &str = "validate-workloads";
+    /// The admission policies for PersistentVolumes and StorageClasses.
+    pub const VOLUMES: &str = "validate-volumes";
+
+    /// The path as a `'static` label for metrics, if a webhook serves it.
+    pub fn known(path: &str) -> Option<&'static str> {
+        [HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES]
+            .into_iter()
+            .find(|known| *known == path)
+    }
 }
 
 /// Everything the handlers read: the shared cluster state, and who canopy is.
@@ -31,6 +45,7 @@ pub struct Webhooks {
     state: ClusterState,
     authorizer: Authorizer,
     canopy_username: String,
+    metrics: Metrics,
 }
 
 impl Webhooks {
@@ -41,7 +56,23 @@ impl Webhooks {
             state,
             authorizer: Authorizer::new(client),
             canopy_username,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Webhooks on a state that no cluster feeds (`ClusterState::detached`), for
+    /// benchmarks and tests; checks that ask the apiserver fail.
+    pub fn detached(state: ClusterState, canopy_username: String) -> Self {
+        Self {
+            state,
+            authorizer: Authorizer::detached(),
+            canopy_username,
+            metrics: Metrics::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Ready once the Forest and configuration are loaded.
@@ -63,6 +94,7 @@ impl Webhooks {
             paths::HIERARCHY => hierarchy::review(self, request).await,
             paths::ANCHOR => anchor::review(self, request),
             paths::NAMESPACE => namespace::review(self, request),
+            paths::WORKLOADS | paths::VOLUMES => policy_review::review(self, request),
             _ => return None,
         };
         Some(verdict)

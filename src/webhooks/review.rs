@@ -12,6 +12,8 @@ pub enum ReviewError {
     NoRequest,
     #[error("unsupported AdmissionReview version {0:?}; only admission.k8s.io/v1 is served")]
     Version(String),
+    #[error("the body is a {0:?}, not an AdmissionReview")]
+    Kind(String),
 }
 
 /// Parses a request body into the request it carries.
@@ -19,6 +21,9 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewErro
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
     if review.types.api_version != "admission.k8s.io/v1" {
         return Err(ReviewError::Version(review.types.api_version));
+    }
+    if review.types.kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(review.types.kind));
     }
     // The conversion (unlike taking `review.request`) copies apiVersion and kind into the
     // request, and from there into the response; the apiserver rejects a response without.
@@ -33,6 +38,30 @@ pub enum Verdict {
     Warn(Vec<String>),
     /// Refuse, with a message that names the object, what is wrong and the fix.
     Deny(String),
+    /// Refuse, and pass on warnings too (of policies in Warn mode), so that a refused user
+    /// sees everything that is wrong at once.
+    DenyWithWarnings {
+        message: String,
+        warnings: Vec<String>,
+    },
+}
+
+impl Verdict {
+    /// A label for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Allow => "allowed",
+            Verdict::Warn(_) => "warned",
+            Verdict::Deny(_) | Verdict::DenyWithWarnings { .. } => "denied",
+        }
+    }
+
+    pub fn denial(&self) -> Option<&str> {
+        match self {
+            Verdict::Deny(message) | Verdict::DenyWithWarnings { message, .. } => Some(message),
+            Verdict::Allow | Verdict::Warn(_) => None,
+        }
+    }
 }
 
 /// The response body for `verdict` on `request`.
@@ -48,14 +77,21 @@ pub fn respond(
             response.warnings = Some(warnings);
             response
         }
-        Verdict::Deny(message) => {
-            let mut response = response.deny(message);
-            response.result.code = 403;
-            response.result.reason = "Forbidden".to_owned();
+        Verdict::Deny(message) => deny(response, message),
+        Verdict::DenyWithWarnings { message, warnings } => {
+            let mut response = deny(response, message);
+            response.warnings = Some(warnings);
             response
         }
     };
     response.into_review()
+}
+
+fn deny(response: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = 403;
+    response.result.reason = "Forbidden".to_owned();
+    response
 }
 
 #[cfg(test)]
@@ -94,10 +130,24 @@ mod tests {
             b"null",
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
             br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{}}}"#,
             &[0xff, 0xfe, 0x00],
         ] {
             assert!(decode(body).is_err(), "{:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn a_denial_carries_warnings_too() {
+        let request = decode(review("").as_bytes()).expect("valid review");
+        let verdict = Verdict::DenyWithWarnings {
+            message: "no".into(),
+            warnings: vec!["also".into()],
+        };
+        let answer = serde_json::to_value(respond(&request, verdict)).expect("json");
+        assert_eq!(answer["response"]["allowed"], false);
+        assert_eq!(answer["response"]["status"]["message"], "no");
+        assert_eq!(answer["response"]["warnings"][0], "also");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -18,11 +19,25 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use super::Webhooks;
-use super::review::{self, Verdict};
+use super::review;
 
 /// The largest AdmissionReview accepted; etcd's object limit is 1.5 MiB and a review
 /// carries the object twice.
-const MAX_BODY: u64 = 8 * 1024 * 1024;
+pub const MAX_BODY: u64 = 8 * 1024 * 1024;
+
+/// Where benchmarks find the bare route (see [`ServeOptions::bare_allowed_route`]).
+pub const BARE_ALLOWED_PATH: &str = "bare-allowed";
+
+/// The fixed answer of the bare route: what the cheapest possible webhook would send.
+const BARE_ALLOWED: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+
+/// Routes beyond the webhooks and probes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    /// `POST /bare-allowed` answers a fixed "allowed" without decoding the body: the
+    /// baseline that benchmarks compare the real webhooks with. Never on in the manager.
+    pub bare_allowed_route: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -51,16 +66,19 @@ pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, 
 }
 
 /// A bound, not yet serving, webhook server.
+///
+/// The socket is a std one until `serve`: a tokio socket belongs to the runtime it was
+/// made on, and callers bind (to learn the port) on a different runtime than they serve.
 pub struct Server {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     tls: TlsAcceptor,
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, tls: Arc<ServerConfig>) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Listen { addr, source })?;
+    pub fn bind(addr: SocketAddr, tls: Arc<ServerConfig>) -> Result<Self, ServerError> {
+        let listen_error = |source| ServerError::Listen { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+        listener.set_nonblocking(true).map_err(listen_error)?;
         Ok(Self {
             listener,
             tls: TlsAcceptor::from(tls),
@@ -73,15 +91,34 @@ impl Server {
 
     /// Serves until `shutdown` resolves; connections in flight finish first.
     pub async fn serve(self, webhooks: Webhooks, shutdown: impl Future<Output = ()>) {
-        let routes = routes(webhooks);
+        self.serve_with(webhooks, ServeOptions::default(), shutdown)
+            .await
+    }
+
+    pub async fn serve_with(
+        self,
+        webhooks: Webhooks,
+        options: ServeOptions,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let listener = match TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                warn!(error = %err, "cannot serve webhooks");
+                return;
+            }
+        };
+        let routes = routes(webhooks, options);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(err) => {
+                        // Out of file descriptors, usually: give connections time to close.
                         warn!(error = %err, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
@@ -114,12 +151,27 @@ type Reply = warp::reply::Response;
 
 fn routes(
     webhooks: Webhooks,
+    options: ServeOptions,
 ) -> impl Filter<Extract = (Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let webhooks = Arc::new(webhooks);
     let with = {
         let webhooks = webhooks.clone();
         warp::any().map(move || webhooks.clone())
     };
+    let bare = warp::post()
+        .and(warp::path(BARE_ALLOWED_PATH))
+        .and(warp::path::end())
+        .and_then(move || async move {
+            if options.bare_allowed_route {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .map(|_: bytes::Bytes| json(BARE_ALLOWED.into()));
     let review = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -128,7 +180,26 @@ fn routes(
         .and(with.clone())
         .then(
             |path: String, body: bytes::Bytes, webhooks: Arc<Webhooks>| async move {
-                handle(&webhooks, &path, &body).await
+                answer(&webhooks, &path, &body).await.into_reply()
+            },
+        );
+    let metrics = warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(with.clone())
+        .map(
+            |webhooks: Arc<Webhooks>| match webhooks.metrics().encode() {
+                Ok(text) => {
+                    let mut response = plain(StatusCode::OK, text.trim_end());
+                    response.headers_mut().insert(
+                        warp::http::header::CONTENT_TYPE,
+                        warp::http::HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    response
+                }
+                Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
             },
         );
     let healthz = warp::get()
@@ -149,7 +220,10 @@ fn routes(
                 )
             }
         });
-    review
+    bare.or(review)
+        .unify()
+        .or(metrics)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)
@@ -160,30 +234,80 @@ fn routes(
         .unify()
 }
 
-async fn handle(webhooks: &Webhooks, path: &str, body: &[u8]) -> Reply {
-    let request = match review::decode(body) {
-        Ok(request) => request,
-        Err(err) => return plain(StatusCode::BAD_REQUEST, &err.to_string()),
-    };
-    let verdict = match webhooks.review(path, &request).await {
-        Some(verdict) => verdict,
-        None => return plain(StatusCode::NOT_FOUND, &format!("no webhook at /{path}")),
-    };
-    if let Verdict::Deny(message) = &verdict {
-        debug!(webhook = path, uid = %request.uid, %message, "denied");
+/// What the server answers to a POST: a status and a body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// An AdmissionReview (JSON) when the status is 200, else a line of text.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(status: StatusCode, text: &str) -> Self {
+        Self {
+            status,
+            body: format!("{text}\n").into_bytes(),
+        }
     }
-    let answer = review::respond(&request, verdict);
-    match serde_json::to_vec(&answer) {
-        Ok(body) => {
-            let mut response = warp::reply::Response::new(body.into());
+
+    fn into_reply(self) -> Reply {
+        let is_json = self.status == StatusCode::OK;
+        let mut response = warp::reply::Response::new(self.body.into());
+        *response.status_mut() = self.status;
+        if is_json {
             response.headers_mut().insert(
                 warp::http::header::CONTENT_TYPE,
                 warp::http::HeaderValue::from_static("application/json"),
             );
-            response
         }
-        Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        response
     }
+}
+
+/// Answers the body of a POST to `/<path>`: everything the server does with a review but
+/// HTTP, so that tests can feed it anything. A body that is not a usable AdmissionReview
+/// gets 400, an unknown path 404; nothing a client sends makes it panic.
+pub async fn answer(webhooks: &Webhooks, path: &str, body: &[u8]) -> Answer {
+    let started = Instant::now();
+    let Some(webhook) = super::paths::known(path) else {
+        return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
+    };
+    let request = match review::decode(body) {
+        Ok(request) => request,
+        Err(err) => {
+            webhooks.metrics().record_bad_request();
+            return Answer::text(StatusCode::BAD_REQUEST, &err.to_string());
+        }
+    };
+    let Some(verdict) = webhooks.review(webhook, &request).await else {
+        return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
+    };
+    if let Some(message) = verdict.denial() {
+        debug!(webhook, uid = %request.uid, %message, "denied");
+    }
+    let label = verdict.as_str();
+    let review = review::respond(&request, verdict);
+    match serde_json::to_vec(&review) {
+        Ok(body) => {
+            webhooks
+                .metrics()
+                .record_review(webhook, label, started.elapsed());
+            Answer {
+                status: StatusCode::OK,
+                body,
+            }
+        }
+        Err(err) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+fn json(body: String) -> Reply {
+    let mut response = warp::reply::Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn plain(status: StatusCode, text: &str) -> Reply {
@@ -196,9 +320,15 @@ fn rejected(rejection: warp::Rejection) -> Reply {
     if rejection.is_not_found() {
         plain(StatusCode::NOT_FOUND, "not found")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        // 400, not 413: the contract answers every unusable AdmissionReview alike.
         plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the body exceeds {MAX_BODY} bytes"),
+            StatusCode::BAD_REQUEST,
+            &format!("the body exceeds {MAX_BODY} bytes; an AdmissionReview is never that large"),
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        plain(
+            StatusCode::BAD_REQUEST,
+            &format!("send a Content-Length header (at most {MAX_BODY} bytes)"),
         )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         plain(

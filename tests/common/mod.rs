@@ -39,12 +39,17 @@ pub fn cluster() -> &'static Cluster {
 
 /// Like `cluster()`, with canopy's manager running in this process as its own
 /// ServiceAccount (not an admin), and its webhooks registered with the apiserver.
-/// Its logs go to `<plane dir>/logs/canopy.log` (`RUST_LOG` sets the level).
+/// Its logs go to `$CANOPY_TEST_LOG` or `<plane dir>/logs/canopy.log` (`RUST_LOG` sets
+/// the level).
 pub fn cluster_with_canopy() -> &'static Cluster {
     WITH_CANOPY.get_or_init(|| {
         start_plane(|plane| async move {
             let prepared = canopy::dev::canopy::prepare(&plane).await?;
-            log_to(&plane.dir().join("logs").join("canopy.log"));
+            // CANOPY_TEST_LOG keeps the log after the run (the plane's directory is removed).
+            let log = std::env::var_os("CANOPY_TEST_LOG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| plane.dir().join("logs").join("canopy.log"));
+            log_to(&log);
             let kubeconfig = prepared.manager_kubeconfig.clone();
             let listener = prepared.webhooks;
             // The manager gets a runtime of its own that lives as long as the test binary.
@@ -130,9 +135,9 @@ extern "C" fn stop_plane_at_exit() {
     drop(plane);
 }
 
-/// An admin client on the caller's runtime.
+/// An admin client for `current()` on the caller's runtime.
 pub async fn client() -> kube::Client {
-    client_for(&cluster().kubeconfig)
+    client_for(&current().kubeconfig)
         .await
         .expect("a client for the shared control plane")
 }
@@ -170,11 +175,17 @@ pub fn kubectl(args: &[&str]) -> Kubectl {
     kubectl_with_stdin(args, None)
 }
 
-/// Runs kubectl with `stdin` piped in (for `apply -f -`).
+/// The cluster this test binary uses: the one with canopy if it was started, else the
+/// plain one (started on first use).
+pub fn current() -> &'static Cluster {
+    WITH_CANOPY.get().unwrap_or_else(cluster)
+}
+
+/// Runs kubectl with `stdin` piped in (for `apply -f -`), against `current()`.
 pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Kubectl {
     use std::io::Write;
     use std::process::Stdio;
-    let cluster = cluster();
+    let cluster = current();
     let mut cmd = Command::new(&cluster.kubectl);
     cmd.args(args)
         .env("KUBECONFIG", &cluster.kubeconfig)

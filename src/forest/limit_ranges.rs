@@ -1,0 +1,166 @@
+//! The LimitRanges of every namespace, indexed by namespace for the admission webhooks.
+//!
+//! A reflector `Store` can only be scanned whole, and canopy propagates LimitRanges into
+//! every namespace of a tree, so a scan per admission request would grow with the cluster.
+//! Here a request costs one map lookup and one `Arc` clone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::LimitRange;
+use kube::ResourceExt;
+use kube::runtime::watcher::{self, Event};
+
+/// The LimitRanges of one namespace, shared between the index and the requests reading it.
+pub type NamespaceLimitRanges = Arc<[LimitRange]>;
+
+#[derive(Clone, Default)]
+pub struct LimitRangeIndex {
+    by_namespace: Arc<RwLock<HashMap<String, NamespaceLimitRanges>>>,
+}
+
+impl LimitRangeIndex {
+    /// The LimitRanges of `namespace`; `None` when it has none.
+    pub fn in_namespace(&self, namespace: &str) -> Option<NamespaceLimitRanges> {
+        self.read().get(namespace).cloned()
+    }
+
+    /// Adds or replaces one LimitRange.
+    pub fn apply(&self, limit_range: LimitRange) {
+        let Some(namespace) = limit_range.namespace() else {
+            return;
+        };
+        let name = limit_range.name_any();
+        let mut map = self.write();
+        let mut items: Vec<LimitRange> = map
+            .get(&namespace)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|lr| lr.name_any() != name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        items.push(limit_range);
+        map.insert(namespace, items.into());
+    }
+
+    pub fn delete(&self, limit_range: &LimitRange) {
+        let Some(namespace) = limit_range.namespace() else {
+            return;
+        };
+        let name = limit_range.name_any();
+        let mut map = self.write();
+        let Some(items) = map.get(&namespace) else {
+            return;
+        };
+        let rest: Vec<LimitRange> = items
+            .iter()
+            .filter(|lr| lr.name_any() != name)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            map.remove(&namespace);
+        } else {
+            map.insert(namespace, rest.into());
+        }
+    }
+
+    /// Replaces everything, after a (re)list.
+    pub fn replace_all(&self, limit_ranges: Vec<LimitRange>) {
+        let mut grouped: HashMap<String, Vec<LimitRange>> = HashMap::new();
+        for lr in limit_ranges {
+            if let Some(namespace) = lr.namespace() {
+                grouped.entry(namespace).or_default().push(lr);
+            }
+        }
+        *self.write() = grouped
+            .into_iter()
+            .map(|(namespace, items)| (namespace, items.into()))
+            .collect();
+    }
+
+    // A poisoned lock still holds a consistent map: every write is a single assignment.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NamespaceLimitRanges>> {
+        self.by_namespace.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, NamespaceLimitRanges>> {
+        self.by_namespace.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps `index` in step with `events`; calls `listed` once, after the first full list.
+pub(super) async fn feed(
+    events: impl Stream<Item = Result<Event<LimitRange>, watcher::Error>>,
+    index: LimitRangeIndex,
+    listed: impl FnOnce(),
+) {
+    let mut events = std::pin::pin!(events);
+    let mut listing: Vec<LimitRange> = Vec::new();
+    let mut listed = Some(listed);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Apply(lr)) => index.apply(lr),
+            Ok(Event::Delete(lr)) => index.delete(&lr),
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(lr)) => listing.push(lr),
+            Ok(Event::InitDone) => {
+                index.replace_all(std::mem::take(&mut listing));
+                if let Some(listed) = listed.take() {
+                    listed();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "LimitRange watch failed; retrying with backoff")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit_range(namespace: &str, name: &str) -> LimitRange {
+        let mut lr = LimitRange::default();
+        lr.metadata.namespace = Some(namespace.to_owned());
+        lr.metadata.name = Some(name.to_owned());
+        lr
+    }
+
+    fn names(index: &LimitRangeIndex, namespace: &str) -> Vec<String> {
+        let mut names: Vec<String> = index
+            .in_namespace(namespace)
+            .iter()
+            .flat_map(|items| items.iter().map(|lr| lr.name_any()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn apply_replaces_by_name_and_delete_forgets() {
+        let index = LimitRangeIndex::default();
+        index.apply(limit_range("a", "one"));
+        index.apply(limit_range("a", "two"));
+        index.apply(limit_range("a", "one"));
+        index.apply(limit_range("b", "one"));
+        assert_eq!(names(&index, "a"), ["one", "two"]);
+        index.delete(&limit_range("a", "one"));
+        index.delete(&limit_range("a", "two"));
+        assert!(index.in_namespace("a").is_none());
+        assert_eq!(names(&index, "b"), ["one"]);
+    }
+
+    #[test]
+    fn a_relist_replaces_everything() {
+        let index = LimitRangeIndex::default();
+        index.apply(limit_range("gone", "x"));
+        index.replace_all(vec![limit_range("a", "x"), limit_range("a", "y")]);
+        assert!(index.in_namespace("gone").is_none());
+        assert_eq!(names(&index, "a"), ["x", "y"]);
+    }
+}
