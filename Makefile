@@ -6,14 +6,20 @@ K8S_VERSION ?= 1.36.3
 CANOPY_CACHE ?= $(HOME)/.cache/canopy
 export CANOPY_ENVTEST_DIR ?= $(CANOPY_CACHE)/envtest/k8s-$(K8S_VERSION)
 export PATH := $(HOME)/.cargo/bin:$(PATH)
+# helm renders and lints helm/canopy in tests/packaging.rs (built by hack/build-helm.sh).
+HELM_VERSION ?= 3.22.0
+export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
 
-.PHONY: test dev envtest tools fmt lint unit crds clean-envtest
+.PHONY: test dev envtest tools fmt lint unit crds clean-envtest bench-webhook
 
 ## test: everything CI checks: formatting, lints, unit and integration tests
 test: tools envtest
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test
+
+# The packaging tests (tests/packaging.rs) need helm.
+test: helm-cli
 
 ## dev: a local cluster with canopy installed; prints `export KUBECONFIG=...`
 dev: envtest
@@ -23,6 +29,20 @@ dev: envtest
 envtest: tools
 	K8S_VERSION=$(K8S_VERSION) CANOPY_CACHE=$(CANOPY_CACHE) hack/build-envtest.sh >/dev/null
 
+## helm-cli: build the helm CLI the packaging tests use (cached in $(CANOPY_CACHE)/tools)
+.PHONY: helm-cli manifests chart
+helm-cli: tools
+	HELM_VERSION=$(HELM_VERSION) CANOPY_CACHE=$(CANOPY_CACHE) hack/build-helm.sh >/dev/null
+
+## manifests: copy crds/, the webhook configuration and the manager's RBAC into config/ and helm/canopy
+manifests:
+	hack/sync-manifests.sh
+
+## chart: lint and render helm/canopy (what `make test` checks in tests/packaging.rs)
+chart: helm-cli
+	$(CANOPY_HELM) lint --strict helm/canopy
+	$(CANOPY_HELM) template canopy helm/canopy --namespace canopy-system >/dev/null
+
 ## tools: install what the build needs and the machine lacks (Go, rustfmt, clippy)
 tools:
 	@hack/install-tools.sh
@@ -30,6 +50,7 @@ tools:
 ## crds: regenerate crds/ from the Rust types
 crds:
 	cargo run -q --bin canopy -- crds --output-dir crds
+	hack/sync-manifests.sh
 
 fmt:
 	cargo fmt
@@ -40,6 +61,10 @@ lint:
 ## unit: the tests that need no control plane
 unit:
 	cargo test --lib --bins
+
+## bench-webhook: AdmissionReviews/s and latency of the webhook server (docs/performance.md)
+bench-webhook: tools
+	cargo bench --bench webhook
 
 clean-envtest:
 	rm -rf $(CANOPY_ENVTEST_DIR)

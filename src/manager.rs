@@ -101,9 +101,10 @@ pub async fn run(
     let controllers = {
         let state = state.clone();
         let writer = Writer::new(client.clone());
+        let client_for_controllers = client.clone();
         async move {
             if halves.controllers {
-                controllers::run(state, writer, changes).await;
+                controllers::run(client_for_controllers, state, writer, changes).await;
             }
         }
     };

@@ -238,13 +238,14 @@ fn missing_resources_are_refused_in_pods_deployments_and_cronjobs() {
             &[field, why, fix],
         );
     }
-    // Limits alone are not enough.
-    let half = pod("half", "{limits: {cpu: 100m, memory: 64Mi}}", NO_VOLUMES);
+    // Requests alone are not enough (limits alone are: the apiserver copies them into
+    // the requests).
+    let half = pod("half", "{requests: {cpu: 10m, memory: 16Mi}}", NO_VOLUMES);
     let message = refused(
         &as_user(ALICE, &ns, &["apply"], &half),
-        &["has no requests.cpu, requests.memory"],
+        &["has no limits.cpu, limits.memory"],
     );
-    assert!(!message.contains("limits.cpu"), "{message}");
+    assert!(!message.contains("requests.cpu"), "{message}");
 }
 
 #[test]
@@ -270,7 +271,7 @@ fn reclaim_policy_and_host_path_are_refused_for_volumes_and_storage_classes() {
              capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n{policy}  {source}\n"
         )
     };
-    let csi = "csi: {driver: example.com/disk, volumeHandle: v1}";
+    let csi = "csi: {driver: disk.example.com, volumeHandle: v1}";
     let retain = pv(
         &unique("pv-retain"),
         "  persistentVolumeReclaimPolicy: Retain\n",
@@ -293,10 +294,11 @@ fn reclaim_policy_and_host_path_are_refused_for_volumes_and_storage_classes() {
         ),
         &fields,
     );
+    // The apiserver defaults an unset policy to Retain before any webhook sees it.
     let unset = pv(&unique("pv-unset"), "", csi);
     refused(
         &as_user(STORAGE_ADMIN, "default", &["apply"], &unset),
-        &["is unset, which means Retain"],
+        &["spec.persistentVolumeReclaimPolicy is Retain"],
     );
     let host = pv(
         &unique("pv-host"),
@@ -322,7 +324,7 @@ fn reclaim_policy_and_host_path_are_refused_for_volumes_and_storage_classes() {
     let sc = |name: &str, policy: &str| {
         format!(
             "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\n\
-             provisioner: example.com/disk\nreclaimPolicy: {policy}\n"
+             provisioner: disk.example.com\nreclaimPolicy: {policy}\n"
         )
     };
     refused(

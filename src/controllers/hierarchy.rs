@@ -9,6 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, instrument, warn};
 
 use super::conditions::{self, DesiredCondition};
+use super::propagation::conflicts::Conflicts;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{
@@ -43,6 +44,7 @@ pub fn plan_namespace(
     forest: &Forest,
     name: &str,
     hierarchy: Option<&HierarchyConfiguration>,
+    propagation_conflicts: &[String],
     now: Timestamp,
 ) -> NamespacePlan {
     let Some(state) = forest.get(name).filter(|s| s.exists) else {
@@ -72,14 +74,14 @@ pub fn plan_namespace(
             message: halt.message(),
         });
     }
+    // One BadConfiguration condition (conditions are keyed by type) naming every problem.
+    let mut problems: Vec<(&str, String)> = Vec::new();
     if let Some(anchor_parent) = state.subnamespace_of.as_deref()
         && state.parent.as_deref() != Some(anchor_parent)
     {
-        wanted.push(DesiredCondition {
-            type_: BAD_CONFIGURATION,
-            status: true,
-            reason: "SubnamespaceParentMismatch".to_owned(),
-            message: format!(
+        problems.push((
+            "SubnamespaceParentMismatch",
+            format!(
                 "this is a subnamespace of {anchor_parent:?} but its parent is {}; \
                  set spec.parent to {anchor_parent:?} or delete the anchor",
                 state
@@ -87,6 +89,23 @@ pub fn plan_namespace(
                     .as_deref()
                     .map_or("unset".to_owned(), |p| format!("{p:?}"))
             ),
+        ));
+    }
+    problems.extend(
+        propagation_conflicts
+            .iter()
+            .map(|c| ("CannotPropagateObject", c.clone())),
+    );
+    if let Some((reason, _)) = problems.first() {
+        wanted.push(DesiredCondition {
+            type_: BAD_CONFIGURATION,
+            status: true,
+            reason: (*reason).to_owned(),
+            message: problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
         });
     }
     let children: Vec<String> = forest
@@ -113,8 +132,13 @@ pub fn plan_namespace(
 }
 
 /// Reconciles one namespace.
-#[instrument(skip(state, writer), fields(namespace = %name))]
-pub async fn reconcile_namespace(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
+#[instrument(skip(state, writer, conflicts), fields(namespace = %name))]
+pub async fn reconcile_namespace(
+    state: &ClusterState,
+    writer: &Writer,
+    conflicts: &Conflicts,
+    name: String,
+) -> Outcome {
     let hierarchy = state
         .hierarchies
         .get(&ObjectRef::new(HIERARCHY_NAME).within(&name));
@@ -122,6 +146,7 @@ pub async fn reconcile_namespace(state: &ClusterState, writer: &Writer, name: St
         &state.forest(),
         &name,
         hierarchy.as_deref(),
+        &conflicts.messages_for(&name),
         Timestamp::now(),
     );
     if plan.is_empty() {
@@ -192,12 +217,12 @@ mod tests {
     #[test]
     fn a_child_gets_its_labels_and_the_parent_its_children() {
         let f = forest();
-        let child = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let child = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
         assert_eq!(child.set_labels.len(), 2);
         assert_eq!(child.set_labels["a.tree.canopy.dev/depth"], "1");
         assert_eq!(child.status, None, "nothing to report on b");
 
-        let parent = plan_namespace(&f, "a", None, now());
+        let parent = plan_namespace(&f, "a", None, &[], now());
         assert!(
             parent.create_hierarchy,
             "a has a child to report but no hierarchy object"
@@ -213,14 +238,14 @@ mod tests {
         let mut f = forest();
         let labels = f.tree_labels("b");
         f.set_namespace("b", labels, false);
-        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), now()).is_empty());
+        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), &[], now()).is_empty());
         let a_status = HierarchyConfigurationStatus {
             children: vec!["b".to_owned()],
             conditions: vec![],
         };
         let labels = f.tree_labels("a");
         f.set_namespace("a", labels, false);
-        assert!(plan_namespace(&f, "a", Some(&hc("a", Some(a_status))), now()).is_empty());
+        assert!(plan_namespace(&f, "a", Some(&hc("a", Some(a_status))), &[], now()).is_empty());
     }
 
     #[test]
@@ -230,7 +255,7 @@ mod tests {
         labels.insert("old.tree.canopy.dev/depth".to_owned(), "1".to_owned());
         labels.insert("team".to_owned(), "x".to_owned());
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
         assert_eq!(
             plan.remove_labels,
             vec!["old.tree.canopy.dev/depth".to_owned()]
@@ -242,14 +267,35 @@ mod tests {
     fn a_missing_parent_halts_and_healing_clears_it() {
         let mut f = forest();
         f.set_hierarchy("b", Some("nowhere"), false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
         let status = plan.status.expect("a condition to write");
         assert_eq!(status.conditions[0].type_, "ActivitiesHalted");
         assert_eq!(status.conditions[0].reason, "ParentMissing");
 
         f.set_hierarchy("b", Some("a"), false);
-        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), now());
+        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), &[], now());
         assert_eq!(healed.status.map(|s| s.conditions.len()), Some(0));
+    }
+
+    #[test]
+    fn propagation_conflicts_are_reported_on_the_source_namespace() {
+        let f = forest();
+        let conflict = "roles \"x\" cannot be propagated to \"b\"".to_owned();
+        let plan = plan_namespace(
+            &f,
+            "a",
+            Some(&hc("a", None)),
+            std::slice::from_ref(&conflict),
+            now(),
+        );
+        let status = plan.status.expect("a condition");
+        let bad = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "BadConfiguration")
+            .expect("BadConfiguration");
+        assert_eq!(bad.reason, "CannotPropagateObject");
+        assert_eq!(bad.message, conflict);
     }
 
     #[test]
@@ -257,7 +303,7 @@ mod tests {
         let mut f = forest();
         let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "x".to_owned())]);
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
         let status = plan.status.expect("a condition");
         assert_eq!(status.conditions[0].type_, "BadConfiguration");
     }

@@ -3,15 +3,19 @@
 
 pub mod anchor;
 mod conditions;
+mod configuration_status;
 pub mod hierarchy;
+pub mod propagation;
 pub mod queue;
 pub mod writer;
 
+use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
 use crate::api::SubnamespaceAnchor;
 use crate::forest::watch::{Change, ClusterState};
+use propagation::Propagation;
 use queue::WorkQueue;
 use writer::Writer;
 
@@ -22,6 +26,7 @@ const CONCURRENCY: usize = 16;
 /// full list of every watched kind before deciding anything, so no decision is made on a
 /// half-known cluster.
 pub async fn run(
+    client: Client,
     state: ClusterState,
     writer: Writer,
     mut changes: mpsc::UnboundedReceiver<Change>,
@@ -32,36 +37,56 @@ pub async fn run(
     }
     let namespaces: WorkQueue<String> = WorkQueue::new();
     let anchors: WorkQueue<ObjectRef<SubnamespaceAnchor>> = WorkQueue::new();
+    let propagation = Propagation::new(
+        client.clone(),
+        state.clone(),
+        writer.clone(),
+        namespaces.clone(),
+    );
+    propagation.configuration_changed().await;
     enqueue_all(&state, &namespaces, &anchors);
 
     let dispatch = {
-        let (state, namespaces, anchors) = (state.clone(), namespaces.clone(), anchors.clone());
+        let (state, namespaces, anchors, propagation) = (
+            state.clone(),
+            namespaces.clone(),
+            anchors.clone(),
+            propagation.clone(),
+        );
         async move {
             while let Some(change) = changes.recv().await {
                 match change {
-                    Change::Namespaces(names) => namespaces.add_all(names),
+                    Change::Namespaces(names) => {
+                        propagation.namespaces_changed(&names);
+                        namespaces.add_all(names);
+                    }
                     Change::Anchor { namespace, name } => {
                         anchors.add(ObjectRef::new(&name).within(&namespace));
                     }
-                    Change::All => enqueue_all(&state, &namespaces, &anchors),
+                    Change::All => {
+                        propagation.configuration_changed().await;
+                        enqueue_all(&state, &namespaces, &anchors);
+                    }
                 }
             }
             namespaces.close();
             anchors.close();
         }
     };
+    let status = configuration_status::run(client, propagation.clone());
     let namespace_workers = {
         let (state, writer) = (state.clone(), writer.clone());
+        let conflicts = propagation.conflicts.clone();
         namespaces.run(CONCURRENCY, move |name| {
-            let (state, writer) = (state.clone(), writer.clone());
-            async move { hierarchy::reconcile_namespace(&state, &writer, name).await }
+            let (state, writer, conflicts) = (state.clone(), writer.clone(), conflicts.clone());
+            async move { hierarchy::reconcile_namespace(&state, &writer, &conflicts, name).await }
         })
     };
     let anchor_workers = anchors.run(CONCURRENCY, move |key| {
         let (state, writer) = (state.clone(), writer.clone());
         async move { anchor::reconcile_anchor(&state, &writer, key).await }
     });
-    tokio::join!(dispatch, namespace_workers, anchor_workers);
+    tokio::join!(dispatch, namespace_workers, anchor_workers, status);
 }
 
 fn enqueue_all(

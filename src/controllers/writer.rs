@@ -1,6 +1,11 @@
 //! The one place that writes to the apiserver. Every write names field manager `canopy`.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use kube::core::{ApiResource, DynamicObject};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -23,6 +28,12 @@ pub struct WriteError {
 }
 
 impl WriteError {
+    /// The target namespace is gone or going: nothing to write into.
+    pub fn is_namespace_gone(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if s.code == 404
+            || (s.code == 403 && s.message.contains("being terminated")))
+    }
+
     /// A conflict or a missing object that the next reconcile sees differently.
     pub fn is_transient(&self) -> bool {
         matches!(&self.source, kube::Error::Api(s) if s.code == 409 || s.code == 404 || s.code >= 500)
@@ -45,15 +56,71 @@ fn merge_params() -> PatchParams {
     }
 }
 
-/// Writes canopy's decisions; cheap to clone.
+/// Writes canopy's decisions; cheap to clone. Writes of copies share one client-side
+/// rate limit, so a fan-out to thousands of namespaces never floods the apiserver.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
 }
+
+/// Copy writes per second when nothing else is configured.
+pub const DEFAULT_WRITE_QPS: u32 = 200;
 
 impl Writer {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self::with_qps(client, DEFAULT_WRITE_QPS)
+    }
+
+    /// A writer that makes at most `qps` copy writes per second (bursts of as many).
+    pub fn with_qps(client: Client, qps: u32) -> Self {
+        let qps = NonZeroU32::new(qps).unwrap_or(NonZeroU32::MIN);
+        Self {
+            client,
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(qps))),
+        }
+    }
+
+    /// Server-side applies a propagated copy (forcing: canopy owns copies outright).
+    pub async fn apply_copy(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        copy: &Value,
+    ) -> Result<()> {
+        self.limiter.until_ready().await;
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(copy),
+            )
+            .await
+            .map_err(context(|| {
+                format!("writing {} {namespace}/{name}", resource.kind)
+            }))?;
+        Ok(())
+    }
+
+    /// Deletes a copy; one already gone is fine.
+    pub async fn delete_copy(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        self.limiter.until_ready().await;
+        match Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(context(|| {
+                format!("deleting {} {namespace}/{name}", resource.kind)
+            })(e)),
+        }
     }
 
     /// Sets `set` and removes `remove` among a namespace's labels, leaving all others.

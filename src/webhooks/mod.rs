@@ -12,6 +12,9 @@ mod protected;
 pub mod review;
 pub mod server;
 
+#[cfg(test)]
+mod robustness_tests;
+
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::Client;
 use kube::core::DynamicObject;

@@ -1,0 +1,85 @@
+//! Sources that could not be copied somewhere, reported on the source's namespace.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::kinds::KindKey;
+use super::plan::Conflict;
+
+/// Conflicts found by the propagation workers, read by the namespace reconciler (which
+/// owns the HierarchyConfiguration status they appear in).
+#[derive(Debug, Default)]
+pub struct Conflicts {
+    /// By (kind, target namespace): what could not be written there.
+    by_target: Mutex<HashMap<(KindKey, String), Vec<Conflict>>>,
+}
+
+impl Conflicts {
+    /// Records what could not be written into `namespace`; returns the source namespaces
+    /// whose report changed.
+    pub fn set(
+        &self,
+        kind: &KindKey,
+        namespace: &str,
+        conflicts: Vec<Conflict>,
+    ) -> BTreeSet<String> {
+        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (kind.clone(), namespace.to_owned());
+        let old = if conflicts.is_empty() {
+            map.remove(&key).unwrap_or_default()
+        } else {
+            map.insert(key, conflicts.clone()).unwrap_or_default()
+        };
+        if old == conflicts {
+            return BTreeSet::new();
+        }
+        old.iter()
+            .chain(conflicts.iter())
+            .map(|c| c.source_namespace.clone())
+            .collect()
+    }
+
+    /// One line per object from `source_namespace` that could not be propagated, sorted.
+    pub fn messages_for(&self, source_namespace: &str) -> Vec<String> {
+        let map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = map
+            .iter()
+            .flat_map(|((kind, _), conflicts)| {
+                conflicts
+                    .iter()
+                    .filter(|c| c.source_namespace == source_namespace)
+                    .map(move |c| format!("{} {:?} cannot be propagated to {:?}: an object of that name there is not a copy", kind.1, c.name, c.namespace))
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_follow_the_latest_plan() {
+        let conflicts = Conflicts::default();
+        let kind: KindKey = ("".into(), "limitranges".into());
+        let c = Conflict {
+            source_namespace: "acme".into(),
+            name: "limits".into(),
+            namespace: "acme-dev".into(),
+        };
+        assert_eq!(
+            conflicts.set(&kind, "acme-dev", vec![c.clone()]),
+            BTreeSet::from(["acme".to_owned()])
+        );
+        assert!(
+            conflicts.set(&kind, "acme-dev", vec![c]).is_empty(),
+            "unchanged"
+        );
+        assert_eq!(conflicts.messages_for("acme").len(), 1);
+        assert!(conflicts.messages_for("acme")[0].contains("\"acme-dev\""));
+        assert_eq!(conflicts.set(&kind, "acme-dev", vec![]).len(), 1, "healed");
+        assert!(conflicts.messages_for("acme").is_empty());
+    }
+}

@@ -1,0 +1,131 @@
+//! What exists of one propagated kind: sources (full objects) and copies (only what
+//! deciding needs), by namespace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kube::core::{DynamicObject, ObjectMeta};
+
+use super::copy::SOURCE_HASH;
+use crate::api::keys;
+
+/// What canopy needs to know of an existing copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyState {
+    pub inherited_from: String,
+    pub hash: Option<String>,
+    /// Only canopy has written its content (no other field manager on the main
+    /// resource), so a matching hash means a matching copy.
+    pub clean: bool,
+}
+
+impl CopyState {
+    pub fn from_meta(meta: &ObjectMeta) -> Option<Self> {
+        let inherited_from = meta.labels.as_ref()?.get(keys::INHERITED_FROM)?.clone();
+        let clean = meta.managed_fields.as_ref().is_none_or(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.subresource.as_deref().unwrap_or_default().is_empty())
+                .all(|e| e.manager.as_deref() == Some(keys::FIELD_MANAGER))
+        });
+        Some(Self {
+            inherited_from,
+            hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SOURCE_HASH))
+                .cloned(),
+            clean,
+        })
+    }
+}
+
+/// Sources and copies of one kind.
+#[derive(Debug, Default)]
+pub struct KindIndex {
+    sources: HashMap<String, BTreeMap<String, Arc<DynamicObject>>>,
+    copies: HashMap<String, BTreeMap<String, CopyState>>,
+}
+
+impl KindIndex {
+    pub fn set_source(&mut self, namespace: &str, mut object: DynamicObject) {
+        // Field ownership is half an object's size and never copied.
+        object.metadata.managed_fields = None;
+        let name = object.metadata.name.clone().unwrap_or_default();
+        self.sources
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name, Arc::new(object));
+    }
+
+    pub fn remove_source(&mut self, namespace: &str, name: &str) {
+        if let Some(objects) = self.sources.get_mut(namespace) {
+            objects.remove(name);
+            if objects.is_empty() {
+                self.sources.remove(namespace);
+            }
+        }
+    }
+
+    pub fn set_copy(&mut self, namespace: &str, name: &str, state: CopyState) {
+        self.copies
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned(), state);
+    }
+
+    pub fn remove_copy(&mut self, namespace: &str, name: &str) {
+        if let Some(copies) = self.copies.get_mut(namespace) {
+            copies.remove(name);
+            if copies.is_empty() {
+                self.copies.remove(namespace);
+            }
+        }
+    }
+
+    /// Forgets everything (before a relist).
+    pub fn clear_sources(&mut self) {
+        self.sources.clear();
+    }
+
+    pub fn clear_copies(&mut self) {
+        self.copies.clear();
+    }
+
+    pub fn sources_in(
+        &self,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&String, &Arc<DynamicObject>)> {
+        self.sources.get(namespace).into_iter().flatten()
+    }
+
+    pub fn source(&self, namespace: &str, name: &str) -> Option<&Arc<DynamicObject>> {
+        self.sources.get(namespace)?.get(name)
+    }
+
+    pub fn copies_in(&self, namespace: &str) -> impl Iterator<Item = (&String, &CopyState)> {
+        self.copies.get(namespace).into_iter().flatten()
+    }
+
+    pub fn copy(&self, namespace: &str, name: &str) -> Option<&CopyState> {
+        self.copies.get(namespace)?.get(name)
+    }
+
+    /// Namespaces holding sources.
+    pub fn source_namespaces(&self) -> impl Iterator<Item = &String> {
+        self.sources.keys()
+    }
+
+    /// Namespaces holding copies.
+    pub fn copy_namespaces(&self) -> impl Iterator<Item = &String> {
+        self.copies.keys()
+    }
+
+    pub fn source_count(&self) -> usize {
+        self.sources.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn copy_count(&self) -> usize {
+        self.copies.values().map(BTreeMap::len).sum()
+    }
+}

@@ -1,0 +1,400 @@
+//! Propagation: every source object of a propagated kind is copied into every
+//! descendant of its namespace, and copies that no longer belong are removed.
+//!
+//! Per kind, two watches feed a `KindIndex`: sources (full objects, label-filtered to
+//! non-copies) and copies (metadata only, label-filtered to copies), so memory grows with
+//! what canopy owns. A work queue of namespaces per kind runs `plan::plan_namespace` and
+//! hands the difference to the writer.
+
+pub mod conflicts;
+pub mod copy;
+pub mod index;
+pub mod kinds;
+pub mod plan;
+pub mod selectors;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::StreamExt;
+use kube::api::{Api, PartialObjectMeta};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, instrument, warn};
+
+use super::queue::{Outcome, WorkQueue};
+use super::writer::Writer;
+use crate::api::{PropagationMode, ResourceStatus, keys};
+use crate::forest::watch::ClusterState;
+use conflicts::Conflicts;
+use copy::Strip;
+use index::{CopyState, KindIndex};
+use kinds::KindKey;
+
+/// Namespaces reconciled at once, per kind.
+const CONCURRENCY: usize = 32;
+
+/// One propagated kind at run time.
+struct Kind {
+    key: KindKey,
+    resource: ApiResource,
+    mode: RwLock<PropagationMode>,
+    index: RwLock<KindIndex>,
+    queue: WorkQueue<String>,
+    /// Sources and copies listed once: only then is a plan trustworthy.
+    listed: watch::Sender<(bool, bool)>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Kind {
+    fn mode(&self) -> PropagationMode {
+        *self.mode.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The propagation controller; cheap to share.
+pub struct Propagation {
+    client: Client,
+    state: ClusterState,
+    writer: Writer,
+    kinds: Mutex<HashMap<KindKey, Arc<Kind>>>,
+    pub conflicts: Arc<Conflicts>,
+    /// Namespaces whose HierarchyConfiguration must report changed conflicts.
+    hierarchy_queue: WorkQueue<String>,
+}
+
+impl Propagation {
+    pub fn new(
+        client: Client,
+        state: ClusterState,
+        writer: Writer,
+        hierarchy_queue: WorkQueue<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            state,
+            writer,
+            kinds: Mutex::new(HashMap::new()),
+            conflicts: Arc::new(Conflicts::default()),
+            hierarchy_queue,
+        })
+    }
+
+    fn kinds(&self) -> Vec<Arc<Kind>> {
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// These namespaces' place or labels changed: re-plan them for every kind.
+    pub fn namespaces_changed(&self, names: &[String]) {
+        for kind in self.kinds() {
+            kind.queue.add_all(names.iter().cloned());
+        }
+    }
+
+    /// Brings the set of propagated kinds and their modes in line with the configuration,
+    /// then re-plans every namespace.
+    pub async fn configuration_changed(self: &Arc<Self>) {
+        let wanted = kinds::modes(&self.state.config().resources);
+        let wanted_keys: BTreeSet<&KindKey> = wanted.iter().map(|(k, _)| k).collect();
+        let stale: Vec<Arc<Kind>> = {
+            let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+            let stale_keys: Vec<KindKey> = kinds
+                .keys()
+                .filter(|k| !wanted_keys.contains(k))
+                .cloned()
+                .collect();
+            stale_keys.iter().filter_map(|k| kinds.remove(k)).collect()
+        };
+        for kind in stale {
+            // A kind dropped from the configuration is left as it is, like `Ignore`.
+            info!(group = %kind.key.0, resource = %kind.key.1, "no longer propagated");
+            kind.queue.close();
+            kind.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abort_all();
+        }
+        for (key, mode) in wanted {
+            let existing = self
+                .kinds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
+            match existing {
+                Some(kind) => {
+                    let changed = {
+                        let mut current = kind.mode.write().unwrap_or_else(|p| p.into_inner());
+                        std::mem::replace(&mut *current, mode) != mode
+                    };
+                    if changed {
+                        info!(group = %key.0, resource = %key.1, ?mode, "propagation mode changed");
+                    }
+                }
+                None => match kinds::resolve(&self.client, &key).await {
+                    Ok(resource) => self.start_kind(key, resource, mode),
+                    Err(err) => warn!(error = %err, "cannot propagate this kind"),
+                },
+            }
+        }
+        let all: Vec<String> = self
+            .state
+            .forest()
+            .namespaces()
+            .map(str::to_owned)
+            .collect();
+        self.namespaces_changed(&all);
+    }
+
+    fn start_kind(self: &Arc<Self>, key: KindKey, resource: ApiResource, mode: PropagationMode) {
+        info!(group = %key.0, resource = %key.1, ?mode, "propagating");
+        let (listed, _) = watch::channel((false, false));
+        let kind = Arc::new(Kind {
+            key: key.clone(),
+            resource,
+            mode: RwLock::new(mode),
+            index: RwLock::new(KindIndex::default()),
+            queue: WorkQueue::new(),
+            listed,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        {
+            let mut tasks = kind.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.spawn(watch_sources(self.clone(), kind.clone()));
+            tasks.spawn(watch_copies(self.clone(), kind.clone()));
+            tasks.spawn(run_workers(self.clone(), kind.clone()));
+        }
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, kind);
+    }
+
+    /// Sources and copies per kind, for `CanopyConfiguration.status.resources`.
+    pub fn status(&self) -> Vec<ResourceStatus> {
+        let mut out: Vec<ResourceStatus> = self
+            .kinds()
+            .iter()
+            .map(|kind| {
+                let index = kind.index.read().unwrap_or_else(|p| p.into_inner());
+                ResourceStatus {
+                    group: kind.key.0.clone(),
+                    resource: kind.key.1.clone(),
+                    mode: kind.mode(),
+                    sources: u32::try_from(index.source_count()).unwrap_or(u32::MAX),
+                    copies: u32::try_from(index.copy_count()).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.group, &a.resource).cmp(&(&b.group, &b.resource)));
+        out
+    }
+
+    /// Whether every kind has listed its sources and copies.
+    pub fn is_synced(&self) -> bool {
+        self.kinds()
+            .iter()
+            .all(|k| *k.listed.borrow() == (true, true))
+    }
+
+    fn strip(&self) -> Strip {
+        let config = self.state.config();
+        Strip {
+            labels: config.strip_labels,
+            annotations: config.strip_annotations,
+        }
+    }
+}
+
+/// The namespaces whose copies depend on objects in `namespace`: its descendants, and
+/// itself (a local object there blocks a copy).
+fn affected_by(state: &ClusterState, namespace: &str) -> Vec<String> {
+    state
+        .forest()
+        .subtree(namespace)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
+    let api: Api<DynamicObject> = Api::all_with(p.client.clone(), &kind.resource);
+    let config = watcher::Config::default()
+        .labels(&format!("!{}", keys::INHERITED_FROM))
+        .any_semantic();
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut relist: Vec<DynamicObject> = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(obj)) | Ok(Event::Delete(obj)) if obj.namespace().is_none() => {}
+            Ok(Event::Apply(obj)) => {
+                let ns = obj.namespace().unwrap_or_default();
+                kind.index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_source(&ns, obj);
+                kind.queue.add_all(affected_by(&p.state, &ns));
+            }
+            Ok(Event::Delete(obj)) => {
+                let ns = obj.namespace().unwrap_or_default();
+                kind.index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove_source(&ns, &obj.name_any());
+                kind.queue.add_all(affected_by(&p.state, &ns));
+            }
+            Ok(Event::Init) => relist.clear(),
+            Ok(Event::InitApply(obj)) => relist.push(obj),
+            Ok(Event::InitDone) => {
+                let mut namespaces = BTreeSet::new();
+                {
+                    let mut index = kind.index.write().unwrap_or_else(|e| e.into_inner());
+                    namespaces.extend(index.source_namespaces().cloned());
+                    index.clear_sources();
+                    for obj in relist.drain(..) {
+                        if let Some(ns) = obj.namespace() {
+                            namespaces.insert(ns.clone());
+                            index.set_source(&ns, obj);
+                        }
+                    }
+                }
+                for ns in namespaces {
+                    kind.queue.add_all(affected_by(&p.state, &ns));
+                }
+                kind.listed.send_modify(|l| l.0 = true);
+            }
+            Err(err) => {
+                warn!(resource = %kind.key.1, error = %err, "source watch failed; retrying")
+            }
+        }
+    }
+}
+
+async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
+    // Metadata only: a copy's content is known from its hash annotation.
+    let api: Api<PartialObjectMeta<DynamicObject>> =
+        Api::all_with(p.client.clone(), &kind.resource);
+    let config = watcher::Config::default()
+        .labels(keys::INHERITED_FROM)
+        .any_semantic();
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut relist: Vec<(String, String, CopyState)> = Vec::new();
+    let state_of = |obj: &PartialObjectMeta<DynamicObject>| {
+        let ns = obj.metadata.namespace.clone()?;
+        let name = obj.metadata.name.clone()?;
+        Some((ns, name, CopyState::from_meta(&obj.metadata)?))
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(obj)) => {
+                if let Some((ns, name, state)) = state_of(&obj) {
+                    kind.index
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .set_copy(&ns, &name, state);
+                    kind.queue.add(ns);
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                if let (Some(ns), Some(name)) =
+                    (obj.metadata.namespace.clone(), obj.metadata.name.clone())
+                {
+                    kind.index
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove_copy(&ns, &name);
+                    kind.queue.add(ns);
+                }
+            }
+            Ok(Event::Init) => relist.clear(),
+            Ok(Event::InitApply(obj)) => relist.extend(state_of(&obj)),
+            Ok(Event::InitDone) => {
+                let mut namespaces = BTreeSet::new();
+                {
+                    let mut index = kind.index.write().unwrap_or_else(|e| e.into_inner());
+                    namespaces.extend(index.copy_namespaces().cloned());
+                    index.clear_copies();
+                    for (ns, name, state) in relist.drain(..) {
+                        index.set_copy(&ns, &name, state);
+                        namespaces.insert(ns);
+                    }
+                }
+                kind.queue.add_all(namespaces);
+                kind.listed.send_modify(|l| l.1 = true);
+            }
+            Err(err) => warn!(resource = %kind.key.1, error = %err, "copy watch failed; retrying"),
+        }
+    }
+}
+
+async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
+    // No decision on a half-known cluster: a copy not yet listed would be written again.
+    let mut listed = kind.listed.subscribe();
+    let mut forest_ready = p.state.ready.clone();
+    if listed.wait_for(|l| *l == (true, true)).await.is_err()
+        || forest_ready.wait_for(|r| *r).await.is_err()
+    {
+        return;
+    }
+    let queue = kind.queue.clone();
+    queue
+        .run(CONCURRENCY, move |namespace| {
+            let (p, kind) = (p.clone(), kind.clone());
+            async move { reconcile(&p, &kind, namespace).await }
+        })
+        .await;
+}
+
+#[instrument(skip(p, kind), fields(resource = %kind.key.1))]
+async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
+    let plan = {
+        let forest = p.state.forest();
+        let index = kind.index.read().unwrap_or_else(|e| e.into_inner());
+        plan::plan_namespace(
+            &forest,
+            &kind.resource,
+            kind.mode(),
+            &index,
+            &namespace,
+            &p.strip(),
+        )
+    };
+    let changed = p
+        .conflicts
+        .set(&kind.key, &namespace, plan.conflicts.clone());
+    p.hierarchy_queue.add_all(changed);
+    if plan.is_empty() {
+        return Outcome::Success;
+    }
+    debug!(%namespace, writes = plan.writes.len(), deletes = plan.deletes.len(), "propagating");
+    let mut outcome = Outcome::Success;
+    for write in &plan.writes {
+        if let Err(err) = p
+            .writer
+            .apply_copy(&kind.resource, &namespace, &write.name, &write.object)
+            .await
+        {
+            if err.is_namespace_gone() {
+                return Outcome::Success;
+            }
+            warn!(%namespace, name = %write.name, error = %err, "cannot write copy");
+            outcome = Outcome::Retry;
+        }
+    }
+    for name in &plan.deletes {
+        if let Err(err) = p.writer.delete_copy(&kind.resource, &namespace, name).await {
+            warn!(%namespace, %name, error = %err, "cannot delete copy");
+            outcome = Outcome::Retry;
+        }
+    }
+    outcome
+}

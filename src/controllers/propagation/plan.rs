@@ -1,0 +1,339 @@
+//! Deciding, for one kind and one namespace, which copies to write and which to delete.
+//! Pure: reads the Forest and the kind's index.
+
+use std::collections::BTreeMap;
+
+use kube::core::ApiResource;
+use serde_json::Value;
+
+use super::copy::{Strip, desired_copy, never_propagated};
+use super::index::KindIndex;
+use super::selectors::Exceptions;
+use crate::api::PropagationMode;
+use crate::forest::Forest;
+
+/// A copy to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    pub name: String,
+    pub source_namespace: String,
+    pub object: Value,
+}
+
+/// A source that could not be copied into a namespace, because an object of that name
+/// there is not a copy.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Conflict {
+    pub source_namespace: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub writes: Vec<Write>,
+    pub deletes: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// The copies of `resource` that `namespace` should hold and the difference from what
+/// it holds.
+pub fn plan_namespace(
+    forest: &Forest,
+    resource: &ApiResource,
+    mode: PropagationMode,
+    index: &KindIndex,
+    namespace: &str,
+    strip: &Strip,
+) -> Plan {
+    let mut plan = Plan::default();
+    match mode {
+        PropagationMode::Ignore => return plan,
+        PropagationMode::Remove => {
+            plan.deletes = index.copies_in(namespace).map(|(n, _)| n.clone()).collect();
+            return plan;
+        }
+        PropagationMode::Propagate | PropagationMode::AllowPropagate => {}
+    }
+    // Halted: keep what is there, add nothing, delete nothing, until it heals.
+    if !forest.exists(namespace)
+        || forest.is_excluded(namespace)
+        || forest.halted(namespace).is_some()
+    {
+        return plan;
+    }
+
+    let mut desired: BTreeMap<&str, (&str, Value, String)> = BTreeMap::new();
+    for ancestor in forest.ancestors(namespace) {
+        if forest.is_excluded(ancestor) {
+            break;
+        }
+        for (name, source) in index.sources_in(ancestor) {
+            // The nearest ancestor's object of a name wins: the more specific policy.
+            if desired.contains_key(name.as_str()) || never_propagated(resource, source).is_some() {
+                continue;
+            }
+            let annotations = source.metadata.annotations.clone().unwrap_or_default();
+            let Ok(exceptions) = Exceptions::parse(&annotations) else {
+                continue; // the webhook refuses these; one admitted earlier waits for a fix
+            };
+            if mode == PropagationMode::AllowPropagate && !exceptions.opted_in() {
+                continue;
+            }
+            if !exceptions.admits(forest, namespace) {
+                continue;
+            }
+            let (object, hash) = desired_copy(resource, source, ancestor, namespace, strip);
+            desired.insert(name.as_str(), (ancestor, object, hash));
+        }
+    }
+
+    plan.deletes = index
+        .copies_in(namespace)
+        .filter(|(name, _)| !desired.contains_key(name.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for (name, (source_namespace, object, hash)) in desired {
+        if index.source(namespace, name).is_some() {
+            plan.conflicts.push(Conflict {
+                source_namespace: source_namespace.to_owned(),
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+            });
+            continue;
+        }
+        let converged = index.copy(namespace, name).is_some_and(|c| {
+            c.clean
+                && c.inherited_from == source_namespace
+                && c.hash.as_deref() == Some(hash.as_str())
+        });
+        if !converged {
+            plan.writes.push(Write {
+                name: name.to_owned(),
+                source_namespace: source_namespace.to_owned(),
+                object,
+            });
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::core::DynamicObject;
+    use serde_json::json;
+
+    use super::super::index::CopyState;
+    use super::*;
+
+    fn forest() -> Forest {
+        let mut f = Forest::new();
+        for (ns, parent) in [
+            ("acme", None),
+            ("acme-dev", Some("acme")),
+            ("acme-dev-ci", Some("acme-dev")),
+        ] {
+            f.set_namespace(ns, BTreeMap::new(), false);
+            f.set_hierarchy(ns, parent, false);
+        }
+        f
+    }
+
+    fn rb(ns: &str, name: &str, role: &str, annotations: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": []
+        }))
+        .expect("valid")
+    }
+
+    fn ar() -> ApiResource {
+        ApiResource::erase::<RoleBinding>(&())
+    }
+
+    fn plan(f: &Forest, index: &KindIndex, ns: &str, mode: PropagationMode) -> Plan {
+        plan_namespace(f, &ar(), mode, index, ns, &Strip::default())
+    }
+
+    /// Records the plan's writes as converged copies, as the copy watch would.
+    fn converge(index: &mut KindIndex, ns: &str, p: &Plan) {
+        for w in &p.writes {
+            let meta: kube::core::ObjectMeta =
+                serde_json::from_value(w.object["metadata"].clone()).expect("metadata");
+            index.set_copy(ns, &w.name, CopyState::from_meta(&meta).expect("a copy"));
+        }
+        for d in &p.deletes {
+            index.remove_copy(ns, d);
+        }
+    }
+
+    #[test]
+    fn a_root_source_reaches_every_descendant_once() {
+        let f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "edit", json!({})));
+        for ns in ["acme-dev", "acme-dev-ci"] {
+            let p = plan(&f, &index, ns, PropagationMode::Propagate);
+            assert_eq!(p.writes.len(), 1, "{ns}");
+            assert_eq!(
+                p.writes[0].object["metadata"]["labels"]["canopy.dev/inherited-from"],
+                "acme"
+            );
+            converge(&mut index, ns, &p);
+            assert!(
+                plan(&f, &index, ns, PropagationMode::Propagate).is_empty(),
+                "converged: no write"
+            );
+        }
+        assert!(
+            plan(&f, &index, "acme", PropagationMode::Propagate).is_empty(),
+            "no copy at the source"
+        );
+    }
+
+    #[test]
+    fn updates_deletes_and_moves_converge() {
+        let mut f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "edit", json!({})));
+        let p = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        converge(&mut index, "acme-dev-ci", &p);
+
+        index.set_source("acme", rb("acme", "devs", "admin", json!({})));
+        let p = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        assert_eq!(p.writes[0].object["roleRef"]["name"], "admin");
+        converge(&mut index, "acme-dev-ci", &p);
+
+        f.set_namespace("other", BTreeMap::new(), false);
+        f.set_hierarchy("acme-dev", Some("other"), false);
+        let p = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        assert_eq!(
+            p.deletes,
+            vec!["devs".to_owned()],
+            "moved out of acme's tree"
+        );
+
+        f.set_hierarchy("acme-dev", Some("acme"), false);
+        index.remove_source("acme", "devs");
+        let p = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        assert_eq!(p.deletes, vec!["devs".to_owned()], "source deleted");
+    }
+
+    #[test]
+    fn the_nearest_ancestor_wins_and_local_objects_conflict() {
+        let f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "view", json!({})));
+        index.set_source("acme-dev", rb("acme-dev", "devs", "edit", json!({})));
+        let p = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        assert_eq!(p.writes[0].source_namespace, "acme-dev");
+        // acme-dev's own object blocks acme's copy there.
+        let p = plan(&f, &index, "acme-dev", PropagationMode::Propagate);
+        assert!(p.writes.is_empty());
+        assert_eq!(
+            p.conflicts,
+            vec![Conflict {
+                source_namespace: "acme".into(),
+                name: "devs".into(),
+                namespace: "acme-dev".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn exceptions_and_modes_hold() {
+        let f = forest();
+        let mut index = KindIndex::default();
+        index.set_source(
+            "acme",
+            rb(
+                "acme",
+                "quiet",
+                "view",
+                json!({"propagate.canopy.dev/none": "true"}),
+            ),
+        );
+        index.set_source(
+            "acme",
+            rb(
+                "acme",
+                "ci-only",
+                "view",
+                json!({"propagate.canopy.dev/treeSelect": "acme-dev-ci"}),
+            ),
+        );
+        let dev = plan(&f, &index, "acme-dev", PropagationMode::Propagate);
+        assert!(dev.writes.is_empty());
+        let ci = plan(&f, &index, "acme-dev-ci", PropagationMode::Propagate);
+        assert_eq!(
+            ci.writes
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect::<Vec<_>>(),
+            ["ci-only"]
+        );
+        assert!(plan(&f, &index, "acme-dev-ci", PropagationMode::Ignore).is_empty());
+
+        let mut opt_in = KindIndex::default();
+        opt_in.set_source("acme", rb("acme", "plain", "view", json!({})));
+        opt_in.set_source(
+            "acme",
+            rb(
+                "acme",
+                "wanted",
+                "view",
+                json!({"propagate.canopy.dev/all": "true"}),
+            ),
+        );
+        let p = plan(&f, &opt_in, "acme-dev", PropagationMode::AllowPropagate);
+        assert_eq!(
+            p.writes.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["wanted"]
+        );
+
+        converge(&mut opt_in, "acme-dev", &p);
+        let removed = plan(&f, &opt_in, "acme-dev", PropagationMode::Remove);
+        assert_eq!(removed.deletes, vec!["wanted".to_owned()]);
+    }
+
+    #[test]
+    fn a_halted_namespace_keeps_what_it_has() {
+        let mut f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "edit", json!({})));
+        let p = plan(&f, &index, "acme-dev", PropagationMode::Propagate);
+        converge(&mut index, "acme-dev", &p);
+        index.remove_source("acme", "devs");
+        f.set_hierarchy("acme-dev", Some("gone"), false);
+        assert!(plan(&f, &index, "acme-dev", PropagationMode::Propagate).is_empty());
+    }
+
+    #[test]
+    fn an_edited_copy_is_rewritten() {
+        let f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "edit", json!({})));
+        let p = plan(&f, &index, "acme-dev", PropagationMode::Propagate);
+        converge(&mut index, "acme-dev", &p);
+        let mut state = index.copy("acme-dev", "devs").expect("copy").clone();
+        state.clean = false;
+        index.set_copy("acme-dev", "devs", state);
+        assert_eq!(
+            plan(&f, &index, "acme-dev", PropagationMode::Propagate)
+                .writes
+                .len(),
+            1
+        );
+    }
+}

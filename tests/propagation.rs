@@ -1,0 +1,348 @@
+//! Propagation against the real apiserver: sources in a namespace reach every descendant,
+//! and every change converges.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{apply, cluster_with_canopy, eventually, kubectl, kubectl_ok, unique};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn json(args: &[&str]) -> Option<Value> {
+    let out = kubectl(args);
+    out.success
+        .then(|| serde_json::from_str(&out.stdout).ok())
+        .flatten()
+}
+
+/// A tree `root -> mid -> leaf` of full namespaces; returns their names.
+fn tree(prefix: &str) -> (String, String, String) {
+    cluster_with_canopy();
+    let root = unique(prefix);
+    let (mid, leaf) = (format!("{root}-mid"), format!("{root}-leaf"));
+    for ns in [&root, &mid, &leaf] {
+        kubectl_ok(&["create", "namespace", ns]);
+    }
+    for (child, parent) in [(&mid, &root), (&leaf, &mid)] {
+        let out = apply(&format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {child}}}\nspec: {{parent: {parent}}}\n"
+        ));
+        assert!(out.success, "{}", out.stderr);
+    }
+    (root, mid, leaf)
+}
+
+fn get(kind: &str, ns: &str, name: &str) -> Option<Value> {
+    json(&["get", kind, name, "-n", ns, "-o", "json"])
+}
+
+fn wait_for_copy(kind: &str, ns: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    eventually(&format!("{kind} {ns}/{name}"), WAIT, || {
+        get(kind, ns, name).filter(|o| check(o))
+    })
+}
+
+fn wait_for_absence(kind: &str, ns: &str, name: &str) {
+    eventually(&format!("{kind} {ns}/{name} to be gone"), WAIT, || {
+        let out = kubectl(&["get", kind, name, "-n", ns]);
+        (!out.success && out.stderr.contains("NotFound")).then_some(())
+    });
+}
+
+#[test]
+fn policy_in_a_root_reaches_a_grandchild_and_follows_its_source() {
+    let (root, _mid, leaf) = tree("prop");
+    let out = apply(&format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: devs
+  namespace: {root}
+  labels: {{argocd.argoproj.io/instance: platform, team: a}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: devs}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny-ingress, namespace: {root}}}
+spec: {{podSelector: {{}}, policyTypes: [Ingress]}}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {{name: quota, namespace: {root}}}
+spec: {{hard: {{pods: "10"}}}}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {{name: limits, namespace: {root}}}
+spec:
+  limits:
+  - type: Container
+    default: {{cpu: 200m, memory: 128Mi}}
+"#
+    ));
+    assert!(out.success, "{}", out.stderr);
+
+    let rb = wait_for_copy("rolebinding", &leaf, "devs", |_| true);
+    assert_eq!(
+        rb["metadata"]["labels"]["canopy.dev/inherited-from"],
+        root.as_str()
+    );
+    assert_eq!(rb["metadata"]["labels"]["team"], "a");
+    assert!(
+        rb["metadata"]["labels"]
+            .get("argocd.argoproj.io/instance")
+            .is_none(),
+        "GitOps tracking labels are stripped"
+    );
+    assert!(
+        rb["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/last-applied-configuration")
+            .is_none(),
+        "kubectl's annotation is stripped"
+    );
+    assert_eq!(rb["roleRef"]["name"], "view");
+    wait_for_copy("networkpolicy", &leaf, "deny-ingress", |o| {
+        o["spec"]["policyTypes"][0] == "Ingress"
+    });
+    wait_for_copy("resourcequota", &leaf, "quota", |o| {
+        o["spec"]["hard"]["pods"] == "10"
+    });
+    wait_for_copy("limitrange", &leaf, "limits", |o| {
+        o["spec"]["limits"][0]["default"]["cpu"] == "200m"
+    });
+
+    // An update reaches every copy.
+    kubectl_ok(&[
+        "patch",
+        "resourcequota",
+        "quota",
+        "-n",
+        &root,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hard":{"pods":"20"}}}"#,
+    ]);
+    wait_for_copy("resourcequota", &leaf, "quota", |o| {
+        o["spec"]["hard"]["pods"] == "20"
+    });
+
+    // A copy deleted behind canopy's back (as canopy itself, past the webhook) comes back.
+    kubectl_ok(&[
+        "--as",
+        "system:serviceaccount:canopy-system:canopy",
+        "delete",
+        "rolebinding",
+        "devs",
+        "-n",
+        &leaf,
+    ]);
+    wait_for_copy("rolebinding", &leaf, "devs", |_| true);
+
+    // A delete reaches every copy.
+    kubectl_ok(&["delete", "networkpolicy", "deny-ingress", "-n", &root]);
+    wait_for_absence("networkpolicy", &leaf, "deny-ingress");
+}
+
+#[test]
+fn moving_a_subtree_swaps_its_inherited_objects() {
+    let (root, mid, leaf) = tree("swap");
+    let other = unique("swap-other");
+    kubectl_ok(&["create", "namespace", &other]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "from-root",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &root,
+    ]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "from-other",
+        "--verb=list",
+        "--resource=pods",
+        "-n",
+        &other,
+    ]);
+    wait_for_copy("role", &leaf, "from-root", |_| true);
+
+    let out = apply(&format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {mid}}}\nspec: {{parent: {other}}}\n"
+    ));
+    assert!(out.success, "{}", out.stderr);
+    wait_for_copy("role", &leaf, "from-other", |o| {
+        o["metadata"]["labels"]["canopy.dev/inherited-from"] == other.as_str()
+    });
+    wait_for_absence("role", &leaf, "from-root");
+    wait_for_absence("role", &mid, "from-root");
+}
+
+#[test]
+fn none_select_and_tree_select_limit_where_copies_go() {
+    let (root, mid, leaf) = tree("except");
+    let sibling = format!("{root}-sib");
+    kubectl_ok(&["create", "namespace", &sibling]);
+    let out = apply(&format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {sibling}}}\nspec: {{parent: {root}}}\n"
+    ));
+    assert!(out.success, "{}", out.stderr);
+    kubectl_ok(&["label", "namespace", &sibling, "env=prod"]);
+    let role = |name: &str, annotations: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {name}\n  namespace: {root}\n  annotations: {annotations}\nrules: [{{apiGroups: [''], resources: [pods], verbs: [get]}}]\n---\n"
+        )
+    };
+    let out = apply(&format!(
+        "{}{}{}{}",
+        role("everywhere", "{}"),
+        role("nowhere", "{propagate.canopy.dev/none: 'true'}"),
+        role("prod-only", "{propagate.canopy.dev/select: 'env=prod'}"),
+        role(
+            "leaf-only",
+            &format!("{{propagate.canopy.dev/treeSelect: '{mid}, !{mid}-x'}}")
+        ),
+    ));
+    assert!(out.success, "{}", out.stderr);
+    wait_for_copy("role", &leaf, "everywhere", |_| true);
+    wait_for_copy("role", &sibling, "everywhere", |_| true);
+    wait_for_copy("role", &sibling, "prod-only", |_| true);
+    wait_for_copy("role", &leaf, "leaf-only", |_| true);
+    wait_for_copy("role", &mid, "leaf-only", |_| true);
+    // Give canopy time to (wrongly) write the rest, then check they are absent.
+    std::thread::sleep(Duration::from_secs(2));
+    for (ns, name) in [
+        (&leaf, "nowhere"),
+        (&sibling, "nowhere"),
+        (&leaf, "prod-only"),
+        (&sibling, "leaf-only"),
+    ] {
+        assert!(
+            get("role", ns, name).is_none(),
+            "{name} must not be in {ns}"
+        );
+    }
+}
+
+#[test]
+fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
+    let (root, mid, _leaf) = tree("conflict");
+    kubectl_ok(&[
+        "create",
+        "role",
+        "shared",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &mid,
+    ]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "shared",
+        "--verb=list",
+        "--resource=pods",
+        "-n",
+        &root,
+    ]);
+    eventually(
+        "a BadConfiguration condition on the source's namespace",
+        WAIT,
+        || {
+            let hc = get("hc", &root, "hierarchy")?;
+            hc["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| {
+                    c["type"] == "BadConfiguration"
+                        && c["reason"] == "CannotPropagateObject"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains(&format!("\"{mid}\"")))
+                })
+                .map(|_| ())
+        },
+    );
+    let local = get("role", &mid, "shared").expect("the local role stays");
+    assert_eq!(
+        local["rules"][0]["verbs"][0], "get",
+        "the local object is left alone"
+    );
+    assert!(
+        local["metadata"]["labels"]
+            .get("canopy.dev/inherited-from")
+            .is_none()
+    );
+}
+
+/// Other kinds propagate once configured, at run time, and `Remove` deletes their copies.
+/// The only test in this binary that changes the cluster-wide configuration.
+#[test]
+fn a_configured_kind_propagates_and_remove_deletes_its_copies() {
+    let (root, _mid, leaf) = tree("secrets");
+    // canopy's role covers the default kinds only; an admin who configures more grants more.
+    let out = apply(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: canopy-secrets}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get, list, watch, create, patch, delete]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: canopy-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: canopy-secrets}
+subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
+"#,
+    );
+    assert!(out.success, "{}", out.stderr);
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "registry",
+        "-n",
+        &root,
+        "--from-literal=token=s3cret",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        get("secret", &leaf, "registry").is_none(),
+        "secrets do not propagate by default"
+    );
+
+    let config = |mode: &str| {
+        apply(&format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {{name: config}}\nspec:\n  resources:\n  - {{group: '', resource: resourcequotas, mode: Propagate}}\n  - {{group: networking.k8s.io, resource: networkpolicies, mode: Propagate}}\n  - {{group: '', resource: limitranges, mode: Propagate}}\n  - {{group: '', resource: secrets, mode: {mode}}}\n"
+        ))
+    };
+    let out = config("Propagate");
+    assert!(out.success, "{}", out.stderr);
+    let copy = wait_for_copy("secret", &leaf, "registry", |_| true);
+    assert_eq!(copy["data"]["token"], "czNjcmV0");
+    eventually("status.resources to count the secret copies", WAIT, || {
+        let c = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
+        c["status"]["resources"]
+            .as_array()?
+            .iter()
+            .find(|r| {
+                r["resource"] == "secrets"
+                    && r["mode"] == "Propagate"
+                    && r["copies"].as_u64().is_some_and(|n| n >= 2)
+            })
+            .map(|_| ())
+    });
+
+    let out = config("Remove");
+    assert!(out.success, "{}", out.stderr);
+    wait_for_absence("secret", &leaf, "registry");
+    assert!(
+        get("secret", &root, "registry").is_some(),
+        "the source stays"
+    );
+}
