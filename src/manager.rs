@@ -9,6 +9,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::info;
 
+use crate::controllers::propagation::Propagation;
 use crate::controllers::{self, writer::Writer};
 use crate::forest::watch;
 use crate::webhooks::Webhooks;
@@ -98,23 +99,29 @@ pub async fn run(
     let (state, changes, watchers) = watch::start(client.clone());
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
-    let controllers = {
-        let state = state.clone();
-        let writer = Writer::new(client.clone());
-        let client_for_controllers = client.clone();
-        async move {
-            if halves.controllers {
-                controllers::run(client_for_controllers, state, writer, changes).await;
-            }
-        }
-    };
+    let writer = Writer::new(client.clone());
+    // The webhooks read propagation's index too (to refuse conflicting sources), so its
+    // watchers run in both halves; only the controllers half writes.
+    let propagation = Propagation::new(
+        client.clone(),
+        state.clone(),
+        writer.clone(),
+        halves.controllers,
+    );
+    let controllers = controllers::run(
+        client.clone(),
+        state.clone(),
+        writer,
+        propagation.clone(),
+        changes,
+        halves.controllers,
+    );
     let serve = {
         let shutdown = shutdown.clone();
         async move {
             if let (true, Some(WebhookListener(server))) = (halves.webhooks, webhooks) {
-                server
-                    .serve(Webhooks::new(state, client, username), shutdown)
-                    .await;
+                let webhooks = Webhooks::new(state, client, username).with_propagation(propagation);
+                server.serve(webhooks, shutdown).await;
             }
         }
     };

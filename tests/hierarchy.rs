@@ -222,7 +222,7 @@ fn moving_needs_rights_in_the_new_parent_and_in_the_tree_being_left() {
     kubectl_ok(&[
         "create",
         "rolebinding",
-        "admin",
+        "root-admin",
         "--clusterrole=admin",
         "--user",
         &user,

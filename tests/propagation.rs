@@ -230,8 +230,74 @@ fn none_select_and_tree_select_limit_where_copies_go() {
 }
 
 #[test]
-fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
-    let (root, mid, _leaf) = tree("conflict");
+fn copies_are_read_only() {
+    let (root, mid, _leaf) = tree("readonly");
+    kubectl_ok(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &root,
+    ]);
+    wait_for_copy("role", &mid, "reader", |_| true);
+    let edit = kubectl(&[
+        "patch",
+        "role",
+        "reader",
+        "-n",
+        &mid,
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","list","delete"]}]"#,
+    ]);
+    assert!(!edit.success, "a copy was edited");
+    assert!(
+        edit.stderr.contains("read-only") && edit.stderr.contains(&root),
+        "{}",
+        edit.stderr
+    );
+    let delete = kubectl(&["delete", "role", "reader", "-n", &mid]);
+    assert!(
+        !delete.success && delete.stderr.contains("read-only"),
+        "{}",
+        delete.stderr
+    );
+    let unlabel = kubectl(&[
+        "label",
+        "role",
+        "reader",
+        "-n",
+        &mid,
+        "canopy.dev/inherited-from-",
+    ]);
+    assert!(!unlabel.success, "a copy was turned into a local object");
+    let forged = kubectl(&[
+        "create",
+        "role",
+        "fake",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &mid,
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]);
+    let mut fake: Value = serde_json::from_str(&forged.stdout).expect("json");
+    fake["metadata"]["labels"] = serde_json::json!({"canopy.dev/inherited-from": root});
+    let out = common::kubectl_with_stdin(&["create", "-f", "-"], Some(&fake.to_string()));
+    assert!(
+        !out.success && out.stderr.contains("only canopy may set"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_source_that_would_overwrite_a_local_object_is_refused_and_a_later_conflict_is_reported() {
+    let (root, mid, leaf) = tree("conflict");
     kubectl_ok(&[
         "create",
         "role",
@@ -239,9 +305,9 @@ fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
         "--verb=get",
         "--resource=pods",
         "-n",
-        &mid,
+        &leaf,
     ]);
-    kubectl_ok(&[
+    let refused = kubectl(&[
         "create",
         "role",
         "shared",
@@ -250,11 +316,55 @@ fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
         "-n",
         &root,
     ]);
+    assert!(!refused.success, "a conflicting source was admitted");
+    assert!(
+        refused.stderr.contains(&leaf) && refused.stderr.contains("not a copy"),
+        "{}",
+        refused.stderr
+    );
+    let dry = kubectl(&[
+        "create",
+        "role",
+        "shared",
+        "--verb=list",
+        "--resource=pods",
+        "-n",
+        &root,
+        "--dry-run=server",
+    ]);
+    assert!(!dry.success, "the dry run is checked too");
+
+    // A conflict that arises anyway, by moving a subtree under a source, leaves the local
+    // object alone and is reported on the source's namespace.
+    let other = unique("conflict-other");
+    kubectl_ok(&["create", "namespace", &other]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "theirs",
+        "--verb=list",
+        "--resource=pods",
+        "-n",
+        &other,
+    ]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "theirs",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &leaf,
+    ]);
+    let out = apply(&format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {mid}}}\nspec: {{parent: {other}}}\n"
+    ));
+    assert!(out.success, "{}", out.stderr);
     eventually(
         "a BadConfiguration condition on the source's namespace",
         WAIT,
         || {
-            let hc = get("hc", &root, "hierarchy")?;
+            let hc = get("hc", &other, "hierarchy")?;
             hc["status"]["conditions"]
                 .as_array()?
                 .iter()
@@ -263,12 +373,12 @@ fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
                         && c["reason"] == "CannotPropagateObject"
                         && c["message"]
                             .as_str()
-                            .is_some_and(|m| m.contains(&format!("\"{mid}\"")))
+                            .is_some_and(|m| m.contains(&format!("\"{leaf}\"")))
                 })
                 .map(|_| ())
         },
     );
-    let local = get("role", &mid, "shared").expect("the local role stays");
+    let local = get("role", &leaf, "theirs").expect("the local role stays");
     assert_eq!(
         local["rules"][0]["verbs"][0], "get",
         "the local object is left alone"
@@ -278,6 +388,7 @@ fn a_local_object_blocks_a_copy_and_the_source_namespace_says_so() {
             .get("canopy.dev/inherited-from")
             .is_none()
     );
+    wait_for_copy("role", &mid, "theirs", |_| true);
 }
 
 /// Other kinds propagate once configured, at run time, and `Remove` deletes their copies.

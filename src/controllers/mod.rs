@@ -9,6 +9,8 @@ pub mod propagation;
 pub mod queue;
 pub mod writer;
 
+use std::sync::Arc;
+
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
@@ -25,24 +27,23 @@ const CONCURRENCY: usize = 16;
 /// Runs the namespace and anchor reconcilers until `changes` ends. Waits for the first
 /// full list of every watched kind before deciding anything, so no decision is made on a
 /// half-known cluster.
+///
+/// With `reconcile` false (a webhooks-only manager) it only keeps propagation's watchers
+/// in step with the configuration, for the webhooks to read.
 pub async fn run(
     client: Client,
     state: ClusterState,
     writer: Writer,
+    propagation: Arc<Propagation>,
     mut changes: mpsc::UnboundedReceiver<Change>,
+    reconcile: bool,
 ) {
     let mut ready = state.ready.clone();
     if ready.wait_for(|r| *r).await.is_err() {
         return;
     }
-    let namespaces: WorkQueue<String> = WorkQueue::new();
+    let namespaces = propagation.hierarchy_queue();
     let anchors: WorkQueue<ObjectRef<SubnamespaceAnchor>> = WorkQueue::new();
-    let propagation = Propagation::new(
-        client.clone(),
-        state.clone(),
-        writer.clone(),
-        namespaces.clone(),
-    );
     propagation.configuration_changed().await;
     enqueue_all(&state, &namespaces, &anchors);
 
@@ -73,6 +74,10 @@ pub async fn run(
             anchors.close();
         }
     };
+    if !reconcile {
+        dispatch.await;
+        return;
+    }
     let status = configuration_status::run(client, propagation.clone());
     let namespace_workers = {
         let (state, writer) = (state.clone(), writer.clone());

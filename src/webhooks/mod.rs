@@ -8,6 +8,7 @@ pub mod metrics;
 mod namespace;
 pub mod policies;
 mod policy_review;
+mod propagated;
 mod protected;
 pub mod review;
 pub mod server;
@@ -20,6 +21,9 @@ use kube::Client;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 
+use std::sync::Arc;
+
+use crate::controllers::propagation::Propagation;
 use crate::forest::watch::ClusterState;
 pub use authorizer::Authorizer;
 use metrics::Metrics;
@@ -34,10 +38,11 @@ pub mod paths {
     pub const WORKLOADS: &str = "validate-workloads";
     /// The admission policies for PersistentVolumes and StorageClasses.
     pub const VOLUMES: &str = "validate-volumes";
+    pub const PROPAGATED: &str = "validate-propagated";
 
     /// The path as a `'static` label for metrics, if a webhook serves it.
     pub fn known(path: &str) -> Option<&'static str> {
-        [HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES]
+        [HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED]
             .into_iter()
             .find(|known| *known == path)
     }
@@ -49,6 +54,8 @@ pub struct Webhooks {
     authorizer: Authorizer,
     canopy_username: String,
     metrics: Metrics,
+    /// Propagation's index, for refusing sources that would overwrite local objects.
+    propagation: Option<Arc<Propagation>>,
 }
 
 impl Webhooks {
@@ -60,6 +67,7 @@ impl Webhooks {
             authorizer: Authorizer::new(client),
             canopy_username,
             metrics: Metrics::new(),
+            propagation: None,
         }
     }
 
@@ -71,7 +79,14 @@ impl Webhooks {
             authorizer: Authorizer::detached(),
             canopy_username,
             metrics: Metrics::new(),
+            propagation: None,
         }
+    }
+
+    /// Lets the propagated-kinds webhook see which objects exist where.
+    pub fn with_propagation(mut self, propagation: Arc<Propagation>) -> Self {
+        self.propagation = Some(propagation);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -98,6 +113,7 @@ impl Webhooks {
             paths::ANCHOR => anchor::review(self, request),
             paths::NAMESPACE => namespace::review(self, request),
             paths::WORKLOADS | paths::VOLUMES => policy_review::review(self, request),
+            paths::PROPAGATED => propagated::review(self, request),
             _ => return None,
         };
         Some(verdict)

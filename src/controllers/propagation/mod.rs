@@ -65,23 +65,65 @@ pub struct Propagation {
     pub conflicts: Arc<Conflicts>,
     /// Namespaces whose HierarchyConfiguration must report changed conflicts.
     hierarchy_queue: WorkQueue<String>,
+    /// Whether this process writes copies (the controllers half) or only reads.
+    reconcile: bool,
 }
 
 impl Propagation {
-    pub fn new(
-        client: Client,
-        state: ClusterState,
-        writer: Writer,
-        hierarchy_queue: WorkQueue<String>,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, state: ClusterState, writer: Writer, reconcile: bool) -> Arc<Self> {
         Arc::new(Self {
             client,
             state,
             writer,
             kinds: Mutex::new(HashMap::new()),
             conflicts: Arc::new(Conflicts::default()),
-            hierarchy_queue,
+            hierarchy_queue: WorkQueue::new(),
+            reconcile,
         })
+    }
+
+    /// The queue of namespaces whose HierarchyConfiguration status must be rewritten
+    /// (the namespace reconciler's queue).
+    pub fn hierarchy_queue(&self) -> WorkQueue<String> {
+        self.hierarchy_queue.clone()
+    }
+
+    /// Descendants of `namespace` where a copy of the source `name` (of the kind
+    /// `resource` of `group`) would overwrite an object that is not a copy; `Err` when the
+    /// source's propagation annotations are invalid.
+    pub fn conflicts_for_source(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, selectors::SelectorError> {
+        let exceptions = selectors::Exceptions::parse(annotations)?;
+        let key = (group.to_owned(), resource.to_owned());
+        let kind = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let Some(kind) = kind else {
+            return Ok(Vec::new());
+        };
+        let mode = kind.mode();
+        if matches!(mode, PropagationMode::Ignore | PropagationMode::Remove)
+            || (mode == PropagationMode::AllowPropagate && !exceptions.opted_in())
+        {
+            return Ok(Vec::new());
+        }
+        let forest = self.state.forest();
+        let index = kind.index.read().unwrap_or_else(|p| p.into_inner());
+        Ok(forest
+            .descendants(namespace)
+            .into_iter()
+            .filter(|d| index.source(d, name).is_some() && exceptions.admits(&forest, d))
+            .map(str::to_owned)
+            .collect())
     }
 
     fn kinds(&self) -> Vec<Arc<Kind>> {
@@ -337,6 +379,9 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
 }
 
 async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
+    if !p.reconcile {
+        return;
+    }
     // No decision on a half-known cluster: a copy not yet listed would be written again.
     let mut listed = kind.listed.subscribe();
     let mut forest_ready = p.state.ready.clone();
