@@ -56,14 +56,14 @@ replaces="$(awk '
 ' "$gomod")"
 if [[ -n "$replaces" ]]; then
   log "copying helm's replace directives"
-  { echo; echo "replace ("; printf '\t%s\n' "$replaces" | sed 's/^\t\t*/\t/'; echo ")"; } >>"$src/go.mod"
+  { echo; echo "replace ("; sed 's/^[[:space:]]*/\t/' <<<"$replaces"; echo ")"; } >>"$src/go.mod"
 fi
 
 log "resolving helm.sh/helm/v3 v$HELM_VERSION"
 (cd "$src" && go mod tidy)
 # The same -X flags as helm's own Makefile: the version, and the Kubernetes version that
 # `helm template` reports as .Capabilities.KubeVersion and `helm lint` checks deprecations
-# against (one minor above the k8s.io/client-go that helm is built with).
+# against (v1.N for the k8s.io/client-go v0.N that helm is built with).
 client_go="$(cd "$src" && go list -f '{{.Version}}' -m k8s.io/client-go)"
 client_go="${client_go#v0.}"
 kube_minor="${client_go%%.*}"

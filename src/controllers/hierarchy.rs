@@ -64,6 +64,16 @@ pub fn plan_namespace(
         .filter(|k| keys::ancestor_of_depth_label(k).is_some() && !desired.contains_key(*k))
         .cloned()
         .collect();
+    match forest.tenant_for(name) {
+        Some(tenant) if state.labels.get(keys::TENANT).map(String::as_str) != Some(tenant) => {
+            plan.set_labels
+                .insert(keys::TENANT.to_owned(), tenant.to_owned());
+        }
+        None if state.labels.contains_key(keys::TENANT) => {
+            plan.remove_labels.push(keys::TENANT.to_owned());
+        }
+        _ => {}
+    }
 
     let mut wanted = Vec::new();
     if let Some(halt) = forest.halted(name) {
@@ -246,6 +256,23 @@ mod tests {
         let labels = f.tree_labels("a");
         f.set_namespace("a", labels, false);
         assert!(plan_namespace(&f, "a", Some(&hc("a", Some(a_status))), &[], now()).is_empty());
+    }
+
+    #[test]
+    fn the_tenant_label_follows_the_tenant_root_above() {
+        let mut f = forest();
+        f.set_tenant_root("acme", "a");
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        assert_eq!(
+            plan.set_labels.get("canopy.dev/tenant").map(String::as_str),
+            Some("acme")
+        );
+        let mut labels = f.tree_labels("b");
+        labels.insert("canopy.dev/tenant".to_owned(), "acme".to_owned());
+        f.set_namespace("b", labels, false);
+        f.remove_tenant("acme");
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        assert_eq!(plan.remove_labels, vec!["canopy.dev/tenant".to_owned()]);
     }
 
     #[test]

@@ -7,12 +7,13 @@ mod configuration_status;
 pub mod hierarchy;
 pub mod propagation;
 pub mod queue;
+pub mod tenant;
 pub mod writer;
 
 use std::sync::Arc;
 
-use kube::Client;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::api::SubnamespaceAnchor;
@@ -44,6 +45,8 @@ pub async fn run(
     }
     let namespaces = propagation.hierarchy_queue();
     let anchors: WorkQueue<ObjectRef<SubnamespaceAnchor>> = WorkQueue::new();
+    let tenant_queue: WorkQueue<String> = WorkQueue::new();
+    tenant_queue.add_all(state.tenants.state().iter().map(|t| t.name_any()));
     propagation.configuration_changed().await;
     enqueue_all(&state, &namespaces, &anchors);
 
@@ -54,24 +57,36 @@ pub async fn run(
             anchors.clone(),
             propagation.clone(),
         );
+        let tenants = tenant_queue.clone();
         async move {
             while let Some(change) = changes.recv().await {
                 match change {
                     Change::Namespaces(names) => {
                         propagation.namespaces_changed(&names);
+                        tenants.add_all(tenants_of(&state, &names));
                         namespaces.add_all(names);
                     }
                     Change::Anchor { namespace, name } => {
                         anchors.add(ObjectRef::new(&name).within(&namespace));
                     }
+                    Change::Tenant(name) => tenants.add(name),
                     Change::All => {
                         propagation.configuration_changed().await;
                         enqueue_all(&state, &namespaces, &anchors);
+                        tenants.add_all(
+                            state
+                                .forest()
+                                .tenants()
+                                .map(str::to_owned)
+                                .collect::<Vec<_>>(),
+                        );
+                        tenants.add_all(state.tenants.state().iter().map(|t| t.name_any()));
                     }
                 }
             }
             namespaces.close();
             anchors.close();
+            tenants.close();
         }
     };
     if !reconcile {
@@ -87,11 +102,41 @@ pub async fn run(
             async move { hierarchy::reconcile_namespace(&state, &writer, &conflicts, name).await }
         })
     };
-    let anchor_workers = anchors.run(CONCURRENCY, move |key| {
+    let anchor_workers = {
         let (state, writer) = (state.clone(), writer.clone());
-        async move { anchor::reconcile_anchor(&state, &writer, key).await }
+        anchors.run(CONCURRENCY, move |key| {
+            let (state, writer) = (state.clone(), writer.clone());
+            async move { anchor::reconcile_anchor(&state, &writer, key).await }
+        })
+    };
+    let tenant_workers = tenant_queue.run(CONCURRENCY, move |name| {
+        let (state, writer) = (state.clone(), writer.clone());
+        async move { tenant::reconcile_tenant(&state, &writer, name).await }
     });
-    tokio::join!(dispatch, namespace_workers, anchor_workers, status);
+    tokio::join!(
+        dispatch,
+        namespace_workers,
+        anchor_workers,
+        tenant_workers,
+        status
+    );
+}
+
+/// The Tenants whose status lists any of `names`: by the label a namespace carries now,
+/// and by the tree it is in now (they differ while a namespace moves between tenants).
+fn tenants_of(state: &ClusterState, names: &[String]) -> Vec<String> {
+    let forest = state.forest();
+    let mut tenants: Vec<String> = names
+        .iter()
+        .flat_map(|ns| {
+            let labelled = forest.get(ns).and_then(|s| s.tenant.clone());
+            let placed = forest.tenant_for(ns).map(str::to_owned);
+            labelled.into_iter().chain(placed)
+        })
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    tenants
 }
 
 fn enqueue_all(

@@ -10,6 +10,7 @@ use kube::core::{ApiResource, DynamicObject};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
+
 use serde_json::{Value, json};
 
 use crate::api::keys::FIELD_MANAGER;
@@ -99,6 +100,110 @@ impl Writer {
             .await
             .map_err(context(|| {
                 format!("writing {} {namespace}/{name}", resource.kind)
+            }))?;
+        Ok(())
+    }
+
+    /// Server-side applies an object canopy owns outright (a Tenant's root objects, the
+    /// owners' ClusterRole); `namespace` is `None` for cluster-scoped kinds.
+    pub async fn apply_object(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        body: &Value,
+    ) -> Result<()> {
+        self.dynamic(resource, namespace)
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(context(|| format!("writing {} {name}", resource.kind)))?;
+        Ok(())
+    }
+
+    /// Deletes an object; one already gone is fine.
+    pub async fn delete_object(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<()> {
+        match self
+            .dynamic(resource, namespace)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(context(|| format!("deleting {} {name}", resource.kind))(e)),
+        }
+    }
+
+    fn dynamic(&self, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        }
+    }
+
+    /// Replaces an object's finalizers, failing with a conflict if it changed since
+    /// `resource_version` (so a finalizer someone else added is never dropped).
+    pub async fn set_finalizers<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        finalizers: &[String],
+        resource_version: &str,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let patch =
+            json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
+        let resource = ApiResource::erase::<K>(&());
+        self.dynamic(&resource, namespace)
+            .patch(name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(context(|| {
+                format!("updating the finalizers of {} {name}", resource.kind)
+            }))?;
+        Ok(())
+    }
+
+    /// Server-side applies an object's whole status (through the status subresource, so
+    /// spec and metadata are never touched).
+    pub async fn apply_status<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        status: &Value,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let mut metadata = json!({"name": name});
+        if let Some(ns) = namespace {
+            metadata["namespace"] = json!(ns);
+        }
+        let patch = json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": metadata,
+            "status": status,
+        });
+        self.dynamic(&resource, namespace)
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(context(|| {
+                format!("writing the status of {} {name}", resource.kind)
             }))?;
         Ok(())
     }

@@ -222,3 +222,19 @@ fn wide_tree_of_five_thousand_children() {
     f.set_hierarchy("child-0", None, false);
     assert_eq!(f.children("root").count(), 4999);
 }
+
+#[test]
+fn namespaces_belong_to_the_tenant_rooted_above_them() {
+    let mut f = forest(&[("acme", None), ("acme-dev", Some("acme")), ("loose", None)]);
+    f.set_tenant_root("acme", "acme");
+    assert_eq!(f.tenant_for("acme-dev"), Some("acme"));
+    assert_eq!(f.tenant_for("loose"), None);
+    f.set_hierarchy("loose", Some("acme-dev"), false);
+    assert_eq!(
+        f.tenant_for("loose"),
+        Some("acme"),
+        "moving in joins the tenant"
+    );
+    assert_eq!(f.remove_tenant("acme").as_deref(), Some("acme"));
+    assert_eq!(f.tenant_for("acme-dev"), None);
+}

@@ -44,6 +44,8 @@ impl NamespaceState {
 pub struct Forest {
     namespaces: HashMap<String, NamespaceState>,
     excluded: HashSet<String>,
+    /// Root namespace -> the Tenant that declares it.
+    tenant_roots: HashMap<String, String>,
 }
 
 impl Forest {
@@ -113,7 +115,53 @@ impl Forest {
         self.excluded = excluded.into_iter().collect();
     }
 
+    /// Records that Tenant `tenant` has its root at `root` (replacing an earlier root).
+    pub fn set_tenant_root(&mut self, tenant: &str, root: &str) {
+        self.tenant_roots.retain(|_, t| t != tenant);
+        self.tenant_roots.insert(root.to_owned(), tenant.to_owned());
+    }
+
+    /// Forgets Tenant `tenant`; returns the root it had.
+    pub fn remove_tenant(&mut self, tenant: &str) -> Option<String> {
+        let root = self
+            .tenant_roots
+            .iter()
+            .find(|(_, t)| *t == tenant)
+            .map(|(r, _)| r.clone())?;
+        self.tenant_roots.remove(&root);
+        Some(root)
+    }
+
     // ---- queries ----
+
+    /// Names of the Tenants with a root.
+    pub fn tenants(&self) -> impl Iterator<Item = &str> {
+        self.tenant_roots.values().map(String::as_str)
+    }
+
+    /// The Tenant whose root is `name` itself.
+    pub fn tenant_rooted_at(&self, name: &str) -> Option<&str> {
+        self.tenant_roots.get(name).map(String::as_str)
+    }
+
+    /// The root namespace of Tenant `tenant`.
+    pub fn tenant_root(&self, tenant: &str) -> Option<&str> {
+        self.tenant_roots
+            .iter()
+            .find(|(_, t)| *t == tenant)
+            .map(|(r, _)| r.as_str())
+    }
+
+    /// The Tenant `name` belongs to: the nearest tenant root among itself and its
+    /// ancestors. Excluded namespaces belong to none.
+    pub fn tenant_for(&self, name: &str) -> Option<&str> {
+        if self.is_excluded(name) {
+            return None;
+        }
+        std::iter::once(name)
+            .chain(self.ancestors(name))
+            .find_map(|ns| self.tenant_rooted_at(ns))
+    }
 
     pub fn get(&self, name: &str) -> Option<&NamespaceState> {
         self.namespaces.get(name)
@@ -122,6 +170,11 @@ impl Forest {
     /// The namespace exists in the cluster.
     pub fn exists(&self, name: &str) -> bool {
         self.namespaces.get(name).is_some_and(|ns| ns.exists)
+    }
+
+    /// The excluded namespaces' names.
+    pub fn excluded(&self) -> impl Iterator<Item = &str> {
+        self.excluded.iter().map(String::as_str)
     }
 
     pub fn is_excluded(&self, name: &str) -> bool {

@@ -27,6 +27,8 @@ pub enum Change {
     Namespaces(Vec<String>),
     /// This anchor, or the namespace it stands for, changed.
     Anchor { namespace: String, name: String },
+    /// This Tenant changed (or its namespaces did).
+    Tenant(String),
     /// Everything may differ (initial list done, configuration changed).
     All,
 }
@@ -138,8 +140,12 @@ pub fn start(
         )
     };
     let (tenant_store, tenant_writer) = reflector::store();
-    let tenants = listed_once(
+    let tenants = feed(
         reflector::reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()))),
+        TenantFeed {
+            forest: forest.clone(),
+        },
+        changes.clone(),
         readiness.clone(),
     );
     let limit_range_index = LimitRangeIndex::default();
@@ -182,25 +188,6 @@ where
     K::DynamicType: Default,
 {
     watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff()
-}
-
-/// Drives a reflector whose store is all its readers need; counts its first list.
-async fn listed_once<K>(
-    stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
-    readiness: Readiness,
-) {
-    let mut stream = std::pin::pin!(stream);
-    let mut first_list = true;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::InitDone) if first_list => {
-                first_list = false;
-                readiness.listed();
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "watch failed; retrying with backoff"),
-        }
-    }
 }
 
 /// Counts watchers that have finished their first list.
@@ -503,5 +490,64 @@ impl ForestFeed<CanopyConfiguration> for ConfigFeed {
         } else {
             Vec::new()
         }
+    }
+}
+
+/// Tenants place their root in the Forest, which decides every namespace's tenant label.
+struct TenantFeed {
+    forest: Arc<RwLock<Forest>>,
+}
+
+impl TenantFeed {
+    fn changes(forest: &Forest, tenant: &str, roots: &[Option<String>]) -> Vec<Change> {
+        let mut namespaces = Vec::new();
+        for root in roots.iter().flatten() {
+            namespaces.extend(forest.subtree(root).into_iter().map(str::to_owned));
+        }
+        vec![
+            Change::Namespaces(namespaces),
+            Change::Tenant(tenant.to_owned()),
+        ]
+    }
+}
+
+impl ForestFeed<Tenant> for TenantFeed {
+    fn apply(&self, tenant: &Tenant) -> Vec<Change> {
+        let name = tenant.name_any();
+        let mut forest = write(&self.forest);
+        let old = forest.tenant_root(&name).map(str::to_owned);
+        // A Tenant being deleted lets go of its namespaces (its finalizer then cleans up).
+        let new = (tenant.metadata.deletion_timestamp.is_none()).then(|| {
+            tenant
+                .spec
+                .root_namespace
+                .clone()
+                .unwrap_or_else(|| name.clone())
+        });
+        match &new {
+            Some(root) => forest.set_tenant_root(&name, root),
+            None => {
+                forest.remove_tenant(&name);
+            }
+        }
+        Self::changes(&forest, &name, &[old, new])
+    }
+
+    fn delete(&self, tenant: &Tenant) -> Vec<Change> {
+        let name = tenant.name_any();
+        let mut forest = write(&self.forest);
+        let old = forest.remove_tenant(&name);
+        Self::changes(&forest, &name, &[old])
+    }
+
+    fn retain(&self, listed: &HashSet<(String, String)>) -> Vec<Change> {
+        let mut forest = write(&self.forest);
+        let known: Vec<String> = forest.tenants().map(str::to_owned).collect();
+        for tenant in known {
+            if !listed.contains(&(String::new(), tenant.clone())) {
+                forest.remove_tenant(&tenant);
+            }
+        }
+        Vec::new()
     }
 }

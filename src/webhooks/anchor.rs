@@ -7,7 +7,9 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::namespace::check_subtree_deletion;
 use super::review::Verdict;
+use super::tenant::check_namespace_limit;
 use crate::forest::Forest;
+use kube::runtime::reflector::ObjectRef;
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
     if webhooks.is_canopy(&request.user_info) {
@@ -17,8 +19,12 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         return Verdict::Allow;
     };
     let forest = webhooks.state.forest();
+    let tenant = forest
+        .tenant_for(parent)
+        .and_then(|t| webhooks.state.tenants.get(&ObjectRef::new(t)));
     let verdict = match request.operation {
-        Operation::Create => check_create(&forest, parent, &request.name),
+        Operation::Create => check_create(&forest, parent, &request.name)
+            .or_else(|| check_namespace_limit(&forest, tenant.as_deref(), parent)),
         Operation::Delete => check_delete(&forest, parent, &request.name),
         Operation::Update | Operation::Connect => None,
     };

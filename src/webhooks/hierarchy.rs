@@ -66,8 +66,12 @@ pub fn check_parent_change(
                 cycle.join(" -> ")
             ));
         }
-        let own = forest.get(namespace).and_then(|s| s.tenant.as_deref());
-        let theirs = forest.get(parent).and_then(|s| s.tenant.as_deref());
+        // A tenant's root may be re-hung by whoever has the rights; everything below it
+        // stays inside its tenant.
+        let own = forest
+            .tenant_for(namespace)
+            .filter(|_| forest.tenant_rooted_at(namespace).is_none());
+        let theirs = forest.tenant_for(parent);
         if let Some(own) = own
             && theirs != Some(own)
         {
@@ -272,14 +276,23 @@ mod tests {
     #[test]
     fn a_tenant_namespace_cannot_move_to_another_tenant() {
         let mut f = forest();
-        let tenant = |t: &str| BTreeMap::from([("canopy.dev/tenant".to_owned(), t.to_owned())]);
-        f.set_namespace("a", tenant("acme"), false);
-        f.set_namespace("other", tenant("globex"), false);
+        f.set_tenant_root("acme", "root");
+        f.set_tenant_root("globex", "other");
         let refusal =
             check_parent_change(&f, "a", Some("root"), Some("other")).expect_err("tenant");
         assert!(
             refusal.contains("tenant \"acme\"") && refusal.contains("tenant \"globex\""),
             "{refusal}"
+        );
+        f.set_tenant_root("globex", "b");
+        assert!(
+            check_parent_change(&f, "a1", Some("a"), Some("b")).is_err(),
+            "nor under another tenant's subnamespace"
+        );
+        f.remove_tenant("globex");
+        assert!(
+            check_parent_change(&f, "a", Some("root"), Some("other")).is_err(),
+            "nor outside any tenant"
         );
     }
 }

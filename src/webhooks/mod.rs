@@ -12,6 +12,7 @@ mod propagated;
 mod protected;
 pub mod review;
 pub mod server;
+mod tenant;
 
 #[cfg(test)]
 mod robustness_tests;
@@ -39,12 +40,15 @@ pub mod paths {
     /// The admission policies for PersistentVolumes and StorageClasses.
     pub const VOLUMES: &str = "validate-volumes";
     pub const PROPAGATED: &str = "validate-propagated";
+    pub const TENANT: &str = "validate-tenant";
 
     /// The path as a `'static` label for metrics, if a webhook serves it.
     pub fn known(path: &str) -> Option<&'static str> {
-        [HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED]
-            .into_iter()
-            .find(|known| *known == path)
+        [
+            HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT,
+        ]
+        .into_iter()
+        .find(|known| *known == path)
     }
 }
 
@@ -106,14 +110,16 @@ impl Webhooks {
     pub async fn review(
         &self,
         path: &str,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &mut AdmissionRequest<DynamicObject>,
     ) -> Option<Verdict> {
         let verdict = match path {
             paths::HIERARCHY => hierarchy::review(self, request).await,
             paths::ANCHOR => anchor::review(self, request),
             paths::NAMESPACE => namespace::review(self, request),
+            // The policies rewrite the object in place rather than copy it.
             paths::WORKLOADS | paths::VOLUMES => policy_review::review(self, request),
             paths::PROPAGATED => propagated::review(self, request),
+            paths::TENANT => tenant::review(self, request),
             _ => return None,
         };
         Some(verdict)

@@ -15,10 +15,17 @@ use super::policies::{
 use super::review::Verdict;
 use crate::api::Tenant;
 
-pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>) -> Verdict {
+    for object in [request.object.as_mut(), request.old_object.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        name_into_body(object);
+    }
+    let request = &*request;
     let state = &webhooks.state;
-    let object = request.object.as_ref().map(policy_object);
-    let old_object = request.old_object.as_ref().map(policy_object);
+    let object = request.object.as_ref().map(|o| &o.data);
+    let old_object = request.old_object.as_ref().map(|o| &o.data);
 
     // Everything is looked up before the policies run, so no lock is held across them but
     // the configuration's, which only the configuration watcher ever waits for.
@@ -52,8 +59,8 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         kind: &request.kind.kind,
         subresource: request.sub_resource.as_deref(),
         operation: Operation::from(&request.operation),
-        object: object.as_ref(),
-        old_object: old_object.as_ref(),
+        object,
+        old_object,
         namespace: namespace_context,
         requester: Requester {
             username: request.user_info.username.as_deref().unwrap_or_default(),
@@ -91,21 +98,21 @@ fn verdict(outcome: PolicyOutcome) -> Verdict {
     }
 }
 
-/// The object as the policies read it: its body, with the name for messages. The rest of
-/// `metadata` is neither read nor copied.
-fn policy_object(object: &DynamicObject) -> Value {
-    let mut value = object.data.clone();
-    if let Value::Object(map) = &mut value {
-        let mut metadata = serde_json::Map::new();
-        if let Some(name) = &object.metadata.name {
-            metadata.insert("name".to_owned(), Value::String(name.clone()));
-        }
-        if let Some(prefix) = &object.metadata.generate_name {
-            metadata.insert("generateName".to_owned(), Value::String(prefix.clone()));
-        }
+/// Makes the object's body what the policies read: the body with the name (for messages)
+/// under `metadata`. Done in place because copying the object would cost as much as the
+/// policies themselves; the request is answered with its uid alone, so nothing else reads
+/// the body afterwards.
+fn name_into_body(object: &mut DynamicObject) {
+    let mut metadata = serde_json::Map::new();
+    if let Some(name) = &object.metadata.name {
+        metadata.insert("name".to_owned(), Value::String(name.clone()));
+    }
+    if let Some(prefix) = &object.metadata.generate_name {
+        metadata.insert("generateName".to_owned(), Value::String(prefix.clone()));
+    }
+    if let Value::Object(map) = &mut object.data {
         map.insert("metadata".to_owned(), Value::Object(metadata));
     }
-    value
 }
 
 #[cfg(test)]
@@ -166,13 +173,13 @@ mod tests {
         let webhooks = webhooks(PolicyScope::AllNamespaces);
         let verdict = review(
             &webhooks,
-            &request("alice", "plain", pod(json!({}), host_path())),
+            &mut request("alice", "plain", pod(json!({}), host_path())),
         );
         let message = verdict.denial().expect("refused").to_owned();
         assert!(message.contains("spec.volumes[0]"), "{message}");
         assert!(message.contains("resources.limits.memory"), "{message}");
-        let compliant = request("alice", "plain", pod(complete(), json!([])));
-        assert_eq!(review(&webhooks, &compliant), Verdict::Allow);
+        let mut compliant = request("alice", "plain", pod(complete(), json!([])));
+        assert_eq!(review(&webhooks, &mut compliant), Verdict::Allow);
     }
 
     #[test]
@@ -180,11 +187,11 @@ mod tests {
         let webhooks = webhooks(PolicyScope::Tenants);
         let bad = pod(json!({}), host_path());
         assert_eq!(
-            review(&webhooks, &request("alice", "plain", bad.clone())),
+            review(&webhooks, &mut request("alice", "plain", bad.clone())),
             Verdict::Allow
         );
         assert!(
-            review(&webhooks, &request("alice", "acme", bad))
+            review(&webhooks, &mut request("alice", "acme", bad))
                 .denial()
                 .is_some()
         );
@@ -220,7 +227,7 @@ mod tests {
         let webhooks = Webhooks::detached(state, "canopy".into());
         match review(
             &webhooks,
-            &request("alice", "acme", pod(complete(), host_path())),
+            &mut request("alice", "acme", pod(complete(), host_path())),
         ) {
             Verdict::Warn(warnings) => assert!(warnings[0].contains("hostPath"), "{warnings:?}"),
             other => panic!("expected a warning, got {other:?}"),
@@ -237,7 +244,7 @@ mod tests {
         );
         deployment.kind.group = "apps".into();
         deployment.kind.kind = "Deployment".into();
-        assert_eq!(review(&webhooks, &deployment), Verdict::Allow);
+        assert_eq!(review(&webhooks, &mut deployment), Verdict::Allow);
     }
 
     #[test]
@@ -245,6 +252,6 @@ mod tests {
         let webhooks = webhooks(PolicyScope::AllNamespaces);
         let mut request = request("admin", "plain", pod(json!({}), host_path()));
         request.user_info.groups = Some(vec!["system:masters".into()]);
-        assert_eq!(review(&webhooks, &request), Verdict::Allow);
+        assert_eq!(review(&webhooks, &mut request), Verdict::Allow);
     }
 }

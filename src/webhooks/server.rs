@@ -272,14 +272,14 @@ pub async fn answer(webhooks: &Webhooks, path: &str, body: &[u8]) -> Answer {
     let Some(webhook) = super::paths::known(path) else {
         return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
     };
-    let request = match review::decode(body) {
+    let mut request = match review::decode(body) {
         Ok(request) => request,
         Err(err) => {
             webhooks.metrics().record_bad_request();
             return Answer::text(StatusCode::BAD_REQUEST, &err.to_string());
         }
     };
-    let Some(verdict) = webhooks.review(webhook, &request).await else {
+    let Some(verdict) = webhooks.review(webhook, &mut request).await else {
         return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
     };
     if let Some(message) = verdict.denial() {

@@ -1,0 +1,415 @@
+//! The Tenant reconciler: the root namespace, the four root objects that propagation then
+//! carries down the tree, the owners' read access to their Tenant, status, and deletion.
+
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::ApiResource;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{debug, info, instrument, warn};
+
+use super::conditions::{self, DesiredCondition};
+use super::queue::Outcome;
+use super::writer::{WriteError, Writer};
+use crate::api::{DeletionPolicy, Owner, OwnerKind, READY, Tenant, TenantStatus, keys};
+use crate::forest::Forest;
+use crate::forest::watch::ClusterState;
+
+/// Keeps a Tenant until its deletion policy has been carried out.
+pub const TENANT_FINALIZER: &str = "canopy.dev/tenant";
+/// The objects a Tenant writes into its root namespace.
+pub const OWNERS_BINDING: &str = "canopy-owners";
+pub const QUOTA: &str = "canopy-quota";
+pub const LIMITS: &str = "canopy-limits";
+pub const ISOLATION: &str = "canopy-isolation";
+
+/// The root namespace a Tenant declares.
+pub fn root_of(tenant: &Tenant) -> String {
+    tenant
+        .spec
+        .root_namespace
+        .clone()
+        .unwrap_or_else(|| tenant.name_any())
+}
+
+/// The ClusterRole (and binding) that lets a Tenant's owners read it.
+pub fn owner_access_name(tenant: &str) -> String {
+    format!("canopy-tenant-{tenant}")
+}
+
+/// An object in the root namespace: written when `Some`, deleted when `None`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RootObject {
+    pub resource: ApiResource,
+    pub name: &'static str,
+    pub body: Option<Value>,
+}
+
+/// Everything a Tenant should have, decided from the Tenant and the Forest. Pure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TenantPlan {
+    /// Being deleted: carry out the deletion policy, then let it go.
+    Delete {
+        namespaces_to_delete: Vec<String>,
+        has_finalizer: bool,
+    },
+    Converge {
+        add_finalizer: bool,
+        /// Create the root namespace first.
+        create_root: bool,
+        /// Why the root cannot be used, if it cannot.
+        blocked: Option<(&'static str, String)>,
+        objects: Vec<RootObject>,
+        owner_access: Option<(Value, Value)>,
+        status: Option<TenantStatus>,
+    },
+}
+
+pub fn plan_tenant(tenant: &Tenant, forest: &Forest, now: Timestamp) -> TenantPlan {
+    let name = tenant.name_any();
+    let root = root_of(tenant);
+    let has_finalizer = tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER);
+    if tenant.metadata.deletion_timestamp.is_some() {
+        let namespaces_to_delete = match tenant.spec.deletion_policy {
+            DeletionPolicy::Cascade if forest.exists(&root) => {
+                let mut all: Vec<String> = forest
+                    .subtree(&root)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                all.retain(|ns| forest.exists(ns) && !forest.get(ns).is_some_and(|s| s.deleting));
+                all
+            }
+            _ => Vec::new(),
+        };
+        return TenantPlan::Delete {
+            namespaces_to_delete,
+            has_finalizer,
+        };
+    }
+
+    let root_state = forest.get(&root).filter(|s| s.exists);
+    let blocked = if forest.is_excluded(&root) {
+        Some((
+            "RootExcluded",
+            format!("root namespace {root:?} is excluded from canopy; choose another"),
+        ))
+    } else if let Some(other) = root_state
+        .and_then(|s| s.tenant.as_deref())
+        .filter(|t| *t != name)
+    {
+        Some((
+            "RootClaimed",
+            format!("namespace {root:?} belongs to tenant {other:?}; choose another root"),
+        ))
+    } else if forest.tenant_for(&root).is_some_and(|t| t != name) {
+        Some((
+            "RootInsideAnotherTenant",
+            format!("namespace {root:?} is inside another tenant's tree"),
+        ))
+    } else {
+        None
+    };
+    let create_root = root_state.is_none() && blocked.is_none();
+    let objects = if blocked.is_none() {
+        root_objects(tenant, forest)
+    } else {
+        Vec::new()
+    };
+
+    let namespaces: Vec<String> = if root_state.is_some() && blocked.is_none() {
+        let mut all: Vec<String> = forest
+            .subtree(&root)
+            .into_iter()
+            .filter(|ns| forest.exists(ns) && forest.tenant_for(ns) == Some(name.as_str()))
+            .map(str::to_owned)
+            .collect();
+        all.sort();
+        all
+    } else {
+        Vec::new()
+    };
+    let ready = match (&blocked, root_state) {
+        (Some((reason, message)), _) => DesiredCondition {
+            type_: READY,
+            status: false,
+            reason: (*reason).to_owned(),
+            message: message.clone(),
+        },
+        (None, None) => DesiredCondition {
+            type_: READY,
+            status: false,
+            reason: "RootNamespaceMissing".to_owned(),
+            message: format!("creating root namespace {root:?}"),
+        },
+        (None, Some(_)) => DesiredCondition {
+            type_: READY,
+            status: true,
+            reason: "Ready".to_owned(),
+            message: format!(
+                "{} namespace(s); owners bound to {}",
+                namespaces.len(),
+                tenant.spec.owner_role
+            ),
+        },
+    };
+    let current = tenant.status.clone().unwrap_or_default();
+    let status = TenantStatus {
+        root_namespace: Some(root.clone()),
+        namespace_count: u32::try_from(namespaces.len()).unwrap_or(u32::MAX),
+        namespaces,
+        conditions: conditions::merge(
+            &current.conditions,
+            &[ready],
+            tenant.metadata.generation,
+            now,
+        ),
+    };
+    TenantPlan::Converge {
+        add_finalizer: !has_finalizer,
+        create_root,
+        blocked,
+        objects,
+        owner_access: owner_access(tenant),
+        status: (status != current).then_some(status),
+    }
+}
+
+fn subject(owner: &Owner) -> Value {
+    match owner.kind {
+        OwnerKind::ServiceAccount => json!({
+            "kind": "ServiceAccount", "name": owner.name,
+            "namespace": owner.namespace.clone().unwrap_or_default(),
+        }),
+        OwnerKind::User => {
+            json!({"kind": "User", "name": owner.name, "apiGroup": "rbac.authorization.k8s.io"})
+        }
+        OwnerKind::Group => {
+            json!({"kind": "Group", "name": owner.name, "apiGroup": "rbac.authorization.k8s.io"})
+        }
+    }
+}
+
+fn root_objects(tenant: &Tenant, forest: &Forest) -> Vec<RootObject> {
+    let spec = &tenant.spec;
+    let name = tenant.name_any();
+    let object = |resource: ApiResource, name: &'static str, body: Option<Value>| RootObject {
+        resource,
+        name,
+        body,
+    };
+    let owners = (!spec.owners.is_empty()).then(|| {
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": spec.owner_role},
+            "subjects": spec.owners.iter().map(subject).collect::<Vec<_>>(),
+        })
+    });
+    let quota = spec.namespace_quota.as_ref().map(|q| json!({"spec": q}));
+    let limits = spec.limit_range.as_ref().map(|l| json!({"spec": l}));
+    let mut excluded: Vec<&str> = forest.excluded().collect();
+    excluded.sort_unstable();
+    // Ingress from the tenant's own namespaces, and from excluded (system) namespaces so
+    // DNS, ingress controllers and monitoring keep working.
+    let isolation = spec.network_isolation.then(|| {
+        json!({"spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [
+                {"namespaceSelector": {"matchLabels": {keys::TENANT: name}}},
+                {"namespaceSelector": {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": excluded}
+                ]}},
+            ]}],
+        }})
+    });
+    vec![
+        object(
+            ApiResource::erase::<RoleBinding>(&()),
+            OWNERS_BINDING,
+            owners,
+        ),
+        object(ApiResource::erase::<ResourceQuota>(&()), QUOTA, quota),
+        object(ApiResource::erase::<LimitRange>(&()), LIMITS, limits),
+        object(
+            ApiResource::erase::<NetworkPolicy>(&()),
+            ISOLATION,
+            isolation,
+        ),
+    ]
+}
+
+/// A ClusterRole that lets the owners `get` and `watch` their own Tenant (and nothing
+/// else cluster-wide), with its binding; owned by the Tenant so they go with it.
+fn owner_access(tenant: &Tenant) -> Option<(Value, Value)> {
+    let name = tenant.name_any();
+    let uid = tenant.uid()?;
+    if tenant.spec.owners.is_empty() {
+        return None;
+    }
+    let owner_ref = json!([{
+        "apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()),
+        "name": name, "uid": uid, "blockOwnerDeletion": false,
+    }]);
+    let access = owner_access_name(&name);
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": access, "ownerReferences": owner_ref},
+        "rules": [{"apiGroups": ["canopy.dev"], "resources": ["tenants"], "resourceNames": [name], "verbs": ["get", "watch"]}],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": access, "ownerReferences": owner_ref},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": access},
+        "subjects": tenant.spec.owners.iter().map(subject).collect::<Vec<_>>(),
+    });
+    Some((role, binding))
+}
+
+/// Reconciles one Tenant.
+#[instrument(skip(state, writer), fields(tenant = %name))]
+pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
+    let Some(tenant) = state.tenants.get(&ObjectRef::new(&name)) else {
+        return Outcome::Success;
+    };
+    let plan = plan_tenant(&tenant, &state.forest(), Timestamp::now());
+    match apply(writer, &tenant, plan).await {
+        Ok(()) => Outcome::Success,
+        Err(err) => {
+            if err.is_transient() {
+                debug!(error = %err, "will retry");
+            } else {
+                warn!(error = %err, "reconcile failed; will retry");
+            }
+            Outcome::Retry
+        }
+    }
+}
+
+async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(), WriteError> {
+    let name = tenant.name_any();
+    let root = root_of(tenant);
+    let resource_version = tenant.resource_version().unwrap_or_default();
+    match plan {
+        TenantPlan::Delete {
+            namespaces_to_delete,
+            has_finalizer,
+        } => {
+            for ns in &namespaces_to_delete {
+                info!(namespace = %ns, "deleting (deletionPolicy: Cascade)");
+                writer.delete_namespace(ns).await?;
+            }
+            if tenant.spec.deletion_policy == DeletionPolicy::Orphan {
+                let binding = ApiResource::erase::<RoleBinding>(&());
+                writer
+                    .delete_object(&binding, Some(&root), OWNERS_BINDING)
+                    .await?;
+            }
+            let access = owner_access_name(&name);
+            writer
+                .delete_object(
+                    &ApiResource::erase::<ClusterRoleBinding>(&()),
+                    None,
+                    &access,
+                )
+                .await?;
+            writer
+                .delete_object(&ApiResource::erase::<ClusterRole>(&()), None, &access)
+                .await?;
+            if has_finalizer {
+                let finalizers: Vec<String> = tenant
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != TENANT_FINALIZER)
+                    .cloned()
+                    .collect();
+                writer
+                    .set_finalizers::<Tenant>(None, &name, &finalizers, &resource_version)
+                    .await?;
+            }
+        }
+        TenantPlan::Converge {
+            add_finalizer,
+            create_root,
+            blocked,
+            objects,
+            owner_access,
+            status,
+        } => {
+            if add_finalizer {
+                let mut finalizers = tenant.finalizers().to_vec();
+                finalizers.push(TENANT_FINALIZER.to_owned());
+                writer
+                    .set_finalizers::<Tenant>(None, &name, &finalizers, &resource_version)
+                    .await?;
+            }
+            if let Some((reason, message)) = &blocked {
+                debug!(%reason, %message, "root namespace unusable");
+            }
+            if create_root {
+                let labels = [(keys::TENANT.to_owned(), name.clone())].into();
+                if writer
+                    .create_namespace(&root, labels, Default::default())
+                    .await?
+                {
+                    info!(namespace = %root, "created root namespace");
+                }
+            }
+            if blocked.is_none() {
+                for object in objects {
+                    write_root_object(writer, &root, object).await?;
+                }
+                if let Some((role, binding)) = owner_access {
+                    let access = owner_access_name(&name);
+                    writer
+                        .apply_object(
+                            &ApiResource::erase::<ClusterRole>(&()),
+                            None,
+                            &access,
+                            &role,
+                        )
+                        .await?;
+                    writer
+                        .apply_object(
+                            &ApiResource::erase::<ClusterRoleBinding>(&()),
+                            None,
+                            &access,
+                            &binding,
+                        )
+                        .await?;
+                }
+            }
+            if let Some(status) = status {
+                writer
+                    .apply_status::<Tenant>(None, &name, &json!(status))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_root_object(
+    writer: &Writer,
+    root: &str,
+    object: RootObject,
+) -> Result<(), WriteError> {
+    let Some(mut body) = object.body else {
+        return writer
+            .delete_object(&object.resource, Some(root), object.name)
+            .await;
+    };
+    if let Value::Object(map) = &mut body {
+        map.insert("apiVersion".into(), json!(object.resource.api_version));
+        map.insert("kind".into(), json!(object.resource.kind));
+        map.insert(
+            "metadata".into(),
+            json!({"name": object.name, "namespace": root}),
+        );
+    }
+    writer
+        .apply_object(&object.resource, Some(root), object.name, &body)
+        .await
+}

@@ -1,0 +1,134 @@
+//! Tenant admission: a root namespace belongs to one Tenant and is never excluded, and a
+//! tenant's subnamespaces stay within `maxNamespaces`.
+
+use kube::ResourceExt;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+
+use super::Webhooks;
+use super::review::Verdict;
+use crate::api::Tenant;
+use crate::controllers::tenant::root_of;
+use crate::forest::Forest;
+
+pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Verdict::Allow;
+    }
+    let tenant = match request.object.clone().map(|o| o.try_parse::<Tenant>()) {
+        Some(Ok(tenant)) => tenant,
+        Some(Err(e)) => {
+            return Verdict::Deny(format!("Tenant {:?} is malformed: {e}", request.name));
+        }
+        None => return Verdict::Allow,
+    };
+    let others: Vec<(String, String)> = webhooks
+        .state
+        .tenants
+        .state()
+        .iter()
+        .filter(|t| t.name_any() != tenant.name_any())
+        .map(|t| (t.name_any(), root_of(t)))
+        .collect();
+    check_tenant(&webhooks.state.forest(), &tenant, &others).map_or(Verdict::Allow, Verdict::Deny)
+}
+
+/// Why `tenant` may not be admitted, given the other Tenants `(name, root)`. Pure.
+pub fn check_tenant(
+    forest: &Forest,
+    tenant: &Tenant,
+    others: &[(String, String)],
+) -> Option<String> {
+    let name = tenant.name_any();
+    let root = root_of(tenant);
+    if forest.is_excluded(&root) {
+        return Some(format!(
+            "Tenant {name:?}: root namespace {root:?} is excluded from canopy; choose another"
+        ));
+    }
+    if let Some((other, _)) = others.iter().find(|(_, r)| *r == root) {
+        return Some(format!(
+            "Tenant {name:?}: namespace {root:?} is already the root of tenant {other:?}"
+        ));
+    }
+    if let Some(other) = forest.tenant_for(&root).filter(|t| *t != name) {
+        return Some(format!(
+            "Tenant {name:?}: namespace {root:?} belongs to tenant {other:?}"
+        ));
+    }
+    None
+}
+
+/// Why a new subnamespace of `parent` would exceed its tenant's `maxNamespaces`. Pure.
+pub fn check_namespace_limit(
+    forest: &Forest,
+    tenant: Option<&Tenant>,
+    parent: &str,
+) -> Option<String> {
+    let tenant = tenant?;
+    let max = tenant.spec.max_namespaces?;
+    let name = tenant.name_any();
+    let count = forest
+        .namespaces()
+        .filter(|ns| forest.tenant_for(ns) == Some(name.as_str()))
+        .count();
+    (count >= max as usize).then(|| {
+        format!(
+            "tenant {name:?} allows at most {max} namespaces (root included) and has {count}; \
+             delete one, or ask a cluster admin to raise spec.maxNamespaces of Tenant {name:?} \
+             (cannot create a subnamespace in {parent:?})"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::TenantSpec;
+
+    fn tenant(name: &str, root: Option<&str>, max: Option<u32>) -> Tenant {
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({
+            "rootNamespace": root, "maxNamespaces": max,
+        }))
+        .expect("valid spec");
+        Tenant::new(name, spec)
+    }
+
+    #[test]
+    fn roots_are_unique_and_never_excluded() {
+        let mut f = Forest::new();
+        f.set_excluded(["kube-system".to_owned()]);
+        assert!(check_tenant(&f, &tenant("a", Some("kube-system"), None), &[]).is_some());
+        let others = vec![("b".to_owned(), "shared".to_owned())];
+        assert!(
+            check_tenant(&f, &tenant("a", Some("shared"), None), &others)
+                .is_some_and(|m| m.contains("\"b\""))
+        );
+        assert_eq!(check_tenant(&f, &tenant("a", None, None), &others), None);
+    }
+
+    #[test]
+    fn the_namespace_limit_counts_the_root() {
+        let mut f = Forest::new();
+        for (ns, parent) in [("acme", None), ("acme-dev", Some("acme"))] {
+            f.set_namespace(ns, BTreeMap::new(), false);
+            f.set_hierarchy(ns, parent, false);
+        }
+        f.set_tenant_root("acme", "acme");
+        let limited = tenant("acme", None, Some(2));
+        assert!(
+            check_namespace_limit(&f, Some(&limited), "acme")
+                .is_some_and(|m| m.contains("at most 2"))
+        );
+        assert_eq!(
+            check_namespace_limit(&f, Some(&tenant("acme", None, Some(3))), "acme"),
+            None
+        );
+        assert_eq!(
+            check_namespace_limit(&f, Some(&tenant("acme", None, None)), "acme"),
+            None
+        );
+    }
+}
