@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controllers;
 pub mod dev;
 pub mod forest;
+pub mod leader;
 pub mod manager;
 pub mod telemetry;
 pub mod webhooks;

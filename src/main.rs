@@ -65,7 +65,7 @@ fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
-    use canopy::manager::{Halves, WebhookListener, run};
+    use canopy::manager::{Halves, WebhookListener, run_with};
     let halves = Halves {
         controllers: !args.webhooks_only,
         webhooks: !args.controllers_only,
@@ -76,7 +76,11 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
         None
     };
     let client = kube::Client::try_default().await?;
-    run(client, listener, halves, shutdown_signal()).await?;
+    let election = args
+        .leader_election
+        .leader_elect
+        .then(|| args.leader_election.clone());
+    run_with(client, listener, halves, election, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::controllers::propagation::Propagation;
 use crate::controllers::{self, writer::Writer};
 use crate::forest::watch;
+use crate::leader::{self, LeaderElectionArgs};
 use crate::webhooks::Webhooks;
 use crate::webhooks::server::{self, Server};
 
@@ -33,6 +34,8 @@ pub struct ManagerArgs {
     /// Run only the webhook server (no controllers).
     #[arg(long = "webhooks")]
     pub webhooks_only: bool,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub enum ManagerError {
     },
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
 }
 
 /// The webhook server's listening socket and TLS settings, bound before the manager runs
@@ -94,19 +99,49 @@ pub async fn run(
     halves: Halves,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
+    run_with(client, webhooks, halves, None, shutdown).await
+}
+
+/// Like `run`, with the controllers gated by leader election when `election` is given
+/// (without it, this process is the only writer and leads at once).
+pub async fn run_with(
+    client: Client,
+    webhooks: Option<WebhookListener>,
+    halves: Halves,
+    election: Option<LeaderElectionArgs>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ManagerError> {
     let username = whoami(&client).await?;
     info!(%username, "canopy manager starting");
     let (state, changes, watchers) = watch::start(client.clone());
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    let campaign = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        async move {
+            match (halves.controllers, election) {
+                (false, _) => {
+                    shutdown.await;
+                    Ok(())
+                }
+                (true, None) => {
+                    let _ = leader_tx.send(true);
+                    shutdown.await;
+                    Ok(())
+                }
+                (true, Some(args)) => leader::campaign(client, &args, leader_tx, shutdown).await,
+            }
+        }
+    };
     let writer = Writer::new(client.clone());
     // The webhooks read propagation's index too (to refuse conflicting sources), so its
-    // watchers run in both halves; only the controllers half writes.
+    // watchers run on every replica; only the leader writes.
     let propagation = Propagation::new(
         client.clone(),
         state.clone(),
         writer.clone(),
-        halves.controllers,
+        leader.clone(),
     );
     let controllers = controllers::run(
         client.clone(),
@@ -114,7 +149,7 @@ pub async fn run(
         writer,
         propagation.clone(),
         changes,
-        halves.controllers,
+        leader,
     );
     let serve = {
         let shutdown = shutdown.clone();
@@ -125,12 +160,24 @@ pub async fn run(
             }
         }
     };
-    tokio::select! {
-        _ = async { tokio::join!(watchers, controllers, serve) } => {}
-        () = shutdown => {}
+    // Separate tasks: each is polled from a worker's own stack, not nested in one deep
+    // future (which overflows a 2 MiB thread stack in debug builds).
+    let tasks = [
+        tokio::spawn(watchers),
+        tokio::spawn(controllers),
+        tokio::spawn(serve),
+    ];
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let outcome = tokio::select! {
+        _ = futures::future::join_all(tasks) => Ok(()),
+        // Ends on shutdown too, after releasing the Lease.
+        result = campaign => result.map_err(ManagerError::from),
+    };
+    for task in aborts {
+        task.abort();
     }
     info!("canopy manager stopped");
-    Ok(())
+    outcome
 }
 
 /// The username canopy's requests arrive with at the apiserver (and at its own webhooks).

@@ -527,3 +527,25 @@ fn a_missing_parent_halts_the_namespace_until_it_heals() {
         (healed && depth(&child, &parent).is_some()).then_some(())
     });
 }
+
+#[test]
+fn an_anchor_cannot_smuggle_protected_labels_onto_its_namespace() {
+    let root = unique("smuggle");
+    create_namespace(&root);
+    for label in [
+        "canopy.dev/tenant: acme",
+        "canopy.dev/excluded-namespace: 'true'",
+        "x.tree.canopy.dev/depth: '1'",
+        "pod-security.kubernetes.io/enforce: privileged",
+    ] {
+        let out = apply(&format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {root}-c, namespace: {root}}}\nspec:\n  labels: {{{label}}}\n"
+        ));
+        assert!(!out.success, "an anchor with {label} was admitted");
+        assert!(
+            out.stderr.contains("may not be set through an anchor"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -457,3 +457,34 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
         "the source stays"
     );
 }
+
+#[test]
+fn a_role_binding_whose_role_ref_changes_is_replaced_in_every_copy() {
+    let (root, _mid, leaf) = tree("roleref");
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "ops",
+        "--clusterrole=view",
+        "--group=ops",
+        "-n",
+        &root,
+    ]);
+    wait_for_copy("rolebinding", &leaf, "ops", |o| {
+        o["roleRef"]["name"] == "view"
+    });
+    // roleRef is immutable: the source is replaced, and so must every copy be.
+    kubectl_ok(&["delete", "rolebinding", "ops", "-n", &root]);
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "ops",
+        "--clusterrole=edit",
+        "--group=ops",
+        "-n",
+        &root,
+    ]);
+    wait_for_copy("rolebinding", &leaf, "ops", |o| {
+        o["roleRef"]["name"] == "edit"
+    });
+}

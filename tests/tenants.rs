@@ -137,6 +137,17 @@ fn a_tenant_gets_its_root_objects_and_its_owner_a_working_subnamespace() {
     let out = as_owner_apply(&t, &pod);
     assert!(out.success, "the owner's Pod: {}", out.stderr);
 
+    // The root objects are canopy's: the owner (an admin there) cannot loosen them.
+    let loosen = as_owner(
+        &t,
+        &["delete", "networkpolicy", "canopy-isolation", "-n", root],
+    );
+    assert!(
+        !loosen.success && loosen.stderr.contains("change the Tenant's spec"),
+        "{}",
+        loosen.stderr
+    );
+
     // The isolation policy admits the tenant's own namespaces.
     let policy = wait_for("networkpolicy", &child, "canopy-isolation");
     assert_eq!(

@@ -64,11 +64,18 @@ pub fn plan_anchor(
     } else if child_state.is_some() {
         AnchorState::Conflict
     } else {
+        // Protected labels are refused at admission; an anchor admitted before that rule
+        // still never gets canopy to set them on its behalf.
         let mut labels = anchor.spec.labels.clone();
+        labels.retain(|k, _| {
+            !crate::webhooks::is_protected_label(k) && !crate::webhooks::is_reserved_key(k)
+        });
+        let mut annotations = anchor.spec.annotations.clone();
+        annotations.retain(|k, _| !crate::webhooks::is_reserved_key(k));
         labels.insert(keys::SUBNAMESPACE_OF.to_owned(), parent.to_owned());
         actions.push(AnchorAction::CreateChild {
             labels,
-            annotations: anchor.spec.annotations.clone(),
+            annotations,
         });
         actions.push(AnchorAction::SetChildParent);
         AnchorState::Ok
@@ -93,16 +100,28 @@ pub async fn reconcile_anchor(
     let actions = plan_anchor(&state.forest(), &parent, &anchor);
     for action in actions {
         debug!(?action, "applying");
-        if let Err(err) = apply(writer, &parent, &anchor, action).await {
-            if err.is_transient() {
-                debug!(error = %err, "will retry");
-            } else {
-                warn!(error = %err, "reconcile failed; will retry");
+        match apply(writer, &parent, &anchor, action).await {
+            Ok(Step::Continue) => {}
+            // Someone else's namespace of that name appeared first: never touch it (no
+            // parent is set on it); the next pass, from the watch, reports Conflict.
+            Ok(Step::Replan) => return Outcome::Retry,
+            Err(err) => {
+                if err.is_transient() {
+                    debug!(error = %err, "will retry");
+                } else {
+                    warn!(error = %err, "reconcile failed; will retry");
+                }
+                return Outcome::Retry;
             }
-            return Outcome::Retry;
         }
     }
     Outcome::Success
+}
+
+/// Whether the remaining actions still hold after one was applied.
+enum Step {
+    Continue,
+    Replan,
 }
 
 async fn apply(
@@ -110,44 +129,47 @@ async fn apply(
     parent: &str,
     anchor: &SubnamespaceAnchor,
     action: AnchorAction,
-) -> Result<(), WriteError> {
+) -> Result<Step, WriteError> {
     let child = anchor.name_any();
     let resource_version = anchor.resource_version().unwrap_or_default();
+    let without_ours = || -> Vec<String> {
+        anchor
+            .finalizers()
+            .iter()
+            .filter(|f| *f != ANCHOR_FINALIZER)
+            .cloned()
+            .collect()
+    };
     match action {
         AnchorAction::AddFinalizer => {
             let mut finalizers = anchor.finalizers().to_vec();
             finalizers.push(ANCHOR_FINALIZER.to_owned());
             writer
                 .set_anchor_finalizers(parent, &child, &finalizers, &resource_version)
-                .await
+                .await?;
         }
         AnchorAction::RemoveFinalizer => {
-            let finalizers: Vec<String> = anchor
-                .finalizers()
-                .iter()
-                .filter(|f| *f != ANCHOR_FINALIZER)
-                .cloned()
-                .collect();
             writer
-                .set_anchor_finalizers(parent, &child, &finalizers, &resource_version)
-                .await
+                .set_anchor_finalizers(parent, &child, &without_ours(), &resource_version)
+                .await?;
         }
         AnchorAction::CreateChild {
             labels,
             annotations,
         } => {
-            if writer.create_namespace(&child, labels, annotations).await? {
-                info!(child = %child, "created subnamespace");
+            if !writer.create_namespace(&child, labels, annotations).await? {
+                return Ok(Step::Replan);
             }
-            Ok(())
+            info!(child = %child, "created subnamespace");
         }
-        AnchorAction::SetChildParent => writer.set_parent(&child, parent).await,
+        AnchorAction::SetChildParent => writer.set_parent(&child, parent).await?,
         AnchorAction::DeleteChild => {
             info!(child = %child, "deleting subnamespace");
-            writer.delete_namespace(&child).await
+            writer.delete_namespace(&child).await?;
         }
-        AnchorAction::SetState(state) => writer.set_anchor_state(parent, &child, state).await,
+        AnchorAction::SetState(state) => writer.set_anchor_state(parent, &child, state).await?,
     }
+    Ok(Step::Continue)
 }
 
 #[cfg(test)]

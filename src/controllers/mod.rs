@@ -29,15 +29,16 @@ const CONCURRENCY: usize = 16;
 /// full list of every watched kind before deciding anything, so no decision is made on a
 /// half-known cluster.
 ///
-/// With `reconcile` false (a webhooks-only manager) it only keeps propagation's watchers
-/// in step with the configuration, for the webhooks to read.
+/// Reconcilers run only while `leader` is true (this replica holds the Lease); until
+/// then, and in a webhooks-only manager, it only keeps propagation's watchers in step with
+/// the configuration, for the webhooks to read.
 pub async fn run(
     client: Client,
     state: ClusterState,
     writer: Writer,
     propagation: Arc<Propagation>,
     mut changes: mpsc::UnboundedReceiver<Change>,
-    reconcile: bool,
+    mut leader: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ready = state.ready.clone();
     if ready.wait_for(|r| *r).await.is_err() {
@@ -47,7 +48,7 @@ pub async fn run(
     let anchors: WorkQueue<ObjectRef<SubnamespaceAnchor>> = WorkQueue::new();
     let tenant_queue: WorkQueue<String> = WorkQueue::new();
     tenant_queue.add_all(state.tenants.state().iter().map(|t| t.name_any()));
-    propagation.configuration_changed().await;
+    Box::pin(propagation.configuration_changed()).await;
     enqueue_all(&state, &namespaces, &anchors);
 
     let dispatch = {
@@ -71,7 +72,7 @@ pub async fn run(
                     }
                     Change::Tenant(name) => tenants.add(name),
                     Change::All => {
-                        propagation.configuration_changed().await;
+                        Box::pin(propagation.configuration_changed()).await;
                         enqueue_all(&state, &namespaces, &anchors);
                         tenants.add_all(
                             state
@@ -89,10 +90,17 @@ pub async fn run(
             tenants.close();
         }
     };
-    if !reconcile {
-        dispatch.await;
+    let dispatch = tokio::spawn(dispatch);
+    if leader.wait_for(|l| *l).await.is_err() {
+        let _ = dispatch.await;
         return;
     }
+    // A new leader may find work its predecessor left: look at everything once.
+    enqueue_all(&state, &namespaces, &anchors);
+    tenant_queue.add_all(state.tenants.state().iter().map(|t| t.name_any()));
+    let dispatch = async move {
+        let _ = dispatch.await;
+    };
     let status = configuration_status::run(client, propagation.clone());
     let namespace_workers = {
         let (state, writer) = (state.clone(), writer.clone());

@@ -25,6 +25,8 @@ pub const OWNERS_BINDING: &str = "canopy-owners";
 pub const QUOTA: &str = "canopy-quota";
 pub const LIMITS: &str = "canopy-limits";
 pub const ISOLATION: &str = "canopy-isolation";
+/// All of them, which only canopy may change.
+pub const ROOT_OBJECTS: [&str; 4] = [OWNERS_BINDING, QUOTA, LIMITS, ISOLATION];
 
 /// The root namespace a Tenant declares.
 pub fn root_of(tenant: &Tenant) -> String {
@@ -302,9 +304,16 @@ async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(),
                 writer.delete_namespace(ns).await?;
             }
             if tenant.spec.deletion_policy == DeletionPolicy::Orphan {
+                // The owners lose their rights; the isolation policy admits by a tenant
+                // label that no namespace carries any more, so it goes too. Quota and
+                // limits stay: they are still good defaults for the namespaces.
                 let binding = ApiResource::erase::<RoleBinding>(&());
                 writer
                     .delete_object(&binding, Some(&root), OWNERS_BINDING)
+                    .await?;
+                let policy = ApiResource::erase::<NetworkPolicy>(&());
+                writer
+                    .delete_object(&policy, Some(&root), ISOLATION)
                     .await?;
             }
             let access = owner_access_name(&name);

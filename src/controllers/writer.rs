@@ -29,6 +29,12 @@ pub struct WriteError {
 }
 
 impl WriteError {
+    /// The apiserver refused the content: for a copy, an immutable field (a RoleBinding's
+    /// roleRef) changed in its source.
+    pub fn is_invalid(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if s.code == 422)
+    }
+
     /// The target namespace is gone or going: nothing to write into.
     pub fn is_namespace_gone(&self) -> bool {
         matches!(&self.source, kube::Error::Api(s) if s.code == 404

@@ -220,12 +220,14 @@ impl Forest {
     /// The members of the cycle `name` is part of, starting with `name`, if it is in one.
     pub fn cycle(&self, name: &str) -> Option<Vec<&str>> {
         let mut path = vec![self.namespaces.get_key_value(name)?.0.as_str()];
+        // A set beside the path: `path.contains` made this O(depth²).
+        let mut seen = HashSet::from([name]);
         let mut current = name;
         while let Some(parent) = self.parent(current) {
             if parent == name {
                 return Some(path);
             }
-            if path.contains(&parent) {
+            if !seen.insert(parent) {
                 return None; // a cycle above us, not through us
             }
             path.push(parent);
@@ -299,20 +301,27 @@ impl Forest {
 
     /// Why nothing may be propagated into or out of `name`, if anything.
     pub fn halted(&self, name: &str) -> Option<HaltReason> {
-        self.own_halt(name).or_else(|| {
-            self.ancestors(name)
+        let ancestors = self.ancestors(name);
+        // The walk up stops at a root, or where it would repeat itself. If it reached a
+        // root, no namespace on it is in a cycle, and looking for one from each ancestor
+        // (O(depth) each) would make this O(depth²) per namespace.
+        let top = ancestors.last().copied().unwrap_or(name);
+        let may_cycle = self.parent(top).is_some();
+        self.own_halt_in(name, may_cycle).or_else(|| {
+            ancestors
                 .into_iter()
-                .find(|a| self.own_halt(a).is_some())
+                .find(|a| self.own_halt_in(a, may_cycle).is_some())
                 .map(|a| HaltReason::AncestorHalted {
                     ancestor: a.to_owned(),
                 })
         })
     }
 
-    /// The halt that `name` causes itself, ignoring its ancestors.
-    fn own_halt(&self, name: &str) -> Option<HaltReason> {
+    /// The halt that `name` causes itself, ignoring its ancestors; cycles are looked for
+    /// only if `may_cycle`.
+    fn own_halt_in(&self, name: &str, may_cycle: bool) -> Option<HaltReason> {
         let ns = self.namespaces.get(name)?;
-        if let Some(members) = self.cycle(name) {
+        if let Some(members) = may_cycle.then(|| self.cycle(name)).flatten() {
             return Some(HaltReason::InCycle {
                 members: members.into_iter().map(str::to_owned).collect(),
             });

@@ -23,12 +23,52 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         .tenant_for(parent)
         .and_then(|t| webhooks.state.tenants.get(&ObjectRef::new(t)));
     let verdict = match request.operation {
-        Operation::Create => check_create(&forest, parent, &request.name)
+        Operation::Create => check_labels(request)
+            .or_else(|| check_create(&forest, parent, &request.name))
             .or_else(|| check_namespace_limit(&forest, tenant.as_deref(), parent)),
         Operation::Delete => check_delete(&forest, parent, &request.name),
-        Operation::Update | Operation::Connect => None,
+        Operation::Update => check_labels(request),
+        Operation::Connect => None,
     };
     verdict.map_or(Verdict::Allow, Verdict::Deny)
+}
+
+/// An anchor's `spec.labels` and `spec.annotations` are set on the new namespace by
+/// canopy, under canopy's identity, so they must not carry what the requester could not
+/// set themselves: canopy's own labels (a tenant label would move the child into another
+/// tenant), or keys in the Kubernetes domains, which grant things (Pod Security levels,
+/// node selectors for the whole namespace).
+fn check_labels(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
+    let spec = request.object.as_ref()?.data.get("spec")?;
+    let mut refused: Vec<String> = Vec::new();
+    for field in ["labels", "annotations"] {
+        let Some(map) = spec.get(field).and_then(|m| m.as_object()) else {
+            continue;
+        };
+        refused.extend(
+            map.keys()
+                .filter(|k| super::is_protected_label(k) || is_reserved_key(k))
+                .map(|k| format!("spec.{field}[{k:?}]")),
+        );
+    }
+    (!refused.is_empty()).then(|| {
+        format!(
+            "anchor {:?}: {} may not be set through an anchor; canopy sets its own labels, and \
+             Kubernetes-domain keys need a cluster admin",
+            request.name,
+            refused.join(", ")
+        )
+    })
+}
+
+/// Keys in the `kubernetes.io` and `k8s.io` domains (and their subdomains).
+pub fn is_reserved_key(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    ["kubernetes.io", "k8s.io"]
+        .iter()
+        .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")))
 }
 
 /// Why an anchor `child` may not be created in `parent`, if it may not. Pure.
@@ -84,6 +124,18 @@ mod tests {
         assert_eq!(check_create(&f, "team", "free"), None);
         f.set_namespace("mine", sub_of("team"), false);
         assert_eq!(check_create(&f, "team", "mine"), None);
+    }
+
+    #[test]
+    fn kubernetes_domain_keys_are_reserved() {
+        assert!(is_reserved_key("pod-security.kubernetes.io/enforce"));
+        assert!(is_reserved_key(
+            "scheduler.alpha.kubernetes.io/node-selector"
+        ));
+        assert!(is_reserved_key("k8s.io/x"));
+        assert!(!is_reserved_key("team.example.com/owner"));
+        assert!(!is_reserved_key("env"));
+        assert!(!is_reserved_key("notkubernetes.io/x"));
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         };
         return Verdict::Deny(format!("{kind} {namespace}/{name}: {what}"));
     }
+    if let Some(tenant) = webhooks.state.forest().tenant_rooted_at(namespace)
+        && crate::controllers::tenant::ROOT_OBJECTS.contains(&name)
+    {
+        return Verdict::Deny(format!(
+            "{kind} {namespace}/{name} belongs to Tenant {tenant:?} and is written by canopy; \
+             change the Tenant's spec instead"
+        ));
+    }
     let Some(propagation) = webhooks.propagation.as_ref() else {
         return Verdict::Allow;
     };

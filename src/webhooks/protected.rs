@@ -8,6 +8,7 @@ use crate::api::keys;
 pub fn is_protected_label(key: &str) -> bool {
     key == keys::TENANT
         || key == keys::SUBNAMESPACE_OF
+        || key == keys::EXCLUDED_NAMESPACE
         || keys::ancestor_of_depth_label(key).is_some()
 }
 

@@ -12,7 +12,10 @@ use crate::controllers::tenant::root_of;
 use crate::forest::Forest;
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
+    // canopy's own writes (finalizers) must never be blocked by a later configuration.
+    if webhooks.is_canopy(&request.user_info)
+        || !matches!(request.operation, Operation::Create | Operation::Update)
+    {
         return Verdict::Allow;
     }
     let tenant = match request.object.clone().map(|o| o.try_parse::<Tenant>()) {

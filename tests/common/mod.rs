@@ -94,8 +94,9 @@ fn log_to(path: &Path) {
 }
 
 /// Starts the plane on its own thread and runtime (the caller may be inside a test's
-/// runtime), runs `setup` on it, and parks it in `PLANE`.
-fn start_plane<F, Fut>(setup: F) -> Cluster
+/// runtime), runs `setup` on it, and parks it in `PLANE`. For a test binary that needs a
+/// setup of its own; call it once, from a `OnceLock`.
+pub fn start_plane<F, Fut>(setup: F) -> Cluster
 where
     F: FnOnce(ControlPlane) -> Fut + Send + 'static,
     Fut: Future<Output = Result<ControlPlane, canopy::dev::DevError>>,
@@ -178,8 +179,14 @@ pub fn kubectl(args: &[&str]) -> Kubectl {
 /// The cluster this test binary uses: the one with canopy if it was started, else the
 /// plain one (started on first use).
 pub fn current() -> &'static Cluster {
-    WITH_CANOPY.get().unwrap_or_else(cluster)
+    WITH_CANOPY
+        .get()
+        .or_else(|| CUSTOM.get())
+        .unwrap_or_else(cluster)
 }
+
+/// The cluster of a test binary with its own setup (see `start_plane`).
+pub static CUSTOM: OnceLock<Cluster> = OnceLock::new();
 
 /// Runs kubectl with `stdin` piped in (for `apply -f -`), against `current()`.
 pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Kubectl {

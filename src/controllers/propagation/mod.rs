@@ -65,12 +65,17 @@ pub struct Propagation {
     pub conflicts: Arc<Conflicts>,
     /// Namespaces whose HierarchyConfiguration must report changed conflicts.
     hierarchy_queue: WorkQueue<String>,
-    /// Whether this process writes copies (the controllers half) or only reads.
-    reconcile: bool,
+    /// True while this process may write (it holds the leader Lease).
+    leader: watch::Receiver<bool>,
 }
 
 impl Propagation {
-    pub fn new(client: Client, state: ClusterState, writer: Writer, reconcile: bool) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        state: ClusterState,
+        writer: Writer,
+        leader: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             state,
@@ -78,7 +83,7 @@ impl Propagation {
             kinds: Mutex::new(HashMap::new()),
             conflicts: Arc::new(Conflicts::default()),
             hierarchy_queue: WorkQueue::new(),
-            reconcile,
+            leader,
         })
     }
 
@@ -379,7 +384,8 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
 }
 
 async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
-    if !p.reconcile {
+    // Every replica indexes; only the leader writes.
+    if p.leader.clone().wait_for(|l| *l).await.is_err() {
         return;
     }
     // No decision on a half-known cluster: a copy not yet listed would be written again.
@@ -430,6 +436,17 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
         {
             if err.is_namespace_gone() {
                 return Outcome::Success;
+            }
+            if err.is_invalid() {
+                // An immutable field changed in the source: replace the copy (delete now,
+                // written again on the retry), as HNC does for a RoleBinding's roleRef.
+                debug!(%namespace, name = %write.name, "replacing a copy whose immutable fields changed");
+                let _ = p
+                    .writer
+                    .delete_copy(&kind.resource, &namespace, &write.name)
+                    .await;
+                outcome = Outcome::Retry;
+                continue;
             }
             warn!(%namespace, name = %write.name, error = %err, "cannot write copy");
             outcome = Outcome::Retry;

@@ -36,7 +36,7 @@ pub struct TenantContext<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct NamespaceContext<'a> {
     pub name: &'a str,
-    /// In `excludedNamespaces`, or labelled `canopy.dev/excluded-namespace: "true"`.
+    /// In `excludedNamespaces` (the configured list is the only source of truth).
     pub excluded: bool,
     pub tenant: Option<TenantContext<'a>>,
     /// The namespace's LimitRanges, whose defaults pod templates will get.
