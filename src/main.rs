@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
     about = "Kubernetes multi-tenancy: namespace trees, tenants, policy propagation"
 )]
 struct Cli {
+    /// Log as text or as one JSON object per line (level by RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = canopy::telemetry::LogFormat::Text)]
+    log_format: canopy::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,8 +35,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    canopy::telemetry::init_logging();
     let cli = Cli::parse();
+    canopy::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),

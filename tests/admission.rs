@@ -664,4 +664,26 @@ fn metrics_count_decisions() {
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
+    // The controllers' series share the exposition; the namespace created above has been
+    // reconciled (its tree label), so the count is at least one.
+    let reconciled = text
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"canopy_controller_reconciles_total{controller="namespace",outcome="success"}"#,
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        reconciled.is_some_and(|n| n >= 1.0),
+        "namespace reconciles missing from:\n{text}"
+    );
+    for series in [
+        r#"canopy_controller_reconcile_duration_seconds_bucket{le="#,
+        r#"canopy_controller_queue_depth{controller="namespace"}"#,
+        "canopy_controller_propagation_conflicts ",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod anchor;
 mod conditions;
 mod configuration_status;
 pub mod hierarchy;
+pub mod metrics;
 pub mod propagation;
 pub mod queue;
 pub mod tenant;
@@ -102,30 +103,59 @@ pub async fn run(
         let _ = dispatch.await;
     };
     let status = configuration_status::run(client, propagation.clone());
+    let depths = {
+        let (namespaces, anchors, tenants, propagation) = (
+            namespaces.clone(),
+            anchors.clone(),
+            tenant_queue.clone(),
+            propagation.clone(),
+        );
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let m = metrics::global();
+                m.set_queue_depth("namespace", namespaces.len());
+                m.set_queue_depth("anchor", anchors.len());
+                m.set_queue_depth("tenant", tenants.len());
+                m.set_queue_depth("propagation", propagation.queue_depth());
+            }
+        }
+    };
     let namespace_workers = {
         let (state, writer) = (state.clone(), writer.clone());
         let conflicts = propagation.conflicts.clone();
         namespaces.run(CONCURRENCY, move |name| {
             let (state, writer, conflicts) = (state.clone(), writer.clone(), conflicts.clone());
-            async move { hierarchy::reconcile_namespace(&state, &writer, &conflicts, name).await }
+            async move {
+                metrics::timed(
+                    "namespace",
+                    hierarchy::reconcile_namespace(&state, &writer, &conflicts, name),
+                )
+                .await
+            }
         })
     };
     let anchor_workers = {
         let (state, writer) = (state.clone(), writer.clone());
         anchors.run(CONCURRENCY, move |key| {
             let (state, writer) = (state.clone(), writer.clone());
-            async move { anchor::reconcile_anchor(&state, &writer, key).await }
+            async move { metrics::timed("anchor", anchor::reconcile_anchor(&state, &writer, key)).await }
         })
     };
-    let tenant_workers = tenant_queue.run(CONCURRENCY, move |name| {
-        let (state, writer) = (state.clone(), writer.clone());
-        async move { tenant::reconcile_tenant(&state, &writer, name).await }
-    });
+    let tenant_workers =
+        tenant_queue.run(CONCURRENCY, move |name| {
+            let (state, writer) = (state.clone(), writer.clone());
+            async move {
+                metrics::timed("tenant", tenant::reconcile_tenant(&state, &writer, name)).await
+            }
+        });
     tokio::join!(
         dispatch,
         namespace_workers,
         anchor_workers,
         tenant_workers,
+        depths,
         status
     );
 }

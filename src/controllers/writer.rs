@@ -97,6 +97,7 @@ impl Writer {
         copy: &Value,
     ) -> Result<()> {
         self.limiter.until_ready().await;
+        super::metrics::global().record_write(&resource.plural, "apply");
         Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
             .patch(
                 name,
@@ -222,6 +223,7 @@ impl Writer {
         name: &str,
     ) -> Result<()> {
         self.limiter.until_ready().await;
+        super::metrics::global().record_write(&resource.plural, "delete");
         match Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
             .delete(name, &DeleteParams::default())
             .await

@@ -50,7 +50,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("canopy_admission");
+        // One registry for the whole process, so `/metrics` is a single exposition.
+        let mut root = Registry::default();
+        crate::controllers::metrics::global()
+            .register(root.sub_registry_with_prefix("canopy_controller"));
+        let registry = root.sub_registry_with_prefix("canopy_admission");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "policy_decisions",
@@ -80,7 +84,7 @@ impl Metrics {
             latency.clone(),
         );
         Self {
-            registry,
+            registry: root,
             decisions,
             reviews,
             bad_requests,

@@ -39,6 +39,16 @@ impl Conflicts {
             .collect()
     }
 
+    /// How many copies cannot be written, over all kinds and namespaces.
+    pub fn count(&self) -> usize {
+        self.by_target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
     /// One line per object from `source_namespace` that could not be propagated, sorted.
     pub fn messages_for(&self, source_namespace: &str) -> Vec<String> {
         let map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());

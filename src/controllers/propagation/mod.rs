@@ -226,6 +226,11 @@ impl Propagation {
             .insert(key, kind);
     }
 
+    /// Namespaces waiting to be re-planned, over all kinds.
+    pub fn queue_depth(&self) -> usize {
+        self.kinds().iter().map(|k| k.queue.len()).sum()
+    }
+
     /// Sources and copies per kind, for `CanopyConfiguration.status.resources`.
     pub fn status(&self) -> Vec<ResourceStatus> {
         let mut out: Vec<ResourceStatus> = self
@@ -400,7 +405,7 @@ async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
     queue
         .run(CONCURRENCY, move |namespace| {
             let (p, kind) = (p.clone(), kind.clone());
-            async move { reconcile(&p, &kind, namespace).await }
+            async move { super::metrics::timed("propagation", reconcile(&p, &kind, namespace)).await }
         })
         .await;
 }
@@ -423,6 +428,7 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
         .conflicts
         .set(&kind.key, &namespace, plan.conflicts.clone());
     p.hierarchy_queue.add_all(changed);
+    super::metrics::global().set_conflicts(p.conflicts.count());
     if plan.is_empty() {
         return Outcome::Success;
     }
