@@ -46,6 +46,18 @@ fn wait_for_anchor_ok(parent: &str, child: &str) {
     });
 }
 
+/// Waits for an Event with `reason` about `object` in namespace `ns`.
+fn wait_for_event(ns: &str, object: &str, reason: &str) {
+    eventually(&format!("a {reason} event on {object}"), WAIT, || {
+        let events = json(&["get", "events", "-n", ns, "-o", "json"])?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["reason"] == reason && e["involvedObject"]["name"] == object)
+            .then_some(())
+    });
+}
+
 fn depth(ns: &str, ancestor: &str) -> Option<String> {
     labels(ns)?[format!("{ancestor}.tree.canopy.dev/depth")]
         .as_str()
@@ -61,6 +73,7 @@ fn an_anchor_creates_its_namespace_with_parent_labels_and_status() {
     assert!(out.success, "{}", out.stderr);
     wait_for_anchor_ok(&root, &child);
 
+    wait_for_event(&root, &child, "SubnamespaceCreated");
     let child_labels = labels(&child).expect("the child namespace exists");
     assert_eq!(child_labels["team"], "blue", "spec.labels are set");
     assert_eq!(child_labels["canopy.dev/subnamespace-of"], root.as_str());
@@ -456,6 +469,7 @@ fn an_anchor_for_an_unrelated_namespace_is_refused_or_reports_conflict() {
         let a = json(&["get", "subns", &taken, "-n", &parent, "-o", "json"])?;
         (a["status"]["status"] == "Conflict").then_some(())
     });
+    wait_for_event(&parent, &taken, "Conflict");
     let untouched = labels(&taken).expect("still there");
     assert_eq!(untouched["owner"], "someone-else");
     assert!(untouched.get("canopy.dev/subnamespace-of").is_none());

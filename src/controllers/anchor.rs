@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::queue::Outcome;
@@ -161,13 +161,33 @@ async fn apply(
                 return Ok(Step::Replan);
             }
             info!(child = %child, "created subnamespace");
+            let note = format!("created namespace {child:?} under {parent:?}");
+            writer
+                .event(anchor.object_ref(&()), false, "SubnamespaceCreated", note)
+                .await;
         }
         AnchorAction::SetChildParent => writer.set_parent(&child, parent).await?,
         AnchorAction::DeleteChild => {
             info!(child = %child, "deleting subnamespace");
             writer.delete_namespace(&child).await?;
         }
-        AnchorAction::SetState(state) => writer.set_anchor_state(parent, &child, state).await?,
+        AnchorAction::SetState(state) => {
+            writer.set_anchor_state(parent, &child, state).await?;
+            let why = match state {
+                AnchorState::Conflict => Some(format!(
+                    "namespace {child:?} exists and is not a subnamespace of {parent:?}; it is left alone"
+                )),
+                AnchorState::Forbidden => {
+                    Some(format!("namespace name {child:?} is excluded from canopy"))
+                }
+                AnchorState::Ok | AnchorState::Missing => None,
+            };
+            if let Some(note) = why {
+                writer
+                    .event(anchor.object_ref(&()), true, &format!("{state:?}"), note)
+                    .await;
+            }
+        }
     }
     Ok(Step::Continue)
 }

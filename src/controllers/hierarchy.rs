@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use tracing::{debug, instrument, warn};
 
 use super::conditions::{self, DesiredCondition};
@@ -163,7 +164,18 @@ pub async fn reconcile_namespace(
         return Outcome::Success;
     }
     debug!(?plan, "writing");
-    match apply(writer, &name, plan).await {
+    // Tell users when a namespace becomes halted (not on every rewrite of the status).
+    let was_halted = hierarchy
+        .as_ref()
+        .and_then(|h| h.status.as_ref())
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == ACTIVITIES_HALTED));
+    let newly_halted = plan
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ACTIVITIES_HALTED))
+        .filter(|_| !was_halted)
+        .cloned();
+    match apply(writer, &name, plan, newly_halted.as_ref()).await {
         Ok(()) => Outcome::Success,
         Err(err) => {
             if err.is_transient() {
@@ -176,7 +188,12 @@ pub async fn reconcile_namespace(
     }
 }
 
-async fn apply(writer: &Writer, name: &str, plan: NamespacePlan) -> Result<(), WriteError> {
+async fn apply(
+    writer: &Writer,
+    name: &str,
+    plan: NamespacePlan,
+    newly_halted: Option<&crate::api::Condition>,
+) -> Result<(), WriteError> {
     if !plan.set_labels.is_empty() || !plan.remove_labels.is_empty() {
         writer
             .patch_namespace_labels(name, &plan.set_labels, &plan.remove_labels)
@@ -187,6 +204,18 @@ async fn apply(writer: &Writer, name: &str, plan: NamespacePlan) -> Result<(), W
     }
     if let Some(status) = plan.status {
         writer.apply_hierarchy_status(name, &status).await?;
+        if let Some(halted) = newly_halted {
+            let reference = ObjectReference {
+                api_version: Some(HierarchyConfiguration::api_version(&()).into_owned()),
+                kind: Some(HierarchyConfiguration::kind(&()).into_owned()),
+                name: Some(HIERARCHY_NAME.to_owned()),
+                namespace: Some(name.to_owned()),
+                ..ObjectReference::default()
+            };
+            writer
+                .event(reference, true, &halted.reason, halted.message.clone())
+                .await;
+        }
     }
     Ok(())
 }

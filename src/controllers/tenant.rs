@@ -364,6 +364,10 @@ async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(),
                     .await?
                 {
                     info!(namespace = %root, "created root namespace");
+                    let note = format!("created root namespace {root:?}");
+                    writer
+                        .event(tenant.object_ref(&()), false, "RootNamespaceCreated", note)
+                        .await;
                 }
             }
             if blocked.is_none() {

@@ -5,7 +5,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -69,6 +71,7 @@ fn merge_params() -> PatchParams {
 pub struct Writer {
     client: Client,
     limiter: Arc<DefaultDirectRateLimiter>,
+    events: Recorder,
 }
 
 /// Copy writes per second when nothing else is configured.
@@ -82,9 +85,33 @@ impl Writer {
     /// A writer that makes at most `qps` copy writes per second (bursts of as many).
     pub fn with_qps(client: Client, qps: u32) -> Self {
         let qps = NonZeroU32::new(qps).unwrap_or(NonZeroU32::MIN);
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
+            events: Recorder::new(client.clone(), reporter),
             client,
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(qps))),
+        }
+    }
+
+    /// Records a Kubernetes Event on `object` (what `kubectl describe` shows). Events are
+    /// best effort: a failure is logged, never retried.
+    pub async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.events.publish(&event, &object).await {
+            tracing::debug!(error = %err, %reason, "cannot record an event");
         }
     }
 
