@@ -220,7 +220,7 @@ async fn run() -> Result<(), BoxError> {
         rows.push(row);
     }
     println!(
-        "\n| tree | depth | copies | canopy | baseline (unthrottled) | ratio | baseline (200/s) | ratio | copy writes | restart: repaired / idle / writes | peak RSS | RSS after restart | per cached object |"
+        "\n| tree | depth | copies | canopy | baseline (unthrottled) | ratio | baseline (200/s) | ratio | copy writes | restart: repaired / idle / object writes | peak RSS | peak RSS after restart | peak RSS / cached objects (base included) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {

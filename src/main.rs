@@ -83,7 +83,15 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
         .leader_election
         .leader_elect
         .then(|| args.leader_election.clone());
-    run_with(client, listener, halves, election, shutdown_signal()).await?;
+    run_with(
+        client,
+        listener,
+        halves,
+        election,
+        args.write_qps,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

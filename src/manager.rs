@@ -9,8 +9,9 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::info;
 
+use crate::controllers;
 use crate::controllers::propagation::Propagation;
-use crate::controllers::{self, writer::Writer};
+use crate::controllers::writer::{DEFAULT_WRITE_QPS, Writer};
 use crate::forest::watch;
 use crate::leader::{self, LeaderElectionArgs};
 use crate::webhooks::Webhooks;
@@ -34,6 +35,10 @@ pub struct ManagerArgs {
     /// Run only the webhook server (no controllers).
     #[arg(long = "webhooks")]
     pub webhooks_only: bool,
+    /// Most writes of copies per second (a client-side limit, so a fan-out to thousands
+    /// of namespaces cannot flood the apiserver).
+    #[arg(long, default_value_t = DEFAULT_WRITE_QPS)]
+    pub write_qps: u32,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -99,7 +104,7 @@ pub async fn run(
     halves: Halves,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
-    run_with(client, webhooks, halves, None, shutdown).await
+    run_with(client, webhooks, halves, None, DEFAULT_WRITE_QPS, shutdown).await
 }
 
 /// Like `run`, with the controllers gated by leader election when `election` is given
@@ -109,6 +114,7 @@ pub async fn run_with(
     webhooks: Option<WebhookListener>,
     halves: Halves,
     election: Option<LeaderElectionArgs>,
+    write_qps: u32,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
     let username = whoami(&client).await?;
@@ -134,7 +140,7 @@ pub async fn run_with(
             }
         }
     };
-    let writer = Writer::new(client.clone());
+    let writer = Writer::with_qps(client.clone(), write_qps);
     // The webhooks read propagation's index too (to refuse conflicting sources), so its
     // watchers run on every replica; only the leader writes.
     let propagation = Propagation::new(

@@ -42,7 +42,7 @@ fn start_manager(kubeconfig: std::path::PathBuf, identity: &str) {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = run_with(client, None, halves, Some(election), shutdown).await {
+            if let Err(e) = run_with(client, None, halves, Some(election), 200, shutdown).await {
                 eprintln!("manager {identity}: {e}");
             }
         });

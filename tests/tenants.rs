@@ -359,3 +359,45 @@ fn deletion_policies_do_what_they_say() {
         );
     }
 }
+
+#[test]
+fn a_volume_stays_with_its_tenant() {
+    let a = unique("vol-a");
+    let b = unique("vol-b");
+    create_tenant(&a, 10, "Orphan");
+    create_tenant(&b, 10, "Orphan");
+    let pv = format!("{a}-pv");
+    let out = apply(&format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {pv}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: ""
+  claimRef: {{namespace: {a}, name: data}}
+  csi: {{driver: example.csi.canopy.dev, volumeHandle: {pv}}}
+"#
+    ));
+    assert!(out.success, "{}", out.stderr);
+    eventually("the volume to carry its claim's tenant", WAIT, || {
+        let v = json(&["get", "pv", &pv, "-o", "json"])?;
+        (v["metadata"]["labels"]["canopy.dev/tenant"] == a.as_str()).then_some(())
+    });
+    let claim = |ns: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: stolen, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: ''\n  volumeName: {pv}\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+        )
+    };
+    let stolen = as_owner_apply(&b, &claim(&b));
+    assert!(!stolen.success, "another tenant claimed the volume");
+    assert!(
+        stolen
+            .stderr
+            .contains(&format!("belongs to tenant \"{a}\"")),
+        "{}",
+        stolen.stderr
+    );
+}

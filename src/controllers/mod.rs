@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod propagation;
 pub mod queue;
 pub mod tenant;
+pub mod volume;
 pub mod writer;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub async fn run(
     let namespaces = propagation.hierarchy_queue();
     let anchors: WorkQueue<ObjectRef<SubnamespaceAnchor>> = WorkQueue::new();
     let tenant_queue: WorkQueue<String> = WorkQueue::new();
+    let volume_queue: WorkQueue<String> = WorkQueue::new();
+    volume_queue.add_all(state.volumes.state().iter().map(|v| v.name_any()));
     tenant_queue.add_all(state.tenants.state().iter().map(|t| t.name_any()));
     Box::pin(propagation.configuration_changed()).await;
     enqueue_all(&state, &namespaces, &anchors);
@@ -60,6 +63,7 @@ pub async fn run(
             propagation.clone(),
         );
         let tenants = tenant_queue.clone();
+        let volumes = volume_queue.clone();
         async move {
             while let Some(change) = changes.recv().await {
                 match change {
@@ -72,6 +76,7 @@ pub async fn run(
                         anchors.add(ObjectRef::new(&name).within(&namespace));
                     }
                     Change::Tenant(name) => tenants.add(name),
+                    Change::Volume(name) => volumes.add(name),
                     Change::All => {
                         Box::pin(propagation.configuration_changed()).await;
                         enqueue_all(&state, &namespaces, &anchors);
@@ -89,6 +94,7 @@ pub async fn run(
             namespaces.close();
             anchors.close();
             tenants.close();
+            volumes.close();
         }
     };
     let dispatch = tokio::spawn(dispatch);
@@ -143,6 +149,15 @@ pub async fn run(
             async move { metrics::timed("anchor", anchor::reconcile_anchor(&state, &writer, key)).await }
         })
     };
+    let volume_workers = {
+        let (state, writer) = (state.clone(), writer.clone());
+        volume_queue.run(CONCURRENCY, move |name| {
+            let (state, writer) = (state.clone(), writer.clone());
+            async move {
+                metrics::timed("volume", volume::reconcile_volume(&state, &writer, name)).await
+            }
+        })
+    };
     let tenant_workers =
         tenant_queue.run(CONCURRENCY, move |name| {
             let (state, writer) = (state.clone(), writer.clone());
@@ -155,6 +170,7 @@ pub async fn run(
         namespace_workers,
         anchor_workers,
         tenant_workers,
+        volume_workers,
         depths,
         status
     );

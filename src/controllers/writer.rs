@@ -285,6 +285,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Sets (or with `None` removes) a PersistentVolume's tenant label.
+    pub async fn label_volume(&self, name: &str, tenant: Option<&str>) -> Result<()> {
+        let patch = json!({"metadata": {"labels": {crate::api::keys::TENANT: tenant}}});
+        Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(self.client.clone())
+            .patch(name, &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(context(|| format!("labelling PersistentVolume {name}")))?;
+        Ok(())
+    }
+
     /// Creates a namespace; `Ok(false)` if one of that name exists already.
     pub async fn create_namespace(
         &self,

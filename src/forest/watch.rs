@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -27,6 +27,8 @@ pub enum Change {
     Namespaces(Vec<String>),
     /// This anchor, or the namespace it stands for, changed.
     Anchor { namespace: String, name: String },
+    /// This PersistentVolume changed.
+    Volume(String),
     /// This Tenant changed (or its namespaces did).
     Tenant(String),
     /// Everything may differ (initial list done, configuration changed).
@@ -44,6 +46,8 @@ pub struct ClusterState {
     pub tenants: Store<Tenant>,
     /// LimitRanges by namespace: their defaults satisfy the resources policy.
     pub limit_ranges: LimitRangeIndex,
+    /// PersistentVolumes, for keeping each with its tenant.
+    pub volumes: Store<PersistentVolume>,
     /// True once every watcher has listed its kind once.
     pub ready: watch::Receiver<bool>,
 }
@@ -73,6 +77,7 @@ impl ClusterState {
             hierarchies: reflector::store().0,
             tenants: reflector::store().0,
             limit_ranges: LimitRangeIndex::default(),
+            volumes: reflector::store().0,
             ready,
         }
     }
@@ -103,7 +108,7 @@ pub fn start(
     let (anchor_store, anchor_writer) = reflector::store();
     let (hc_store, hc_writer) = reflector::store();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let readiness = Readiness::new(ready_tx, 6);
+    let readiness = Readiness::new(ready_tx, 7);
 
     let namespaces = watch_namespaces(
         client.clone(),
@@ -148,6 +153,16 @@ pub fn start(
         changes.clone(),
         readiness.clone(),
     );
+    let (volume_store, volume_writer) = reflector::store();
+    let volumes = feed(
+        reflector::reflector(
+            volume_writer,
+            watcher(Api::<PersistentVolume>::all(client.clone())),
+        ),
+        VolumeFeed,
+        changes.clone(),
+        readiness.clone(),
+    );
     let limit_range_index = LimitRangeIndex::default();
     let limit_ranges = {
         let readiness = readiness.clone();
@@ -167,6 +182,7 @@ pub fn start(
         hierarchies: hc_store,
         tenants: tenant_store,
         limit_ranges: limit_range_index,
+        volumes: volume_store,
         ready: ready_rx,
     };
     let run = async move {
@@ -176,7 +192,8 @@ pub fn start(
             anchors,
             configuration,
             tenants,
-            limit_ranges
+            limit_ranges,
+            volumes
         );
     };
     (state, changes_rx, run)
@@ -369,11 +386,14 @@ impl ForestFeed<HierarchyConfiguration> for HierarchyFeed {
         }
         let mut forest = write(&self.forest);
         let old_parent = forest.parent(&ns).map(str::to_owned);
-        forest.set_hierarchy(
-            &ns,
-            hc.spec.parent.as_deref(),
-            hc.spec.allow_cascading_deletion,
-        );
+        let old_cascade = forest.get(&ns).is_some_and(|s| s.allow_cascading_deletion);
+        let new_parent = hc.spec.parent.as_deref().filter(|p| !p.is_empty());
+        forest.set_hierarchy(&ns, new_parent, hc.spec.allow_cascading_deletion);
+        if old_parent.as_deref() == new_parent && old_cascade == hc.spec.allow_cascading_deletion {
+            // Only the status (or metadata) changed, usually by canopy itself: the tree is
+            // the same, so only this namespace's report needs a look, not its subtree.
+            return vec![Change::Namespaces(vec![ns])];
+        }
         vec![Change::Namespaces(around(&forest, &ns, old_parent))]
     }
 
@@ -548,6 +568,23 @@ impl ForestFeed<Tenant> for TenantFeed {
                 forest.remove_tenant(&tenant);
             }
         }
+        Vec::new()
+    }
+}
+
+/// PersistentVolumes are labelled with the tenant of the claim they are bound to.
+struct VolumeFeed;
+
+impl ForestFeed<PersistentVolume> for VolumeFeed {
+    fn apply(&self, pv: &PersistentVolume) -> Vec<Change> {
+        vec![Change::Volume(pv.name_any())]
+    }
+
+    fn delete(&self, _: &PersistentVolume) -> Vec<Change> {
+        Vec::new()
+    }
+
+    fn retain(&self, _: &HashSet<(String, String)>) -> Vec<Change> {
         Vec::new()
     }
 }

@@ -3,6 +3,7 @@
 
 mod anchor;
 mod authorizer;
+mod claims;
 mod hierarchy;
 pub mod metrics;
 mod namespace;
@@ -43,11 +44,12 @@ pub mod paths {
     pub const VOLUMES: &str = "validate-volumes";
     pub const PROPAGATED: &str = "validate-propagated";
     pub const TENANT: &str = "validate-tenant";
+    pub const CLAIMS: &str = "validate-claims";
 
     /// The path as a `'static` label for metrics, if a webhook serves it.
     pub fn known(path: &str) -> Option<&'static str> {
         [
-            HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT,
+            HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT, CLAIMS,
         ]
         .into_iter()
         .find(|known| *known == path)
@@ -122,8 +124,32 @@ impl Webhooks {
             paths::WORKLOADS | paths::VOLUMES => policy_review::review(self, request),
             paths::PROPAGATED => propagated::review(self, request),
             paths::TENANT => tenant::review(self, request),
+            paths::CLAIMS => claims::review(self, request),
             _ => return None,
         };
         Some(verdict)
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    /// Every path the bundled webhook configuration calls is one the server answers.
+    #[test]
+    fn every_configured_path_is_served() {
+        let config: serde_json::Value = serde_saphyr::from_str(include_str!(
+            "../../webhooks/validating-webhook-configuration.yaml"
+        ))
+        .expect("the bundled configuration parses");
+        let webhooks = config["webhooks"].as_array().expect("webhooks");
+        assert!(!webhooks.is_empty());
+        for webhook in webhooks {
+            let path = webhook["clientConfig"]["service"]["path"]
+                .as_str()
+                .expect("a path");
+            assert!(
+                super::paths::known(path.trim_start_matches('/')).is_some(),
+                "{path} is configured but not served"
+            );
+        }
     }
 }

@@ -1,0 +1,83 @@
+//! PersistentVolumes stay with their tenant: each bound volume is labelled with the tenant
+//! of the namespace its claim lives in, so a claim from another tenant can be refused
+//! (webhooks/claims.rs) even after the first claim is gone.
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, instrument};
+
+use super::queue::Outcome;
+use super::writer::Writer;
+use crate::api::keys;
+use crate::forest::Forest;
+use crate::forest::watch::ClusterState;
+
+/// The tenant a volume belongs to: that of its claim's namespace.
+pub fn volume_tenant<'a>(forest: &'a Forest, pv: &PersistentVolume) -> Option<&'a str> {
+    let claim_namespace = pv.spec.as_ref()?.claim_ref.as_ref()?.namespace.as_deref()?;
+    forest.tenant_for(claim_namespace)
+}
+
+/// The label change a volume needs: `Some(Some(t))` set, `Some(None)` remove. Pure.
+pub fn plan_volume(forest: &Forest, pv: &PersistentVolume) -> Option<Option<String>> {
+    let current = pv.labels().get(keys::TENANT).map(String::as_str);
+    let bound = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_some();
+    let desired = volume_tenant(forest, pv);
+    match (bound, desired) {
+        (true, Some(t)) if current != Some(t) => Some(Some(t.to_owned())),
+        // Unbound: the volume may be claimed anew; bound outside any tenant: no tenant.
+        (false, _) | (true, None) if current.is_some() => Some(None),
+        _ => None,
+    }
+}
+
+#[instrument(skip(state, writer), fields(volume = %name))]
+pub async fn reconcile_volume(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
+    let Some(pv) = state.volumes.get(&ObjectRef::new(&name)) else {
+        return Outcome::Success;
+    };
+    let Some(change) = plan_volume(&state.forest(), &pv) else {
+        return Outcome::Success;
+    };
+    match writer.label_volume(&name, change.as_deref()).await {
+        Ok(()) => Outcome::Success,
+        Err(err) => {
+            debug!(error = %err, "will retry");
+            Outcome::Retry
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn pv(claim_namespace: Option<&str>, tenant_label: Option<&str>) -> PersistentVolume {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv", "labels": tenant_label.map(|t| BTreeMap::from([("canopy.dev/tenant", t)]))},
+            "spec": {"claimRef": claim_namespace.map(|ns| serde_json::json!({"namespace": ns, "name": "data"}))},
+        }))
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_bound_volume_takes_its_claims_tenant_and_loses_it_when_released() {
+        let mut f = Forest::new();
+        f.set_namespace("acme", BTreeMap::new(), false);
+        f.set_tenant_root("acme", "acme");
+        assert_eq!(
+            plan_volume(&f, &pv(Some("acme"), None)),
+            Some(Some("acme".into()))
+        );
+        assert_eq!(plan_volume(&f, &pv(Some("acme"), Some("acme"))), None);
+        assert_eq!(plan_volume(&f, &pv(None, Some("acme"))), Some(None));
+        assert_eq!(plan_volume(&f, &pv(Some("elsewhere"), None)), None);
+    }
+}
