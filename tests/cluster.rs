@@ -10,7 +10,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&kubectl_ok(args)).expect("kubectl prints JSON")
+    common::json(args).expect("kubectl prints JSON")
 }
 
 #[test]

@@ -5,18 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{apply, cluster_with_canopy, eventually, kubectl, kubectl_ok, unique};
+use common::{apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, unique};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const CANOPY_SA: &str = "system:serviceaccount:canopy-system:canopy";
-
-fn json(args: &[&str]) -> Option<Value> {
-    let out = kubectl(args);
-    out.success
-        .then(|| serde_json::from_str(&out.stdout).ok())
-        .flatten()
-}
 
 fn labels(ns: &str) -> Option<Value> {
     json(&["get", "namespace", ns, "-o", "json"]).map(|n| n["metadata"]["labels"].clone())

@@ -5,17 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{apply, cluster_with_canopy, eventually, kubectl, kubectl_ok, unique};
+use common::{apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, unique};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn json(args: &[&str]) -> Option<Value> {
-    let out = kubectl(args);
-    out.success
-        .then(|| serde_json::from_str(&out.stdout).ok())
-        .flatten()
-}
 
 /// A tree `root -> mid -> leaf` of full namespaces; returns their names.
 fn tree(prefix: &str) -> (String, String, String) {

@@ -5,19 +5,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    apply, cluster_with_canopy, eventually, kubectl, kubectl_ok, kubectl_with_stdin, repo_path,
-    unique,
+    apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
+    repo_path, unique,
 };
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn json(args: &[&str]) -> Option<Value> {
-    let out = kubectl(args);
-    out.success
-        .then(|| serde_json::from_str(&out.stdout).ok())
-        .flatten()
-}
 
 /// The sample Tenant, renamed: `acme` becomes `name` everywhere, with a higher limit.
 fn sample_tenant(name: &str, max: u32, policy: &str) -> String {

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, instrument, warn};
+use tracing::{debug, instrument};
 
 use super::conditions::{self, DesiredCondition};
 use super::propagation::conflicts::Conflicts;
@@ -175,17 +175,7 @@ pub async fn reconcile_namespace(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == ACTIVITIES_HALTED))
         .filter(|_| !was_halted)
         .cloned();
-    match apply(writer, &name, plan, newly_halted.as_ref()).await {
-        Ok(()) => Outcome::Success,
-        Err(err) => {
-            if err.is_transient() {
-                debug!(error = %err, "will retry");
-            } else {
-                warn!(error = %err, "reconcile failed; will retry");
-            }
-            Outcome::Retry
-        }
-    }
+    Outcome::of_writes(apply(writer, &name, plan, newly_halted.as_ref()).await)
 }
 
 async fn apply(

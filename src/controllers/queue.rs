@@ -185,6 +185,24 @@ pub enum Outcome {
     Retry,
 }
 
+impl Outcome {
+    /// The outcome of a reconcile whose writes returned `result`; failures are logged
+    /// (quietly when the next attempt is expected to see a different world).
+    pub fn of_writes(result: Result<(), super::writer::WriteError>) -> Self {
+        match result {
+            Ok(()) => Self::Success,
+            Err(err) => {
+                if err.is_transient() {
+                    tracing::debug!(error = %err, "will retry");
+                } else {
+                    tracing::warn!(error = %err, "reconcile failed; will retry");
+                }
+                Self::Retry
+            }
+        }
+    }
+}
+
 fn backoff(failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)

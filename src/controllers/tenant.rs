@@ -9,7 +9,7 @@ use kube::core::ApiResource;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::conditions::{self, DesiredCondition};
 use super::queue::Outcome;
@@ -277,17 +277,7 @@ pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: Strin
         return Outcome::Success;
     };
     let plan = plan_tenant(&tenant, &state.forest(), Timestamp::now());
-    match apply(writer, &tenant, plan).await {
-        Ok(()) => Outcome::Success,
-        Err(err) => {
-            if err.is_transient() {
-                debug!(error = %err, "will retry");
-            } else {
-                warn!(error = %err, "reconcile failed; will retry");
-            }
-            Outcome::Retry
-        }
-    }
+    Outcome::of_writes(apply(writer, &tenant, plan).await)
 }
 
 async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(), WriteError> {

@@ -223,6 +223,15 @@ pub fn kubectl_ok(args: &[&str]) -> String {
     out.stdout
 }
 
+/// kubectl's JSON output of `args` (which should include `-o json`), or `None` when
+/// kubectl fails (for example NotFound).
+pub fn json(args: &[&str]) -> Option<serde_json::Value> {
+    let out = kubectl(args);
+    out.success
+        .then(|| serde_json::from_str(&out.stdout).ok())
+        .flatten()
+}
+
 /// `kubectl apply -f -` of `yaml`.
 pub fn apply(yaml: &str) -> Kubectl {
     kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))
