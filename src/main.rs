@@ -28,7 +28,7 @@ enum Command {
         output_dir: Option<PathBuf>,
     },
     /// Run the controllers and the webhook server.
-    Manager(canopy::manager::ManagerArgs),
+    Manager(Box<canopy::manager::ManagerArgs>),
     /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) with
     /// canopy installed, until Ctrl-C or SIGTERM.
     Dev(canopy::dev::DevArgs),
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),
-        Command::Manager(args) => run_async(run_manager(args)),
+        Command::Manager(args) => run_async(run_manager(*args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,12 +73,22 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
         controllers: !args.webhooks_only,
         webhooks: !args.controllers_only,
     };
-    let listener = if halves.webhooks {
-        Some(WebhookListener::from_args(&args).await?)
-    } else {
-        None
-    };
     let client = kube::Client::try_default().await?;
+    let listener = if !halves.webhooks {
+        None
+    } else if args.certificates.self_signed_certificates {
+        let certs = canopy::webhooks::certs::CertManager::start(
+            client.clone(),
+            args.certificates.clone(),
+            args.leader_election.leader_election_namespace.clone(),
+        )
+        .await?;
+        let listener = WebhookListener::bind_with_resolver(args.webhook_addr, certs.resolver())?;
+        tokio::spawn(certs.run());
+        Some(listener)
+    } else {
+        Some(WebhookListener::from_args(&args).await?)
+    };
     let election = args
         .leader_election
         .leader_elect

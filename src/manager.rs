@@ -24,11 +24,13 @@ pub struct ManagerArgs {
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
     /// PEM certificate chain the webhook server presents.
-    #[arg(long, required_unless_present = "controllers_only")]
+    #[arg(long, required_unless_present_any = ["controllers_only", "self_signed_certificates"])]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of that certificate.
-    #[arg(long, required_unless_present = "controllers_only")]
+    #[arg(long, required_unless_present_any = ["controllers_only", "self_signed_certificates"])]
     pub tls_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub certificates: crate::webhooks::certs::CertArgs,
     /// Run only the controllers (no webhook server).
     #[arg(long = "controllers", conflicts_with = "webhooks_only")]
     pub controllers_only: bool,
@@ -56,6 +58,8 @@ pub enum ManagerError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
+    #[error(transparent)]
+    Certificates(#[from] crate::webhooks::certs::CertError),
 }
 
 /// The webhook server's listening socket and TLS settings, bound before the manager runs
@@ -83,6 +87,15 @@ impl WebhookListener {
             &read(&args.tls_key_file)?,
         )
         .await
+    }
+
+    /// A listener whose certificate comes from `resolver` (rotated without a restart).
+    pub fn bind_with_resolver(
+        addr: SocketAddr,
+        resolver: std::sync::Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<Self, ManagerError> {
+        let tls = server::tls_config_with_resolver(resolver)?;
+        Ok(Self(Server::bind(addr, tls)?))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {

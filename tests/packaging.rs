@@ -573,13 +573,19 @@ fn chart_renders_what_canopy_needs() {
             vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].is_null(),
             "{what}: no cert-manager by default"
         );
-        for kind in ["Certificate", "Issuer", "ServiceMonitor", "Secret"] {
+        for kind in ["Certificate", "Issuer", "ServiceMonitor"] {
             assert!(
                 !rendered.iter().any(|o| o["kind"] == kind),
                 "{what}: no {kind} by default: {:?}",
                 kinds(&rendered)
             );
         }
+        // The one Secret is the CA's, empty: the manager fills it when it manages its own
+        // certificates, and needs no right to create Secrets.
+        let secrets: Vec<&Value> = rendered.iter().filter(|o| o["kind"] == "Secret").collect();
+        assert_eq!(secrets.len(), 1, "{what}: {:?}", kinds(&rendered));
+        assert_eq!(secrets[0]["metadata"]["name"], "canopy-webhook-ca");
+        assert!(secrets[0]["data"].is_null(), "{what}: the CA Secret ships empty");
     }
 }
 

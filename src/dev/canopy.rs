@@ -62,6 +62,12 @@ pub async fn prepare(plane: &ControlPlane) -> Result<PreparedCanopy, DevError> {
         apply(Api::all(admin.clone()), &parse::<ClusterRole>(document)?).await?;
     }
 
+    // Empty, as the chart and kustomize install it: canopy fills it when it manages its
+    // own certificates, and needs no right to create Secrets.
+    let mut ca_secret = k8s_openapi::api::core::v1::Secret::default();
+    ca_secret.metadata.name = Some("canopy-webhook-ca".to_owned());
+    ca_secret.metadata.namespace = Some(CANOPY_NAMESPACE.to_owned());
+    apply(Api::namespaced(admin.clone(), CANOPY_NAMESPACE), &ca_secret).await?;
     let token = service_account_token(&admin).await?;
     let manager_kubeconfig = plane.dir().join("canopy-manager.kubeconfig");
     let contents = kubeconfig::render(
@@ -176,7 +182,7 @@ async fn service_account_token(admin: &Client) -> Result<String, DevError> {
 
 /// Registers the bundled webhook configuration with every service reference rewritten to
 /// `https://127.0.0.1:<port><path>`, trusting `ca_pem`.
-async fn register_webhooks(admin: &Client, port: u16, ca_pem: &str) -> Result<(), DevError> {
+pub async fn register_webhooks(admin: &Client, port: u16, ca_pem: &str) -> Result<(), DevError> {
     let mut config: ValidatingWebhookConfiguration = parse(WEBHOOKS)?;
     for webhook in config.webhooks.iter_mut().flatten() {
         let path = webhook

@@ -3,6 +3,7 @@
 
 mod anchor;
 mod authorizer;
+pub mod certs;
 mod claims;
 mod hierarchy;
 pub mod metrics;
