@@ -585,7 +585,10 @@ fn chart_renders_what_canopy_needs() {
         let secrets: Vec<&Value> = rendered.iter().filter(|o| o["kind"] == "Secret").collect();
         assert_eq!(secrets.len(), 1, "{what}: {:?}", kinds(&rendered));
         assert_eq!(secrets[0]["metadata"]["name"], "canopy-webhook-ca");
-        assert!(secrets[0]["data"].is_null(), "{what}: the CA Secret ships empty");
+        assert!(
+            secrets[0]["data"].is_null(),
+            "{what}: the CA Secret ships empty"
+        );
     }
 }
 
