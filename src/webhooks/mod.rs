@@ -103,8 +103,10 @@ impl Webhooks {
     }
 
     /// Ready once the Forest and configuration are loaded.
+    /// Ready once the Forest, the configuration and propagation's indexes are loaded (the
+    /// source-conflict check needs the latter).
     pub fn is_ready(&self) -> bool {
-        *self.state.ready.borrow()
+        *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_synced())
     }
 
     fn is_canopy(&self, user: &UserInfo) -> bool {

@@ -67,6 +67,8 @@ pub struct Propagation {
     hierarchy_queue: WorkQueue<String>,
     /// True while this process may write (it holds the leader Lease).
     leader: watch::Receiver<bool>,
+    /// The configuration has been read and every kind's watches started at least once.
+    configured: std::sync::atomic::AtomicBool,
 }
 
 impl Propagation {
@@ -84,6 +86,7 @@ impl Propagation {
             conflicts: Arc::new(Conflicts::default()),
             hierarchy_queue: WorkQueue::new(),
             leader,
+            configured: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -200,6 +203,8 @@ impl Propagation {
             .map(str::to_owned)
             .collect();
         self.namespaces_changed(&all);
+        self.configured
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn start_kind(self: &Arc<Self>, key: KindKey, resource: ApiResource, mode: PropagationMode) {
@@ -253,9 +258,11 @@ impl Propagation {
 
     /// Whether every kind has listed its sources and copies.
     pub fn is_synced(&self) -> bool {
-        self.kinds()
-            .iter()
-            .all(|k| *k.listed.borrow() == (true, true))
+        self.configured.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .kinds()
+                .iter()
+                .all(|k| *k.listed.borrow() == (true, true))
     }
 
     fn strip(&self) -> Strip {
