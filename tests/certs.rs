@@ -11,7 +11,7 @@ use std::time::Duration;
 use canopy::dev::client_for;
 use canopy::manager::{Halves, WebhookListener, run};
 use canopy::webhooks::certs::{CertArgs, CertManager};
-use common::{CUSTOM, eventually, start_plane};
+use common::{CUSTOM, eventually, spawn_on_own_runtime, start_plane};
 
 /// The serial number of the certificate served on `port`.
 fn served_serial(port: u16) -> Option<String> {
@@ -34,46 +34,32 @@ fn the_manager_publishes_its_ca_and_rotates_its_certificate_without_a_restart() 
             let kubeconfig = prepared.manager_kubeconfig.clone();
             // A listener of the manager's own, registered with a caBundle that does not
             // sign its certificate: only the manager's patch can make the calls work.
-            let std_listener =
-                std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                    .map_err(|e| canopy::dev::DevError::Canopy(e.to_string()))?;
-            let port = std_listener
-                .local_addr()
-                .map(|a| a.port())
-                .unwrap_or_default();
-            drop(std_listener);
+            let port = canopy::dev::free_port()?;
             let admin = plane.client().await?;
             canopy::dev::canopy::register_webhooks(&admin, port, &plane.pki().ca.cert_pem).await?;
             let _ = tx.send(port);
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                runtime.block_on(async move {
-                    let client = client_for(&kubeconfig).await.expect("client");
-                    let args = CertArgs {
-                        self_signed_certificates: true,
-                        ca_secret: "canopy-webhook-ca".into(),
-                        webhook_service: "canopy-webhook".into(),
-                        webhook_configuration: "canopy".into(),
-                        extra_hosts: vec!["127.0.0.1".into()],
-                        certificate_validity_seconds: 30,
-                    };
-                    let certs = CertManager::start(client.clone(), args, "canopy-system".into())
-                        .await
-                        .expect("certificates");
-                    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                    let listener = WebhookListener::bind_with_resolver(addr, certs.resolver())
-                        .expect("listener");
-                    tokio::spawn(certs.run());
-                    let halves = Halves {
-                        controllers: true,
-                        webhooks: true,
-                    };
-                    let _ = run(client, Some(listener), halves, std::future::pending()).await;
-                });
+            spawn_on_own_runtime(async move {
+                let client = client_for(&kubeconfig).await.expect("client");
+                let args = CertArgs {
+                    self_signed_certificates: true,
+                    ca_secret: "canopy-webhook-ca".into(),
+                    webhook_service: "canopy-webhook".into(),
+                    webhook_configuration: "canopy".into(),
+                    extra_hosts: vec!["127.0.0.1".into()],
+                    certificate_validity_seconds: 30,
+                };
+                let certs = CertManager::start(client.clone(), args, "canopy-system".into())
+                    .await
+                    .expect("certificates");
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                let listener =
+                    WebhookListener::bind_with_resolver(addr, certs.resolver()).expect("listener");
+                tokio::spawn(certs.run());
+                let halves = Halves {
+                    controllers: true,
+                    webhooks: true,
+                };
+                let _ = run(client, Some(listener), halves, std::future::pending()).await;
             });
             canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
             Ok(plane)

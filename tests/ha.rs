@@ -6,10 +6,13 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::client_for;
 use canopy::leader::LeaderElectionArgs;
 use canopy::manager::{Halves, run_with};
-use common::{CUSTOM, apply, eventually, kubectl, kubectl_ok, start_plane, unique};
+use common::{
+    CUSTOM, apply, eventually, kubectl, kubectl_ok, spawn_on_own_runtime, start_plane, unique,
+};
 use tokio::sync::oneshot;
 
 /// Stops a manager when sent to (or dropped).
@@ -22,30 +25,32 @@ fn start_manager(kubeconfig: std::path::PathBuf, identity: &str) {
         .unwrap_or_else(|p| p.into_inner())
         .push((identity.to_owned(), stop));
     let identity = identity.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let client = client_for(&kubeconfig).await.expect("client");
-            let election = LeaderElectionArgs {
-                leader_election_identity: Some(identity.clone()),
-                lease_duration_seconds: 6,
-                ..LeaderElectionArgs::default()
-            };
-            let halves = Halves {
-                controllers: true,
-                webhooks: false,
-            };
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = run_with(client, None, halves, Some(election), 200, shutdown).await {
-                eprintln!("manager {identity}: {e}");
-            }
-        });
+    spawn_on_own_runtime(async move {
+        let client = client_for(&kubeconfig).await.expect("client");
+        let election = LeaderElectionArgs {
+            leader_election_identity: Some(identity.clone()),
+            lease_duration_seconds: 6,
+            ..LeaderElectionArgs::default()
+        };
+        let halves = Halves {
+            controllers: true,
+            webhooks: false,
+        };
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = run_with(
+            client,
+            None,
+            halves,
+            Some(election),
+            DEFAULT_WRITE_QPS,
+            shutdown,
+        )
+        .await
+        {
+            eprintln!("manager {identity}: {e}");
+        }
     });
 }
 

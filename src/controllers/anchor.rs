@@ -145,12 +145,22 @@ async fn apply(
             let mut finalizers = anchor.finalizers().to_vec();
             finalizers.push(ANCHOR_FINALIZER.to_owned());
             writer
-                .set_anchor_finalizers(parent, &child, &finalizers, &resource_version)
+                .set_finalizers::<SubnamespaceAnchor>(
+                    Some(parent),
+                    &child,
+                    &finalizers,
+                    &resource_version,
+                )
                 .await?;
         }
         AnchorAction::RemoveFinalizer => {
             writer
-                .set_anchor_finalizers(parent, &child, &without_ours(), &resource_version)
+                .set_finalizers::<SubnamespaceAnchor>(
+                    Some(parent),
+                    &child,
+                    &without_ours(),
+                    &resource_version,
+                )
                 .await?;
         }
         AnchorAction::CreateChild {

@@ -193,7 +193,13 @@ async fn apply(
         writer.ensure_hierarchy(name).await?;
     }
     if let Some(status) = plan.status {
-        writer.apply_hierarchy_status(name, &status).await?;
+        writer
+            .apply_status::<HierarchyConfiguration>(
+                Some(name),
+                HIERARCHY_NAME,
+                &serde_json::json!(status),
+            )
+            .await?;
         if let Some(halted) = newly_halted {
             let reference = ObjectReference {
                 api_version: Some(HierarchyConfiguration::api_version(&()).into_owned()),

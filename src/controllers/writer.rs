@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{
     AnchorState, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
-    HierarchyConfigurationStatus, SubnamespaceAnchor,
+    SubnamespaceAnchor,
 };
 
 /// A write that failed, with what was being written.
@@ -115,7 +115,8 @@ impl Writer {
         }
     }
 
-    /// Server-side applies a propagated copy (forcing: canopy owns copies outright).
+    /// Server-side applies a propagated copy (forcing: canopy owns copies outright),
+    /// within the copy-write rate limit.
     pub async fn apply_copy(
         &self,
         resource: &ApiResource,
@@ -125,17 +126,8 @@ impl Writer {
     ) -> Result<()> {
         self.limiter.until_ready().await;
         super::metrics::global().record_write(&resource.plural, "apply");
-        Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(copy),
-            )
+        self.apply_object(resource, Some(namespace), name, copy)
             .await
-            .map_err(context(|| {
-                format!("writing {} {namespace}/{name}", resource.kind)
-            }))?;
-        Ok(())
     }
 
     /// Server-side applies an object canopy owns outright (a Tenant's root objects, the
@@ -154,7 +146,9 @@ impl Writer {
                 &Patch::Apply(body),
             )
             .await
-            .map_err(context(|| format!("writing {} {name}", resource.kind)))?;
+            .map_err(context(|| {
+                format!("writing {} {}", resource.kind, qualified(namespace, name))
+            }))?;
         Ok(())
     }
 
@@ -172,7 +166,9 @@ impl Writer {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(context(|| format!("deleting {} {name}", resource.kind))(e)),
+            Err(e) => Err(context(|| {
+                format!("deleting {} {}", resource.kind, qualified(namespace, name))
+            })(e)),
         }
     }
 
@@ -242,7 +238,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes a copy; one already gone is fine.
+    /// Deletes a copy, within the copy-write rate limit; one already gone is fine.
     pub async fn delete_copy(
         &self,
         resource: &ApiResource,
@@ -251,16 +247,7 @@ impl Writer {
     ) -> Result<()> {
         self.limiter.until_ready().await;
         super::metrics::global().record_write(&resource.plural, "delete");
-        match Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
-            .delete(name, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(context(|| {
-                format!("deleting {} {namespace}/{name}", resource.kind)
-            })(e)),
-        }
+        self.delete_object(resource, Some(namespace), name).await
     }
 
     /// Sets `set` and removes `remove` among a namespace's labels, leaving all others.
@@ -372,32 +359,6 @@ impl Writer {
         }
     }
 
-    /// Server-side applies the whole status; what canopy set before and leaves out now
-    /// is removed.
-    pub async fn apply_hierarchy_status(
-        &self,
-        namespace: &str,
-        status: &HierarchyConfigurationStatus,
-    ) -> Result<()> {
-        let patch = json!({
-            "apiVersion": HierarchyConfiguration::api_version(&()),
-            "kind": HierarchyConfiguration::kind(&()),
-            "metadata": {"name": HIERARCHY_NAME, "namespace": namespace},
-            "status": status,
-        });
-        Api::<HierarchyConfiguration>::namespaced(self.client.clone(), namespace)
-            .patch_status(
-                HIERARCHY_NAME,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(context(|| {
-                format!("writing the hierarchy status of {namespace}")
-            }))?;
-        Ok(())
-    }
-
     pub async fn set_anchor_state(
         &self,
         namespace: &str,
@@ -413,24 +374,9 @@ impl Writer {
             }))?;
         Ok(())
     }
+}
 
-    /// Replaces the anchor's finalizers, failing with a conflict if the anchor changed
-    /// since `resource_version` (so a finalizer someone else added is never dropped).
-    pub async fn set_anchor_finalizers(
-        &self,
-        namespace: &str,
-        name: &str,
-        finalizers: &[String],
-        resource_version: &str,
-    ) -> Result<()> {
-        let patch =
-            json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
-        Api::<SubnamespaceAnchor>::namespaced(self.client.clone(), namespace)
-            .patch(name, &merge_params(), &Patch::Merge(&patch))
-            .await
-            .map_err(context(|| {
-                format!("updating the finalizers of anchor {namespace}/{name}")
-            }))?;
-        Ok(())
-    }
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn qualified(namespace: Option<&str>, name: &str) -> String {
+    namespace.map_or_else(|| name.to_owned(), |ns| format!("{ns}/{name}"))
 }

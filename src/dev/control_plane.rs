@@ -339,7 +339,8 @@ pub async fn client_for(path: &Path) -> Result<Client, DevError> {
     Ok(Client::try_from(config)?)
 }
 
-fn free_port() -> Result<u16, DevError> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16, DevError> {
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| DevError::io(Path::new("127.0.0.1:0"), e))?;
     let port = listener

@@ -14,7 +14,7 @@ mod process;
 use std::path::{Path, PathBuf};
 
 pub use binaries::{Binaries, K8S_VERSION};
-pub use control_plane::{ControlPlane, ControlPlaneOptions, client_for};
+pub use control_plane::{ControlPlane, ControlPlaneOptions, client_for, free_port};
 pub use install::install_crds;
 
 /// Why the local control plane could not be started or used.

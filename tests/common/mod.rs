@@ -52,32 +52,37 @@ pub fn cluster_with_canopy() -> &'static Cluster {
             log_to(&log);
             let kubeconfig = prepared.manager_kubeconfig.clone();
             let listener = prepared.webhooks;
-            // The manager gets a runtime of its own that lives as long as the test binary.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime for the manager");
-                runtime.block_on(async move {
-                    let client = client_for(&kubeconfig).await.expect("the manager's client");
-                    let halves = canopy::manager::Halves {
-                        controllers: true,
-                        webhooks: true,
-                    };
-                    if let Err(e) =
-                        canopy::manager::run(client, Some(listener), halves, std::future::pending())
-                            .await
-                    {
-                        eprintln!("canopy manager failed: {e}");
-                    }
-                });
+            spawn_on_own_runtime(async move {
+                let client = client_for(&kubeconfig).await.expect("the manager's client");
+                let halves = canopy::manager::Halves {
+                    controllers: true,
+                    webhooks: true,
+                };
+                if let Err(e) =
+                    canopy::manager::run(client, Some(listener), halves, std::future::pending())
+                        .await
+                {
+                    eprintln!("canopy manager failed: {e}");
+                }
             });
             canopy::dev::canopy::wait_for_webhooks(&plane.client().await?, Duration::from_secs(60))
                 .await?;
             Ok(plane)
         })
     })
+}
+
+/// Runs `work` (a manager, usually) on a runtime of its own, on a thread that lives as long
+/// as the test binary or until `work` ends: it must not depend on a test's runtime.
+pub fn spawn_on_own_runtime(work: impl Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(work);
+    });
 }
 
 fn log_to(path: &Path) {
