@@ -71,9 +71,13 @@ pub fn check_namespace_limit(
     let tenant = tenant?;
     let max = tenant.spec.max_namespaces?;
     let name = tenant.name_any();
+    // A tenant's namespaces are all below its root: walk that subtree, not every
+    // namespace of the cluster, on each anchor created.
+    let root = forest.tenant_root(&name)?;
     let count = forest
-        .namespaces()
-        .filter(|ns| forest.tenant_for(ns) == Some(name.as_str()))
+        .subtree(root)
+        .into_iter()
+        .filter(|ns| forest.exists(ns) && forest.tenant_for(ns) == Some(name.as_str()))
         .count();
     (count >= max as usize).then(|| {
         format!(
