@@ -2,7 +2,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Condition;
+use super::{Condition, PodSecurityLevel};
 
 /// The one name the CanopyConfiguration may have.
 pub const CONFIGURATION_NAME: &str = "config";
@@ -36,6 +36,9 @@ pub struct CanopyConfigurationSpec {
     pub strip_annotations: Vec<String>,
     #[serde(default)]
     pub policies: PolicyConfig,
+    /// The Pod Security Standard level of the namespaces of Tenants that set none.
+    #[serde(default)]
+    pub pod_security: PodSecurityLevel,
 }
 
 impl Default for CanopyConfigurationSpec {
@@ -46,6 +49,7 @@ impl Default for CanopyConfigurationSpec {
             strip_labels: default_strip_labels(),
             strip_annotations: default_strip_annotations(),
             policies: PolicyConfig::default(),
+            pod_security: PodSecurityLevel::default(),
         }
     }
 }

@@ -10,6 +10,15 @@ pub const TENANT: &str = "canopy.dev/tenant";
 pub const SUBNAMESPACE_OF: &str = "canopy.dev/subnamespace-of";
 /// On excluded namespaces; the webhooks skip them.
 pub const EXCLUDED_NAMESPACE: &str = "canopy.dev/excluded-namespace";
+/// The prefix of Pod Security Admission's namespace labels; in a tenant's namespaces
+/// only canopy may set them.
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+/// The Pod Security Admission modes canopy sets, each to the tenant's level.
+pub const POD_SECURITY_MODES: [&str; 3] = [
+    "pod-security.kubernetes.io/enforce",
+    "pod-security.kubernetes.io/warn",
+    "pod-security.kubernetes.io/audit",
+];
 /// On a source: do not propagate it.
 pub const PROPAGATE_NONE: &str = "propagate.canopy.dev/none";
 /// On a source: only to descendants whose labels match this selector.

@@ -10,6 +10,7 @@ mod condition;
 mod crds;
 mod hierarchy_configuration;
 pub mod keys;
+mod pod_security;
 mod subnamespace_anchor;
 mod tenant;
 
@@ -17,6 +18,7 @@ pub use canopy_configuration::*;
 pub use condition::*;
 pub use crds::{all_crds, crd_file_name, crd_yaml, crds_yaml};
 pub use hierarchy_configuration::*;
+pub use pod_security::PodSecurityLevel;
 pub use subnamespace_anchor::*;
 pub use tenant::*;
 

@@ -3,7 +3,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, PolicyMode};
+use super::{Condition, PodSecurityLevel, PolicyMode};
 
 /// A tenant declared by a cluster admin: a root namespace, its owners, and the policy
 /// that every namespace of its tree gets.
@@ -70,6 +70,11 @@ pub struct TenantSpec {
     /// What deleting the Tenant does to its namespaces.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// The Pod Security Standard level of every namespace of the tenant (the
+    /// `pod-security.kubernetes.io/enforce`, `warn` and `audit` labels); defaults to the
+    /// CanopyConfiguration's `podSecurity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
 }
 
 fn default_owner_role() -> String {

@@ -7,9 +7,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
+use super::namespace_labels::new_subnamespace_labels;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
-use crate::api::{AnchorState, SubnamespaceAnchor, keys};
+use crate::api::{AnchorState, PodSecurityLevel, SubnamespaceAnchor};
+pub use budget::NamespaceBudget;
+
+mod budget;
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
 
@@ -27,14 +31,44 @@ pub enum AnchorAction {
     SetChildParent,
     DeleteChild,
     RemoveFinalizer,
-    SetState(AnchorState),
+    SetState(AnchorState, Reason),
 }
 
-/// Decides what anchor `anchor` (in namespace `parent`) needs, from the Forest. Pure.
+/// Why an anchor has its state: the condition's reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The `maxNamespaces` of the tenant a new subnamespace would join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceLimit {
+    pub tenant: String,
+    pub max: u32,
+}
+
+impl NamespaceLimit {
+    fn refusal(&self, count: usize) -> Reason {
+        Reason {
+            reason: "MaxNamespacesReached",
+            message: format!(
+                "tenant {:?} allows at most {} namespaces (root included) and has {count}; \
+                 delete one, or ask a cluster admin to raise spec.maxNamespaces of Tenant {:?}",
+                self.tenant, self.max, self.tenant
+            ),
+        }
+    }
+}
+
+/// Decides what anchor `anchor` (in namespace `parent`) needs, from the Forest, the
+/// `maxNamespaces` of its tenant, and the tenants' Pod Security levels. Pure.
 pub fn plan_anchor(
     forest: &Forest,
     parent: &str,
     anchor: &SubnamespaceAnchor,
+    limit: Option<&NamespaceLimit>,
+    pod_security: impl Fn(&str) -> PodSecurityLevel,
 ) -> Vec<AnchorAction> {
     let child = anchor.name_any();
     let child_state = forest.get(&child).filter(|s| s.exists);
@@ -54,15 +88,41 @@ pub fn plan_anchor(
     if !has_finalizer {
         actions.push(AnchorAction::AddFinalizer);
     }
-    let state = if forest.is_excluded(&child) || forest.is_excluded(parent) {
-        AnchorState::Forbidden
+    let ok = || Reason {
+        reason: "Created",
+        message: format!("namespace {child:?} is a subnamespace of {parent:?}"),
+    };
+    let (state, reason) = if forest.is_excluded(&child) || forest.is_excluded(parent) {
+        let message = format!(
+            "namespace {child:?} or {parent:?} is excluded from canopy; subnamespaces are \
+             never created there"
+        );
+        let reason = Reason {
+            reason: "ExcludedNamespace",
+            message,
+        };
+        (AnchorState::Forbidden, reason)
     } else if is_our_child {
         if forest.parent(&child) != Some(parent) {
             actions.push(AnchorAction::SetChildParent);
         }
-        AnchorState::Ok
+        (AnchorState::Ok, ok())
     } else if child_state.is_some() {
-        AnchorState::Conflict
+        let message = format!(
+            "namespace {child:?} exists and is not a subnamespace of {parent:?}; it is left alone"
+        );
+        (
+            AnchorState::Conflict,
+            Reason {
+                reason: "Conflict",
+                message,
+            },
+        )
+    } else if let Some(refusal) = limit.and_then(|limit| {
+        let count = forest.tenant_namespaces(&limit.tenant).len();
+        (count >= limit.max as usize).then(|| limit.refusal(count))
+    }) {
+        (AnchorState::Forbidden, refusal)
     } else {
         // Protected labels are refused at admission; an anchor admitted before that rule
         // still never gets canopy to set them on its behalf.
@@ -70,40 +130,77 @@ pub fn plan_anchor(
         labels.retain(|k, _| {
             !crate::webhooks::is_protected_label(k) && !crate::webhooks::is_reserved_key(k)
         });
+        labels.extend(new_subnamespace_labels(
+            forest,
+            &child,
+            parent,
+            pod_security,
+        ));
         let mut annotations = anchor.spec.annotations.clone();
         annotations.retain(|k, _| !crate::webhooks::is_reserved_key(k));
-        labels.insert(keys::SUBNAMESPACE_OF.to_owned(), parent.to_owned());
         actions.push(AnchorAction::CreateChild {
             labels,
             annotations,
         });
         actions.push(AnchorAction::SetChildParent);
-        AnchorState::Ok
+        (AnchorState::Ok, ok())
     };
     if anchor.status.as_ref().and_then(|s| s.status) != Some(state) {
-        actions.push(AnchorAction::SetState(state));
+        actions.push(AnchorAction::SetState(state, reason));
     }
     actions
 }
 
 /// Reconciles one anchor.
-#[instrument(skip(state, writer), fields(namespace = %key.namespace.as_deref().unwrap_or_default(), name = %key.name))]
+#[instrument(skip(state, writer, budget), fields(namespace = %key.namespace.as_deref().unwrap_or_default(), name = %key.name))]
 pub async fn reconcile_anchor(
     state: &ClusterState,
     writer: &Writer,
+    budget: &NamespaceBudget,
     key: ObjectRef<SubnamespaceAnchor>,
 ) -> Outcome {
     let Some(anchor) = state.anchors.get(&key) else {
         return Outcome::Success; // deleted; nothing left to do
     };
     let parent = key.namespace.clone().unwrap_or_default();
-    let actions = plan_anchor(&state.forest(), &parent, &anchor);
+    let limit = namespace_limit(state, &parent);
+    let actions = plan_anchor(
+        &state.forest(),
+        &parent,
+        &anchor,
+        limit.as_ref(),
+        |tenant| state.pod_security_for(tenant),
+    );
     for action in actions {
         debug!(?action, "applying");
-        match apply(writer, &parent, &anchor, action).await {
+        let step = match (&action, &limit) {
+            // The one place a tenant grows: reserve a place under the limit first, so
+            // anchors reconciled at the same time cannot all see room for themselves.
+            (AnchorAction::CreateChild { .. }, Some(limit)) => {
+                let counted = state.forest().tenant_namespaces(&limit.tenant);
+                match budget.reserve(limit, &anchor.name_any(), &counted) {
+                    Ok(()) => {
+                        let result = apply(writer, &parent, &anchor, action).await;
+                        if !matches!(result, Ok(Step::Continue)) {
+                            budget.release(&limit.tenant, &anchor.name_any());
+                        }
+                        result
+                    }
+                    Err(refusal) => {
+                        let forbidden = AnchorAction::SetState(AnchorState::Forbidden, refusal);
+                        apply(writer, &parent, &anchor, forbidden)
+                            .await
+                            .map(|_| Step::Replan)
+                    }
+                }
+            }
+            _ => apply(writer, &parent, &anchor, action).await,
+        };
+        match step {
             Ok(Step::Continue) => {}
             // Someone else's namespace of that name appeared first: never touch it (no
             // parent is set on it); the next pass, from the watch, reports Conflict.
+            // Or the tenant is full: the anchor is Forbidden and is looked at again later.
             Ok(Step::Replan) => return Outcome::Retry,
             Err(err) => {
                 if err.is_transient() {
@@ -115,7 +212,28 @@ pub async fn reconcile_anchor(
             }
         }
     }
+    // A tenant that is full today may have room later (a namespace deleted, the limit
+    // raised): look again, with the queue's backoff (at most a minute).
+    let waiting = limit.is_some_and(|limit| {
+        let forest = state.forest();
+        !forest.exists(&anchor.name_any())
+            && forest.tenant_namespaces(&limit.tenant).len() >= limit.max as usize
+    });
+    if waiting {
+        return Outcome::Retry;
+    }
     Outcome::Success
+}
+
+/// The limit of the tenant that a subnamespace of `parent` joins, if it has one.
+fn namespace_limit(state: &ClusterState, parent: &str) -> Option<NamespaceLimit> {
+    let tenant = state.forest().tenant_for(parent)?.to_owned();
+    let max = state
+        .tenants
+        .get(&ObjectRef::new(&tenant))?
+        .spec
+        .max_namespaces?;
+    Some(NamespaceLimit { tenant, max })
 }
 
 /// Whether the remaining actions still hold after one was applied.
@@ -181,20 +299,14 @@ async fn apply(
             info!(child = %child, "deleting subnamespace");
             writer.delete_namespace(&child).await?;
         }
-        AnchorAction::SetState(state) => {
-            writer.set_anchor_state(parent, &child, state).await?;
-            let why = match state {
-                AnchorState::Conflict => Some(format!(
-                    "namespace {child:?} exists and is not a subnamespace of {parent:?}; it is left alone"
-                )),
-                AnchorState::Forbidden => {
-                    Some(format!("namespace name {child:?} is excluded from canopy"))
-                }
-                AnchorState::Ok | AnchorState::Missing => None,
-            };
-            if let Some(note) = why {
+        AnchorAction::SetState(state, reason) => {
+            writer
+                .set_anchor_state(parent, &child, state, reason.reason, &reason.message)
+                .await?;
+            if matches!(state, AnchorState::Conflict | AnchorState::Forbidden) {
+                let reason_name = format!("{state:?}");
                 writer
-                    .event(anchor.object_ref(&()), true, &format!("{state:?}"), note)
+                    .event(anchor.object_ref(&()), true, &reason_name, reason.message)
                     .await;
             }
         }
@@ -205,7 +317,22 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{SubnamespaceAnchorSpec, SubnamespaceAnchorStatus};
+    use crate::api::{SubnamespaceAnchorSpec, SubnamespaceAnchorStatus, keys};
+
+    fn baseline(_: &str) -> PodSecurityLevel {
+        PodSecurityLevel::Baseline
+    }
+
+    /// The states in `actions`, without their reasons.
+    fn states(actions: &[AnchorAction]) -> Vec<AnchorState> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                AnchorAction::SetState(state, _) => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
 
     fn anchor(name: &str, finalized: bool) -> SubnamespaceAnchor {
         let mut a = SubnamespaceAnchor::new(name, SubnamespaceAnchorSpec::default());
@@ -233,7 +360,7 @@ mod tests {
     fn a_new_anchor_gets_a_finalizer_and_a_child() {
         let mut a = anchor("team-dev", false);
         a.spec.labels.insert("env".to_owned(), "dev".to_owned());
-        let actions = plan_anchor(&forest_with(None), "team", &a);
+        let actions = plan_anchor(&forest_with(None), "team", &a, None, baseline);
         assert_eq!(actions[0], AnchorAction::AddFinalizer);
         let AnchorAction::CreateChild { labels, .. } = &actions[1] else {
             panic!("expected CreateChild, got {actions:?}");
@@ -241,7 +368,7 @@ mod tests {
         assert_eq!(labels["env"], "dev");
         assert_eq!(labels[keys::SUBNAMESPACE_OF], "team");
         assert_eq!(actions[2], AnchorAction::SetChildParent);
-        assert_eq!(actions[3], AnchorAction::SetState(AnchorState::Ok));
+        assert_eq!(states(&actions[3..]), vec![AnchorState::Ok]);
     }
 
     #[test]
@@ -250,8 +377,11 @@ mod tests {
             &forest_with(Some(BTreeMap::new())),
             "team",
             &anchor("team-dev", true),
+            None,
+            baseline,
         );
-        assert_eq!(actions, vec![AnchorAction::SetState(AnchorState::Conflict)]);
+        assert_eq!(actions.len(), 1);
+        assert_eq!(states(&actions), vec![AnchorState::Conflict]);
     }
 
     #[test]
@@ -260,25 +390,22 @@ mod tests {
         f.set_hierarchy("team-dev", Some("team"), false);
         let mut a = anchor("team-dev", true);
         assert_eq!(
-            plan_anchor(&f, "team", &a),
-            vec![AnchorAction::SetState(AnchorState::Ok)]
+            states(&plan_anchor(&f, "team", &a, None, baseline)),
+            vec![AnchorState::Ok]
         );
         a.status = Some(SubnamespaceAnchorStatus {
             status: Some(AnchorState::Ok),
             conditions: vec![],
         });
-        assert!(plan_anchor(&f, "team", &a).is_empty());
+        assert!(plan_anchor(&f, "team", &a, None, baseline).is_empty());
     }
 
     #[test]
     fn excluded_names_are_forbidden() {
         let mut f = forest_with(None);
         f.set_excluded(["team-dev".to_owned()]);
-        let actions = plan_anchor(&f, "team", &anchor("team-dev", true));
-        assert_eq!(
-            actions,
-            vec![AnchorAction::SetState(AnchorState::Forbidden)]
-        );
+        let actions = plan_anchor(&f, "team", &anchor("team-dev", true), None, baseline);
+        assert_eq!(states(&actions), vec![AnchorState::Forbidden]);
     }
 
     #[test]
@@ -287,12 +414,56 @@ mod tests {
         a.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
-        let ours = plan_anchor(&forest_with(Some(child_of_team())), "team", &a);
+        let ours = plan_anchor(
+            &forest_with(Some(child_of_team())),
+            "team",
+            &a,
+            None,
+            baseline,
+        );
         assert_eq!(
             ours,
             vec![AnchorAction::DeleteChild, AnchorAction::RemoveFinalizer]
         );
-        let not_ours = plan_anchor(&forest_with(Some(BTreeMap::new())), "team", &a);
+        let not_ours = plan_anchor(
+            &forest_with(Some(BTreeMap::new())),
+            "team",
+            &a,
+            None,
+            baseline,
+        );
         assert_eq!(not_ours, vec![AnchorAction::RemoveFinalizer]);
+    }
+
+    #[test]
+    fn a_full_tenant_gets_no_new_namespace() {
+        let mut f = forest_with(None);
+        f.set_tenant_root("acme", "team");
+        let limit = NamespaceLimit {
+            tenant: "acme".to_owned(),
+            max: 1,
+        };
+        let actions = plan_anchor(
+            &f,
+            "team",
+            &anchor("team-dev", true),
+            Some(&limit),
+            baseline,
+        );
+        assert_eq!(states(&actions), vec![AnchorState::Forbidden]);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, AnchorAction::CreateChild { .. }))
+        );
+        let room = NamespaceLimit { max: 2, ..limit };
+        let actions = plan_anchor(&f, "team", &anchor("team-dev", true), Some(&room), baseline);
+        let Some(AnchorAction::CreateChild { labels, .. }) = actions.first() else {
+            panic!("expected CreateChild, got {actions:?}");
+        };
+        // Created into its tenant and tree, with its Pod Security level.
+        assert_eq!(labels[keys::TENANT], "acme");
+        assert_eq!(labels["team.tree.canopy.dev/depth"], "1");
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
     }
 }

@@ -10,12 +10,13 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, instrument};
 
 use super::conditions::{self, DesiredCondition};
+use super::namespace_labels::{desired_labels, label_changes};
 use super::propagation::conflicts::Conflicts;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{
     ACTIVITIES_HALTED, BAD_CONFIGURATION, HIERARCHY_NAME, HierarchyConfiguration,
-    HierarchyConfigurationStatus, keys,
+    HierarchyConfigurationStatus, PodSecurityLevel,
 };
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
@@ -46,6 +47,7 @@ pub fn plan_namespace(
     name: &str,
     hierarchy: Option<&HierarchyConfiguration>,
     propagation_conflicts: &[String],
+    pod_security: impl Fn(&str) -> PodSecurityLevel,
     now: Timestamp,
 ) -> NamespacePlan {
     let Some(state) = forest.get(name).filter(|s| s.exists) else {
@@ -53,28 +55,9 @@ pub fn plan_namespace(
     };
     let mut plan = NamespacePlan::default();
 
-    let desired = forest.tree_labels(name);
-    for (key, value) in &desired {
-        if state.labels.get(key) != Some(value) {
-            plan.set_labels.insert(key.clone(), value.clone());
-        }
-    }
-    plan.remove_labels = state
-        .labels
-        .keys()
-        .filter(|k| keys::ancestor_of_depth_label(k).is_some() && !desired.contains_key(*k))
-        .cloned()
-        .collect();
-    match forest.tenant_for(name) {
-        Some(tenant) if state.labels.get(keys::TENANT).map(String::as_str) != Some(tenant) => {
-            plan.set_labels
-                .insert(keys::TENANT.to_owned(), tenant.to_owned());
-        }
-        None if state.labels.contains_key(keys::TENANT) => {
-            plan.remove_labels.push(keys::TENANT.to_owned());
-        }
-        _ => {}
-    }
+    let changes = label_changes(&state.labels, &desired_labels(forest, name, pod_security));
+    plan.set_labels = changes.set;
+    plan.remove_labels = changes.remove;
 
     let mut wanted = Vec::new();
     if let Some(halt) = forest.halted(name) {
@@ -87,7 +70,30 @@ pub fn plan_namespace(
     }
     // One BadConfiguration condition (conditions are keyed by type) naming every problem.
     let mut problems: Vec<(&str, String)> = Vec::new();
-    if let Some(anchor_parent) = state.subnamespace_of.as_deref()
+    let anchor_parent = state
+        .subnamespace_of
+        .as_deref()
+        .filter(|_| forest.awaiting_anchor_parent(name).is_none());
+    if let Some(anchor_parent) = anchor_parent
+        && forest.exists(anchor_parent)
+        && !forest
+            .get(anchor_parent)
+            .is_some_and(|p| p.anchors.contains(name))
+        && !state.deleting
+    {
+        // The anchor was deleted without canopy (its finalizer is canopy's alone, so only
+        // while canopy was not running, or by removing the webhook): the namespace stays
+        // where it is, in its tree and tenant, as HNC keeps it, and says why.
+        problems.push((
+            "SubnamespaceAnchorMissing",
+            format!(
+                "the anchor {anchor_parent}/{name} of this subnamespace is missing; the \
+                 namespace stays in its tree; re-create the anchor to manage it again \
+                 (kubectl canopy create {name} -n {anchor_parent})"
+            ),
+        ));
+    }
+    if let Some(anchor_parent) = anchor_parent
         && state.parent.as_deref() != Some(anchor_parent)
     {
         problems.push((
@@ -158,6 +164,7 @@ pub async fn reconcile_namespace(
         &name,
         hierarchy.as_deref(),
         &conflicts.messages_for(&name),
+        |tenant| state.pod_security_for(tenant),
         Timestamp::now(),
     );
     if plan.is_empty() {
@@ -230,6 +237,10 @@ pub fn namespaces_with_hierarchy(state: &ClusterState) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn baseline(_: &str) -> PodSecurityLevel {
+        PodSecurityLevel::Baseline
+    }
+
     fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).expect("valid")
     }
@@ -252,12 +263,12 @@ mod tests {
     #[test]
     fn a_child_gets_its_labels_and_the_parent_its_children() {
         let f = forest();
-        let child = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let child = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         assert_eq!(child.set_labels.len(), 2);
         assert_eq!(child.set_labels["a.tree.canopy.dev/depth"], "1");
         assert_eq!(child.status, None, "nothing to report on b");
 
-        let parent = plan_namespace(&f, "a", None, &[], now());
+        let parent = plan_namespace(&f, "a", None, &[], baseline, now());
         assert!(
             parent.create_hierarchy,
             "a has a child to report but no hierarchy object"
@@ -273,21 +284,31 @@ mod tests {
         let mut f = forest();
         let labels = f.tree_labels("b");
         f.set_namespace("b", labels, false);
-        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), &[], now()).is_empty());
+        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now()).is_empty());
         let a_status = HierarchyConfigurationStatus {
             children: vec!["b".to_owned()],
             conditions: vec![],
         };
         let labels = f.tree_labels("a");
         f.set_namespace("a", labels, false);
-        assert!(plan_namespace(&f, "a", Some(&hc("a", Some(a_status))), &[], now()).is_empty());
+        assert!(
+            plan_namespace(
+                &f,
+                "a",
+                Some(&hc("a", Some(a_status))),
+                &[],
+                baseline,
+                now()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn the_tenant_label_follows_the_tenant_root_above() {
         let mut f = forest();
         f.set_tenant_root("acme", "a");
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         assert_eq!(
             plan.set_labels.get("canopy.dev/tenant").map(String::as_str),
             Some("acme")
@@ -296,7 +317,7 @@ mod tests {
         labels.insert("canopy.dev/tenant".to_owned(), "acme".to_owned());
         f.set_namespace("b", labels, false);
         f.remove_tenant("acme");
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         assert_eq!(plan.remove_labels, vec!["canopy.dev/tenant".to_owned()]);
     }
 
@@ -307,7 +328,7 @@ mod tests {
         labels.insert("old.tree.canopy.dev/depth".to_owned(), "1".to_owned());
         labels.insert("team".to_owned(), "x".to_owned());
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         assert_eq!(
             plan.remove_labels,
             vec!["old.tree.canopy.dev/depth".to_owned()]
@@ -319,13 +340,13 @@ mod tests {
     fn a_missing_parent_halts_and_healing_clears_it() {
         let mut f = forest();
         f.set_hierarchy("b", Some("nowhere"), false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         let status = plan.status.expect("a condition to write");
         assert_eq!(status.conditions[0].type_, "ActivitiesHalted");
         assert_eq!(status.conditions[0].reason, "ParentMissing");
 
         f.set_hierarchy("b", Some("a"), false);
-        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), &[], now());
+        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), &[], baseline, now());
         assert_eq!(healed.status.map(|s| s.conditions.len()), Some(0));
     }
 
@@ -338,6 +359,7 @@ mod tests {
             "a",
             Some(&hc("a", None)),
             std::slice::from_ref(&conflict),
+            baseline,
             now(),
         );
         let status = plan.status.expect("a condition");
@@ -355,7 +377,7 @@ mod tests {
         let mut f = forest();
         let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "x".to_owned())]);
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
         let status = plan.status.expect("a condition");
         assert_eq!(status.conditions[0].type_, "BadConfiguration");
     }

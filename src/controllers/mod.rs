@@ -6,6 +6,7 @@ mod conditions;
 mod configuration_status;
 pub mod hierarchy;
 pub mod metrics;
+pub mod namespace_labels;
 pub mod propagation;
 pub mod queue;
 pub mod tenant;
@@ -75,7 +76,16 @@ pub async fn run(
                     Change::Anchor { namespace, name } => {
                         anchors.add(ObjectRef::new(&name).within(&namespace));
                     }
-                    Change::Tenant(name) => tenants.add(name),
+                    Change::Tenant(name) => {
+                        // Its Pod Security level may have changed: its namespaces' labels.
+                        let members: Vec<String> = state
+                            .forest()
+                            .tenant_namespaces(&name)
+                            .into_iter()
+                            .collect();
+                        namespaces.add_all(members);
+                        tenants.add(name);
+                    }
                     Change::Volume(name) => volumes.add(name),
                     Change::All => {
                         Box::pin(propagation.configuration_changed()).await;
@@ -144,9 +154,13 @@ pub async fn run(
     };
     let anchor_workers = {
         let (state, writer) = (state.clone(), writer.clone());
+        let budget = Arc::new(anchor::NamespaceBudget::new());
         anchors.run(CONCURRENCY, move |key| {
-            let (state, writer) = (state.clone(), writer.clone());
-            async move { metrics::timed("anchor", anchor::reconcile_anchor(&state, &writer, key)).await }
+            let (state, writer, budget) = (state.clone(), writer.clone(), budget.clone());
+            async move {
+                let reconcile = anchor::reconcile_anchor(&state, &writer, &budget, key);
+                metrics::timed("anchor", reconcile).await
+            }
         })
     };
     let volume_workers = {

@@ -12,9 +12,12 @@ use serde_json::{Value, json};
 use tracing::{debug, info, instrument};
 
 use super::conditions::{self, DesiredCondition};
+use super::namespace_labels::new_root_labels;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
-use crate::api::{DeletionPolicy, Owner, OwnerKind, READY, Tenant, TenantStatus, keys};
+use crate::api::{
+    DeletionPolicy, Owner, OwnerKind, PodSecurityLevel, READY, Tenant, TenantStatus, keys,
+};
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
 
@@ -277,10 +280,16 @@ pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: Strin
         return Outcome::Success;
     };
     let plan = plan_tenant(&tenant, &state.forest(), Timestamp::now());
-    Outcome::of_writes(apply(writer, &tenant, plan).await)
+    let level = state.pod_security_for(&name);
+    Outcome::of_writes(apply(writer, &tenant, plan, level).await)
 }
 
-async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(), WriteError> {
+async fn apply(
+    writer: &Writer,
+    tenant: &Tenant,
+    plan: TenantPlan,
+    level: PodSecurityLevel,
+) -> Result<(), WriteError> {
     let name = tenant.name_any();
     let root = root_of(tenant);
     let resource_version = tenant.resource_version().unwrap_or_default();
@@ -348,7 +357,8 @@ async fn apply(writer: &Writer, tenant: &Tenant, plan: TenantPlan) -> Result<(),
                 debug!(%reason, %message, "root namespace unusable");
             }
             if create_root {
-                let labels = [(keys::TENANT.to_owned(), name.clone())].into();
+                // Created with the labels it keeps: no request finds it unprotected.
+                let labels = new_root_labels(&name, level);
                 if writer
                     .create_namespace(&root, labels, Default::default())
                     .await?

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
@@ -17,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{
-    AnchorState, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
+    AnchorState, Condition, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
     SubnamespaceAnchor,
 };
 
@@ -364,8 +366,24 @@ impl Writer {
         namespace: &str,
         name: &str,
         state: AnchorState,
+        reason: &str,
+        message: &str,
     ) -> Result<()> {
-        let patch = json!({"status": {"status": state}});
+        // The condition says why, for `kubectl describe` and for GitOps health checks.
+        let ready = Condition {
+            type_: crate::api::READY.to_owned(),
+            status: if state == AnchorState::Ok {
+                "True"
+            } else {
+                "False"
+            }
+            .to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: Time(Timestamp::now()),
+            observed_generation: None,
+        };
+        let patch = json!({"status": {"status": state, "conditions": [ready]}});
         Api::<SubnamespaceAnchor>::namespaced(self.client.clone(), namespace)
             .patch_status(name, &merge_params(), &Patch::Merge(&patch))
             .await

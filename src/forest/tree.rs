@@ -46,6 +46,9 @@ pub struct Forest {
     excluded: HashSet<String>,
     /// Root namespace -> the Tenant that declares it.
     tenant_roots: HashMap<String, String>,
+    /// Child name -> the namespaces holding an anchor of that name: what a namespace will
+    /// be before the apiserver has even created it.
+    anchored_in: HashMap<String, BTreeSet<String>>,
 }
 
 impl Forest {
@@ -74,8 +77,11 @@ impl Forest {
             ns.tenant = None;
             ns.subnamespace_of = None;
             ns.labels.clear();
-            ns.anchors.clear();
             ns.allow_cascading_deletion = false;
+            let anchors = std::mem::take(&mut ns.anchors);
+            for anchor in anchors {
+                self.forget_anchor(name, &anchor);
+            }
         }
         self.forget_if_unreferenced(name);
     }
@@ -101,13 +107,27 @@ impl Forest {
     /// Records the SubnamespaceAnchor `anchor` in `namespace`.
     pub fn add_anchor(&mut self, namespace: &str, anchor: &str) {
         self.entry(namespace).anchors.insert(anchor.to_owned());
+        self.anchored_in
+            .entry(anchor.to_owned())
+            .or_default()
+            .insert(namespace.to_owned());
     }
 
     pub fn remove_anchor(&mut self, namespace: &str, anchor: &str) {
         if let Some(ns) = self.namespaces.get_mut(namespace) {
             ns.anchors.remove(anchor);
         }
+        self.forget_anchor(namespace, anchor);
         self.forget_if_unreferenced(namespace);
+    }
+
+    fn forget_anchor(&mut self, namespace: &str, anchor: &str) {
+        if let Some(parents) = self.anchored_in.get_mut(anchor) {
+            parents.remove(namespace);
+            if parents.is_empty() {
+                self.anchored_in.remove(anchor);
+            }
+        }
     }
 
     /// Replaces the set of excluded namespaces (from the CanopyConfiguration).
@@ -154,13 +174,83 @@ impl Forest {
 
     /// The Tenant `name` belongs to: the nearest tenant root among itself and its
     /// ancestors. Excluded namespaces belong to none.
+    ///
+    /// A subnamespace canopy created is its tenant's from its first instant: until its
+    /// parent is set, the top of its chain is taken to hang under the anchor's namespace.
     pub fn tenant_for(&self, name: &str) -> Option<&str> {
         if self.is_excluded(name) {
             return None;
         }
-        std::iter::once(name)
-            .chain(self.ancestors(name))
-            .find_map(|ns| self.tenant_rooted_at(ns))
+        let in_chain = |start: &str| {
+            std::iter::once(start)
+                .chain(self.ancestors(start))
+                .find_map(|ns| self.tenant_rooted_at(ns))
+        };
+        in_chain(name).or_else(|| {
+            let top = self.root(name);
+            self.awaiting_anchor_parent(top)
+                .filter(|p| !self.is_excluded(p))
+                .and_then(in_chain)
+        })
+    }
+
+    /// The Tenant a request in namespace `name` must be judged for, failing closed: where
+    /// it sits in a tenant's tree; else the tenant its `canopy.dev/tenant` label names;
+    /// else, for a subnamespace whose parent is not set yet (or that the namespace watch
+    /// has not even delivered), the tenant of a namespace holding its anchor.
+    pub fn tenant_of(&self, name: &str) -> Option<&str> {
+        if self.is_excluded(name) {
+            return None;
+        }
+        let state = self.namespaces.get(name);
+        self.tenant_for(name)
+            .or_else(|| state.and_then(|s| s.tenant.as_deref()))
+            .or_else(|| {
+                let anchored_in = self.anchored_in.get(name)?;
+                // The parent named by the namespace's own label first, then any other.
+                let labelled = state.and_then(|s| s.subnamespace_of.as_deref());
+                labelled
+                    .into_iter()
+                    .filter(|p| anchored_in.contains(*p))
+                    .chain(anchored_in.iter().map(String::as_str))
+                    .find_map(|parent| self.tenant_for(parent))
+            })
+    }
+
+    /// For the child of an anchor, created by canopy (it carries
+    /// `canopy.dev/subnamespace-of: <parent>`) and whose parent is not set yet: the
+    /// namespace holding the anchor, which is about to become its parent.
+    pub fn awaiting_anchor_parent(&self, name: &str) -> Option<&str> {
+        let state = self.namespaces.get(name)?;
+        if state.parent.is_some() {
+            return None;
+        }
+        state
+            .subnamespace_of
+            .as_deref()
+            .filter(|p| self.get(p).is_some_and(|p| p.anchors.contains(name)))
+    }
+
+    /// The existing namespaces of Tenant `tenant`: its root's subtree, and subnamespaces
+    /// of it whose parent is not set yet. What `maxNamespaces` counts.
+    pub fn tenant_namespaces(&self, tenant: &str) -> BTreeSet<String> {
+        let Some(root) = self.tenant_root(tenant) else {
+            return BTreeSet::new();
+        };
+        let mut all: BTreeSet<String> = self
+            .subtree(root)
+            .into_iter()
+            .filter(|ns| self.exists(ns) && self.tenant_for(ns) == Some(tenant))
+            .map(str::to_owned)
+            .collect();
+        let pending: Vec<String> = all
+            .iter()
+            .flat_map(|ns| self.get(ns).into_iter().flat_map(|s| s.anchors.iter()))
+            .filter(|child| self.exists(child) && self.awaiting_anchor_parent(child).is_some())
+            .cloned()
+            .collect();
+        all.extend(pending);
+        all
     }
 
     pub fn get(&self, name: &str) -> Option<&NamespaceState> {
@@ -347,7 +437,13 @@ impl Forest {
     /// The `<ancestor>.tree.canopy.dev/depth` labels `name` should carry: itself at 0 and
     /// each existing ancestor at its distance. Excluded namespaces carry none; a namespace
     /// in a cycle carries only its own (its ancestry has no top).
+    ///
+    /// A subnamespace whose parent is not set yet gets the labels it will have under its
+    /// anchor's namespace, the ones canopy created it with.
     pub fn tree_labels(&self, name: &str) -> BTreeMap<String, String> {
+        if let Some(parent) = self.awaiting_anchor_parent(name) {
+            return self.tree_labels_as_child(name, parent);
+        }
         let mut labels = BTreeMap::new();
         if self.is_excluded(name) {
             return labels;
@@ -356,13 +452,34 @@ impl Forest {
         if self.cycle(name).is_some() {
             return labels;
         }
-        for (depth, ancestor) in self.ancestors(name).into_iter().enumerate() {
+        self.add_ancestor_labels(&mut labels, self.ancestors(name));
+        labels
+    }
+
+    /// The tree labels `name` will carry once it is a child of `parent`: what canopy
+    /// creates a subnamespace with, so that it is in its tree from its first instant.
+    pub fn tree_labels_as_child(&self, name: &str, parent: &str) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([(keys::tree_depth_label(name), "0".to_owned())]);
+        if self.is_excluded(name) {
+            return BTreeMap::new();
+        }
+        if self.cycle(parent).is_some() || self.is_ancestor(name, parent) {
+            return labels;
+        }
+        let mut chain = vec![parent];
+        chain.extend(self.ancestors(parent));
+        self.add_ancestor_labels(&mut labels, chain);
+        labels
+    }
+
+    /// Depth labels for `chain` (parent first), stopping at a missing or excluded one.
+    fn add_ancestor_labels(&self, labels: &mut BTreeMap<String, String>, chain: Vec<&str>) {
+        for (depth, ancestor) in chain.into_iter().enumerate() {
             if !self.exists(ancestor) || self.is_excluded(ancestor) {
                 break;
             }
             labels.insert(keys::tree_depth_label(ancestor), (depth + 1).to_string());
         }
-        labels
     }
 
     /// Whether deleting `name` may delete its subnamespaces: set on it or an ancestor.

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
@@ -17,7 +17,7 @@ use super::Forest;
 use super::limit_ranges::{self, LimitRangeIndex};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
-    SubnamespaceAnchor, Tenant,
+    PodSecurityLevel, SubnamespaceAnchor, Tenant,
 };
 
 /// What the reconcilers must look at again.
@@ -64,6 +64,20 @@ impl ClusterState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The Pod Security level of Tenant `tenant`'s namespaces: its own, else the
+    /// configuration's default (also for a Tenant not in the store yet).
+    pub fn pod_security_for(&self, tenant: &str) -> PodSecurityLevel {
+        self.tenants
+            .get(&ObjectRef::new(tenant))
+            .and_then(|t| t.spec.pod_security)
+            .unwrap_or_else(|| {
+                self.config
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pod_security
+            })
     }
 
     /// A state fed by no watcher, already ready: for benchmarks and tests of the webhook

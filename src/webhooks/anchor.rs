@@ -4,12 +4,44 @@
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
+use std::collections::BTreeSet;
+
+use kube::ResourceExt;
+
 use super::Webhooks;
 use super::namespace::check_subtree_deletion;
+use super::protected::removed_finalizer;
 use super::review::Verdict;
 use super::tenant::check_namespace_limit;
+use crate::api::AnchorState;
+use crate::controllers::anchor::ANCHOR_FINALIZER;
 use crate::forest::Forest;
 use kube::runtime::reflector::ObjectRef;
+
+/// Anchors in `tenant`'s namespaces whose namespace does not exist yet and that canopy has
+/// not refused (`Forbidden`, `Conflict`): admitted, and about to become namespaces.
+fn admitted_anchors(webhooks: &Webhooks, forest: &Forest, tenant: &str) -> BTreeSet<String> {
+    let members = forest.tenant_namespaces(tenant);
+    members
+        .iter()
+        .flat_map(|ns| {
+            forest
+                .get(ns)
+                .into_iter()
+                .flat_map(move |s| s.anchors.iter().map(move |a| (ns, a)))
+        })
+        .filter(|(_, child)| !forest.exists(child))
+        .filter(|(ns, child)| {
+            let anchor = webhooks
+                .state
+                .anchors
+                .get(&ObjectRef::new(child.as_str()).within(ns));
+            let state = anchor.as_ref().and_then(|a| a.status.as_ref()?.status);
+            !matches!(state, Some(AnchorState::Forbidden | AnchorState::Conflict))
+        })
+        .map(|(_, child)| child.clone())
+        .collect()
+}
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
     if webhooks.is_canopy(&request.user_info) {
@@ -25,9 +57,19 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     let verdict = match request.operation {
         Operation::Create => check_labels(request)
             .or_else(|| check_create(&forest, parent, &request.name))
-            .or_else(|| check_namespace_limit(&forest, tenant.as_deref(), parent)),
+            .or_else(|| {
+                let tenant = tenant.as_deref()?;
+                let pending = admitted_anchors(webhooks, &forest, &tenant.name_any());
+                check_namespace_limit(&forest, tenant, parent, &request.name, &pending)
+            }),
         Operation::Delete => check_delete(&forest, parent, &request.name),
-        Operation::Update => check_labels(request),
+        Operation::Update => removed_finalizer(
+            request.old_object.as_ref(),
+            request.object.as_ref(),
+            ANCHOR_FINALIZER,
+            &format!("anchor {parent}/{}", request.name),
+        )
+        .or_else(|| check_labels(request)),
         Operation::Connect => None,
     };
     verdict.map_or(Verdict::Allow, Verdict::Deny)

@@ -33,19 +33,51 @@ impl Authorizer {
         user: &UserInfo,
         namespace: &str,
     ) -> Result<bool, kube::Error> {
+        self.can(
+            user,
+            ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                verb: Some("update".to_owned()),
+                group: Some(crate::api::GROUP.to_owned()),
+                resource: Some("hierarchyconfigurations".to_owned()),
+                ..ResourceAttributes::default()
+            },
+        )
+        .await
+    }
+
+    /// Whether `user` may `update` the Tenant `tenant`: what taking a namespace out of a
+    /// tenant, or into another, needs (a cluster admin's right, never an owner's).
+    pub async fn can_update_tenant(
+        &self,
+        user: &UserInfo,
+        tenant: &str,
+    ) -> Result<bool, kube::Error> {
+        self.can(
+            user,
+            ResourceAttributes {
+                verb: Some("update".to_owned()),
+                group: Some(crate::api::GROUP.to_owned()),
+                resource: Some("tenants".to_owned()),
+                name: Some(tenant.to_owned()),
+                ..ResourceAttributes::default()
+            },
+        )
+        .await
+    }
+
+    async fn can(
+        &self,
+        user: &UserInfo,
+        attributes: ResourceAttributes,
+    ) -> Result<bool, kube::Error> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: user.username.clone(),
                 groups: user.groups.clone(),
                 uid: user.uid.clone(),
                 extra: user.extra.clone(),
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(namespace.to_owned()),
-                    verb: Some("update".to_owned()),
-                    group: Some(crate::api::GROUP.to_owned()),
-                    resource: Some("hierarchyconfigurations".to_owned()),
-                    ..ResourceAttributes::default()
-                }),
+                resource_attributes: Some(attributes),
                 ..SubjectAccessReviewSpec::default()
             },
             ..SubjectAccessReview::default()

@@ -11,10 +11,12 @@ use crate::api::{HIERARCHY_NAME, HierarchyConfiguration};
 use crate::forest::Forest;
 
 /// What a parent change needs before it may happen.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Consent {
     /// Namespaces where the requester needs `update` on hierarchyconfigurations.
     pub namespaces: Vec<String>,
+    /// Tenants the requester needs `update` on: a namespace leaves one, or joins another.
+    pub tenants: Vec<String>,
 }
 
 /// Decides whether `namespace` may change its parent from `old` to `new`, and whose
@@ -26,7 +28,7 @@ pub fn check_parent_change(
     new: Option<&str>,
 ) -> Result<Consent, String> {
     if old == new {
-        return Ok(Consent { namespaces: vec![] });
+        return Ok(Consent::default());
     }
     let who = format!("namespace {namespace:?}");
     if let Some(anchor_parent) = forest
@@ -66,23 +68,24 @@ pub fn check_parent_change(
                 cycle.join(" -> ")
             ));
         }
-        // A tenant's root may be re-hung by whoever has the rights; everything below it
-        // stays inside its tenant.
-        let own = forest
-            .tenant_for(namespace)
-            .filter(|_| forest.tenant_rooted_at(namespace).is_none());
-        let theirs = forest.tenant_for(parent);
-        if let Some(own) = own
-            && theirs != Some(own)
-        {
-            return Err(format!(
-                "{who} belongs to tenant {own:?} and cannot move under {parent:?}, which {}",
-                theirs.map_or("belongs to no tenant".to_owned(), |t| format!(
-                    "belongs to tenant {t:?}"
-                ))
-            ));
-        }
         consent.push(parent.to_owned());
+    }
+    // A tenant's root may be re-hung by whoever has the rights in the new parent; every
+    // other namespace of a tenant leaves it (becomes a root, or moves outside its tree)
+    // only with the consent of whoever may update that Tenant: a cluster admin. Owners
+    // administer their namespaces, not the tenant's boundary.
+    let own = forest
+        .tenant_for(namespace)
+        .filter(|_| forest.tenant_rooted_at(namespace).is_none());
+    let theirs = new.and_then(|parent| forest.tenant_for(parent));
+    let mut tenants = Vec::new();
+    if let Some(own) = own
+        && theirs != Some(own)
+    {
+        tenants.push(own.to_owned());
+        if let Some(theirs) = theirs {
+            tenants.push(theirs.to_owned());
+        }
     }
     if let Some(old_parent) = old.filter(|p| forest.exists(p)) {
         // The highest namespace that stops being an ancestor must agree: its policy stops
@@ -97,6 +100,7 @@ pub fn check_parent_change(
     }
     Ok(Consent {
         namespaces: consent,
+        tenants,
     })
 }
 
@@ -155,10 +159,47 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
             new_parent.as_deref(),
         )
     };
+    let consent = consent.and_then(|consent| {
+        let forest = webhooks.state.forest();
+        check_joining_fits(webhooks, &forest, namespace, new_parent.as_deref())
+            .map_or(Ok(consent), Err)
+    });
     match consent {
         Err(message) => Verdict::Deny(message),
         Ok(consent) => check_consent(webhooks, &request.user_info, namespace, &consent).await,
     }
+}
+
+/// Why moving `namespace` (with its subtree) under `new_parent` would take a tenant past
+/// its `maxNamespaces`, if it would: a tree is a way to grow a tenant too.
+fn check_joining_fits(
+    webhooks: &Webhooks,
+    forest: &Forest,
+    namespace: &str,
+    new_parent: Option<&str>,
+) -> Option<String> {
+    let joining = forest.tenant_for(new_parent?)?;
+    if forest.tenant_for(namespace) == Some(joining) {
+        return None;
+    }
+    let max = webhooks
+        .state
+        .tenants
+        .get(&kube::runtime::reflector::ObjectRef::new(joining))?
+        .spec
+        .max_namespaces? as usize;
+    let have = forest.tenant_namespaces(joining).len();
+    let coming = forest
+        .subtree(namespace)
+        .into_iter()
+        .filter(|ns| forest.exists(ns))
+        .count();
+    (have + coming > max).then(|| {
+        format!(
+            "namespace {namespace:?} and its {coming} namespace(s) cannot join tenant \
+             {joining:?}: it allows at most {max} namespaces and has {have}"
+        )
+    })
 }
 
 async fn check_consent(
@@ -168,6 +209,31 @@ async fn check_consent(
     consent: &Consent,
 ) -> Verdict {
     let username = user.username.as_deref().unwrap_or("unknown user");
+    for tenant in &consent.tenants {
+        match webhooks.authorizer.can_update_tenant(user, tenant).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Verdict::Deny(format!(
+                    "{username} may not take namespace {namespace:?} out of tenant \
+                     {:?}{}: moving a namespace across a tenant's boundary (making it a root, \
+                     or giving it a parent outside the tenant) needs update on \
+                     tenants.canopy.dev {tenant:?}, a cluster admin's right; move it within \
+                     the tenant instead",
+                    consent.tenants[0],
+                    consent
+                        .tenants
+                        .get(1)
+                        .map(|t| format!(" into tenant {t:?}"))
+                        .unwrap_or_default()
+                ));
+            }
+            Err(err) => {
+                return Verdict::Deny(format!(
+                    "cannot check {username}'s permission on Tenant {tenant:?}: {err}; try again"
+                ));
+            }
+        }
+    }
     for needed in &consent.namespaces {
         match webhooks.authorizer.can_update_hierarchy(user, needed).await {
             Ok(true) => {}
@@ -212,6 +278,7 @@ mod tests {
     fn consent(ns: &[&str]) -> Result<Consent, String> {
         Ok(Consent {
             namespaces: ns.iter().map(|s| (*s).to_owned()).collect(),
+            tenants: vec![],
         })
     }
 
@@ -274,25 +341,46 @@ mod tests {
     }
 
     #[test]
-    fn a_tenant_namespace_cannot_move_to_another_tenant() {
+    fn leaving_a_tenant_needs_the_right_to_update_it() {
         let mut f = forest();
         f.set_tenant_root("acme", "root");
         f.set_tenant_root("globex", "other");
-        let refusal =
-            check_parent_change(&f, "a", Some("root"), Some("other")).expect_err("tenant");
-        assert!(
-            refusal.contains("tenant \"acme\"") && refusal.contains("tenant \"globex\""),
-            "{refusal}"
+        let tenants = |c: Result<Consent, String>| c.expect("a consent").tenants;
+        assert_eq!(
+            tenants(check_parent_change(&f, "a", Some("root"), Some("other"))),
+            ["acme", "globex"],
+            "into another tenant: both"
         );
-        f.set_tenant_root("globex", "b");
-        assert!(
-            check_parent_change(&f, "a1", Some("a"), Some("b")).is_err(),
-            "nor under another tenant's subnamespace"
+        assert_eq!(
+            tenants(check_parent_change(&f, "a", Some("root"), None)),
+            ["acme"],
+            "becoming a root"
         );
         f.remove_tenant("globex");
-        assert!(
-            check_parent_change(&f, "a", Some("root"), Some("other")).is_err(),
-            "nor outside any tenant"
+        assert_eq!(
+            tenants(check_parent_change(&f, "a1", Some("a"), Some("other"))),
+            ["acme"],
+            "under a namespace of no tenant"
         );
+        assert!(
+            tenants(check_parent_change(&f, "a1", Some("a"), Some("b"))).is_empty(),
+            "within the tenant: no Tenant right needed"
+        );
+        assert!(
+            tenants(check_parent_change(&f, "root", None, Some("other"))).is_empty(),
+            "the root takes its tenant with it"
+        );
+    }
+
+    #[test]
+    fn a_subnamespace_whose_parent_is_not_set_yet_is_in_its_tenant() {
+        let mut f = forest();
+        f.set_tenant_root("acme", "root");
+        let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "a".to_owned())]);
+        f.set_namespace("fresh", labels, false);
+        f.add_anchor("a", "fresh");
+        assert_eq!(f.tenant_for("fresh"), Some("acme"));
+        f.remove_anchor("a", "fresh");
+        assert_eq!(f.tenant_for("fresh"), None);
     }
 }

@@ -9,6 +9,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::protected::changed_protected_labels;
 use super::review::Verdict;
+use crate::api::keys;
 use crate::forest::Forest;
 
 fn labels(obj: Option<&DynamicObject>) -> BTreeMap<String, String> {
@@ -25,13 +26,32 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         // Every patch type, server-side apply, and the status and finalize subresources
         // all reach us as an UPDATE with both objects, so one comparison covers them all.
         Operation::Create | Operation::Update => {
-            let changed = changed_protected_labels(
-                &labels(request.old_object.as_ref()),
-                &labels(request.object.as_ref()),
+            let (old, new) = (
+                labels(request.old_object.as_ref()),
+                labels(request.object.as_ref()),
             );
-            if changed.is_empty() {
-                Verdict::Allow
+            let mut changed = changed_protected_labels(&old, &new);
+            // In a tenant's namespaces the Pod Security levels are the Tenant's: lowering
+            // them would let privileged Pods in, which reach the node.
+            let in_tenant = webhooks.state.forest().tenant_of(name).is_some()
+                || old.contains_key(keys::TENANT)
+                || new.contains_key(keys::TENANT);
+            let pod_security = if in_tenant {
+                changed_pod_security_labels(&old, &new)
             } else {
+                Vec::new()
+            };
+            if changed.is_empty() && pod_security.is_empty() {
+                Verdict::Allow
+            } else if changed.is_empty() {
+                Verdict::Deny(format!(
+                    "namespace {name:?}: only canopy may set the labels {} in a tenant's \
+                     namespace; a cluster admin sets the level with the Tenant's \
+                     spec.podSecurity",
+                    pod_security.join(", ")
+                ))
+            } else {
+                changed.extend(pod_security);
                 let via = request
                     .sub_resource
                     .as_deref()
@@ -50,6 +70,22 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         }
         Operation::Connect => Verdict::Allow,
     }
+}
+
+/// `pod-security.kubernetes.io/*` labels that differ between `old` and `new`.
+fn changed_pod_security_labels(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut changed: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| k.starts_with(keys::POD_SECURITY_PREFIX) && old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    changed
 }
 
 /// Why `namespace` may not be deleted by a user, if it may not. Pure.

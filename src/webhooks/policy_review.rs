@@ -33,7 +33,9 @@ pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>
     let (excluded, tenant_name) = match namespace {
         Some(ns) => {
             let forest = state.forest();
-            let tenant = forest.get(ns).and_then(|s| s.tenant.clone());
+            // Fail closed: a namespace canopy is creating for a tenant is that tenant's
+            // before its labels or its parent reach the Forest.
+            let tenant = forest.tenant_of(ns).map(str::to_owned);
             (forest.is_excluded(ns), tenant)
         }
         None => (false, None),

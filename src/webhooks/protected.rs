@@ -12,6 +12,28 @@ pub fn is_protected_label(key: &str) -> bool {
         || keys::ancestor_of_depth_label(key).is_some()
 }
 
+/// Why an update by someone other than canopy may not go through: it removes canopy's
+/// finalizer `finalizer`, which would let the object go without canopy's cleanup (an
+/// anchor deleted without its namespace leaves a subnamespace behind, outside canopy's
+/// control). `None` when the finalizer stays, or was never there.
+pub fn removed_finalizer(
+    old: Option<&kube::core::DynamicObject>,
+    new: Option<&kube::core::DynamicObject>,
+    finalizer: &str,
+    what: &str,
+) -> Option<String> {
+    let has = |obj: Option<&kube::core::DynamicObject>| {
+        obj.and_then(|o| o.metadata.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == finalizer))
+    };
+    (has(old) && !has(new)).then(|| {
+        format!(
+            "{what}: only canopy may remove the finalizer {finalizer:?}; it stays until canopy \
+             has finished cleaning up (delete the object and canopy removes it)"
+        )
+    })
+}
+
 /// Protected labels that differ between `old` and `new` (added, changed or removed).
 pub fn changed_protected_labels(
     old: &BTreeMap<String, String>,

@@ -1,14 +1,17 @@
 //! Tenant admission: a root namespace belongs to one Tenant and is never excluded, and a
 //! tenant's subnamespaces stay within `maxNamespaces`.
 
+use std::collections::BTreeSet;
+
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
 use super::Webhooks;
+use super::protected::removed_finalizer;
 use super::review::Verdict;
 use crate::api::Tenant;
-use crate::controllers::tenant::root_of;
+use crate::controllers::tenant::{TENANT_FINALIZER, root_of};
 use crate::forest::Forest;
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
@@ -17,6 +20,14 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         || !matches!(request.operation, Operation::Create | Operation::Update)
     {
         return Verdict::Allow;
+    }
+    if let Some(refusal) = removed_finalizer(
+        request.old_object.as_ref(),
+        request.object.as_ref(),
+        TENANT_FINALIZER,
+        &format!("Tenant {:?}", request.name),
+    ) {
+        return Verdict::Deny(refusal);
     }
     let tenant = match request.object.clone().map(|o| o.try_parse::<Tenant>()) {
         Some(Ok(tenant)) => tenant,
@@ -62,23 +73,28 @@ pub fn check_tenant(
     None
 }
 
-/// Why a new subnamespace of `parent` would exceed its tenant's `maxNamespaces`. Pure.
+/// Why a new subnamespace `child` of `parent` would exceed its tenant's `maxNamespaces`,
+/// counting the tenant's namespaces and the anchors already admitted for it (`pending`).
+/// Pure.
+///
+/// This is the fast answer; anchors posted at the same instant, or to two replicas, can
+/// all pass it. The anchor controller, on the leader, is the authority that never creates
+/// a namespace past the limit (`controllers::anchor::NamespaceBudget`).
 pub fn check_namespace_limit(
     forest: &Forest,
-    tenant: Option<&Tenant>,
+    tenant: &Tenant,
     parent: &str,
+    child: &str,
+    pending: &BTreeSet<String>,
 ) -> Option<String> {
-    let tenant = tenant?;
     let max = tenant.spec.max_namespaces?;
     let name = tenant.name_any();
-    // A tenant's namespaces are all below its root: walk that subtree, not every
-    // namespace of the cluster, on each anchor created.
-    let root = forest.tenant_root(&name)?;
-    let count = forest
-        .subtree(root)
-        .into_iter()
-        .filter(|ns| forest.exists(ns) && forest.tenant_for(ns) == Some(name.as_str()))
-        .count();
+    let mut counted = forest.tenant_namespaces(&name);
+    if counted.contains(child) || pending.contains(child) {
+        return None; // re-creating the anchor of one it has: no new namespace
+    }
+    counted.extend(pending.iter().cloned());
+    let count = counted.len();
     (count >= max as usize).then(|| {
         format!(
             "tenant {name:?} allows at most {max} namespaces (root included) and has {count}; \
@@ -124,17 +140,29 @@ mod tests {
             f.set_hierarchy(ns, parent, false);
         }
         f.set_tenant_root("acme", "acme");
+        let none = BTreeSet::new();
         let limited = tenant("acme", None, Some(2));
         assert!(
-            check_namespace_limit(&f, Some(&limited), "acme")
+            check_namespace_limit(&f, &limited, "acme", "new", &none)
                 .is_some_and(|m| m.contains("at most 2"))
         );
+        let three = tenant("acme", None, Some(3));
         assert_eq!(
-            check_namespace_limit(&f, Some(&tenant("acme", None, Some(3))), "acme"),
+            check_namespace_limit(&f, &three, "acme", "new", &none),
             None
         );
+        let admitted = BTreeSet::from(["other".to_owned()]);
+        assert!(
+            check_namespace_limit(&f, &three, "acme", "new", &admitted).is_some(),
+            "anchors admitted but not yet namespaces count"
+        );
         assert_eq!(
-            check_namespace_limit(&f, Some(&tenant("acme", None, None)), "acme"),
+            check_namespace_limit(&f, &limited, "acme", "acme-dev", &none),
+            None,
+            "re-creating the anchor of an existing subnamespace adds nothing"
+        );
+        assert_eq!(
+            check_namespace_limit(&f, &tenant("acme", None, None), "acme", "new", &none),
             None
         );
     }
