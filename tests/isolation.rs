@@ -6,205 +6,27 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::tenants::{
+    WAIT, anchor, anchor_state, as_owner, as_owner_stdin, create_tenant, hierarchy,
+    namespace_labels, owner_flags, owner_subnamespace, race_anchors_into_tenants,
+};
 use common::{
-    Kubectl, apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
-    unique,
+    apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin, unique,
 };
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn tenant_yaml(name: &str, max: u32, extra: &str) -> String {
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  \
-         owners:\n  - {{kind: Group, name: {name}-admins}}\n  maxNamespaces: {max}\n{extra}"
-    )
-}
-
-fn create_tenant(name: &str, max: u32, extra: &str) {
-    cluster_with_canopy();
-    let out = apply(&tenant_yaml(name, max, extra));
-    assert!(out.success, "{}", out.stderr);
-    eventually(&format!("tenant {name} to be Ready"), WAIT, || {
-        let t = json(&["get", "tenant", name, "-o", "json"])?;
-        let ready = t["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then_some(())
-    });
-    // The owner binding is in place once the owner may create anchors.
-    eventually("the owner's rights in the root", WAIT, || {
-        as_owner(
-            name,
-            &["auth", "can-i", "create", "subnamespaceanchors", "-n", name],
-        )
-        .success
-        .then_some(())
-    });
-}
-
-fn owner_flags(tenant: &str) -> [String; 4] {
-    [
-        "--as".to_owned(),
-        format!("{tenant}-bob"),
-        "--as-group".to_owned(),
-        format!("{tenant}-admins"),
-    ]
-}
-
-/// kubectl as the tenant's owner.
-fn as_owner(tenant: &str, args: &[&str]) -> Kubectl {
-    let flags = owner_flags(tenant);
-    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
-    all.extend_from_slice(args);
-    kubectl(&all)
-}
-
-fn as_owner_stdin(tenant: &str, args: &[&str], stdin: &str) -> Kubectl {
-    let flags = owner_flags(tenant);
-    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
-    all.extend_from_slice(args);
-    kubectl_with_stdin(&all, Some(stdin))
-}
-
-fn anchor(parent: &str, child: &str) -> String {
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {parent}}}\n"
-    )
-}
-
-fn hierarchy(namespace: &str, parent: Option<&str>) -> String {
-    let parent = parent.map_or("null".to_owned(), |p| format!("{p:?}"));
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {namespace}}}\nspec: {{parent: {parent}}}\n"
-    )
-}
-
-fn anchor_state(parent: &str, child: &str) -> Option<String> {
-    let a = json(&[
-        "get",
-        "subnamespaceanchor",
-        child,
-        "-n",
-        parent,
-        "-o",
-        "json",
-    ])?;
-    a["status"]["status"].as_str().map(str::to_owned)
-}
-
-fn namespace_labels(name: &str) -> Option<Value> {
-    Some(json(&["get", "namespace", name, "-o", "json"])?["metadata"]["labels"].clone())
-}
-
-/// The owner's subnamespace `child` of `parent`, once canopy reports it Ok.
-fn owner_subnamespace(tenant: &str, parent: &str, child: &str) {
-    let out = as_owner_stdin(tenant, &["apply", "-f", "-"], &anchor(parent, child));
-    assert!(out.success, "the owner's anchor {child}: {}", out.stderr);
-    eventually(&format!("anchor {child} to be Ok"), WAIT, || {
-        (anchor_state(parent, child).as_deref() == Some("Ok")).then_some(())
-    });
-}
-
-fn tenant_namespaces(tenant: &str) -> Vec<String> {
-    let out = kubectl_ok(&[
-        "get",
-        "namespaces",
-        "-l",
-        &format!("canopy.dev/tenant={tenant}"),
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]);
-    out.split_whitespace().map(str::to_owned).collect()
-}
-
-/// Posts one anchor per name as the owner, all released at the same instant.
-fn race_anchors(tenant: &str, parent: &str, names: &[String]) -> Vec<(String, Kubectl)> {
-    let start = Arc::new(Barrier::new(names.len()));
-    let handles: Vec<_> = names
-        .iter()
-        .map(|name| {
-            let (tenant, parent, name, start) = (
-                tenant.to_owned(),
-                parent.to_owned(),
-                name.clone(),
-                start.clone(),
-            );
-            std::thread::spawn(move || {
-                let manifest = anchor(&parent, &name);
-                start.wait();
-                let out = as_owner_stdin(&tenant, &["create", "-f", "-"], &manifest);
-                (name, out)
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("a racing thread"))
-        .collect()
-}
-
 #[test]
 fn racing_anchors_never_take_a_tenant_past_max_namespaces() {
-    let t = unique("race");
-    let max = 4;
-    create_tenant(&t, max, "");
-    // The legitimate path: one anchor, one namespace (the root and it make two).
-    owner_subnamespace(&t, &t, &format!("{t}-first"));
-
-    for round in 0..3 {
-        let names: Vec<String> = (0..20).map(|i| format!("{t}-r{round}-{i}")).collect();
-        let results = race_anchors(&t, &t, &names);
-        let admitted: Vec<&String> = results
-            .iter()
-            .filter(|(_, out)| out.success)
-            .map(|(name, _)| name)
-            .collect();
-        for (name, out) in results.iter().filter(|(_, out)| !out.success) {
-            assert!(
-                out.stderr.contains("allows at most 4 namespaces"),
-                "anchor {name} refused for another reason: {}",
-                out.stderr
-            );
-        }
-        // Every admitted anchor settles: Ok with its namespace, or Forbidden with why.
-        for name in &admitted {
-            let state = eventually(&format!("anchor {name} to settle"), WAIT, || {
-                anchor_state(&t, name).filter(|s| s == "Ok" || s == "Forbidden")
-            });
-            if state == "Forbidden" {
-                let a = json(&["get", "subnamespaceanchor", name, "-n", &t, "-o", "json"])
-                    .expect("the anchor");
-                let reason = &a["status"]["conditions"][0]["reason"];
-                assert_eq!(reason, "MaxNamespacesReached", "{a}");
-            } else {
-                assert!(
-                    json(&["get", "namespace", name, "-o", "json"]).is_some(),
-                    "anchor {name} is Ok without its namespace"
-                );
-            }
-        }
-        eprintln!(
-            "round {round}: {} of 20 anchors admitted by the webhook",
-            admitted.len()
-        );
-        // Give stragglers a moment: nothing more may appear.
-        std::thread::sleep(Duration::from_secs(2));
-        let namespaces = tenant_namespaces(&t);
-        assert_eq!(
-            namespaces.len(),
-            max as usize,
-            "round {round}: the tenant must be exactly full, never past it: {namespaces:?}"
-        );
-    }
+    cluster_with_canopy();
+    race_anchors_into_tenants("race");
 }
 
 #[test]
 fn an_owner_cannot_strip_canopys_finalizer_on_any_write_path() {
+    cluster_with_canopy();
     let t = unique("fin");
     create_tenant(&t, 10, "");
     let child = format!("{t}-dev");
@@ -354,6 +176,7 @@ fn an_owner_cannot_strip_canopys_finalizer_on_any_write_path() {
 
 #[test]
 fn a_namespace_whose_anchor_is_gone_stays_in_its_tenant() {
+    cluster_with_canopy();
     let t = unique("stay");
     create_tenant(&t, 10, "");
     let sibling = format!("{t}-ops");
@@ -503,6 +326,7 @@ fn plain_pod(namespace: &str, name: &str) -> String {
 
 #[test]
 fn a_new_subnamespace_is_its_tenants_from_its_first_instant() {
+    cluster_with_canopy();
     let t = unique("first");
     create_tenant(&t, 20, "");
     for round in 0..3 {
@@ -574,6 +398,7 @@ fn privileged_pod(namespace: &str, name: &str) -> String {
 
 #[test]
 fn privileged_pods_are_refused_and_pod_security_labels_are_the_tenants() {
+    cluster_with_canopy();
     let t = unique("psa");
     create_tenant(&t, 10, "");
     let child = format!("{t}-dev");
