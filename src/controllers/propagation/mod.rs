@@ -96,18 +96,19 @@ impl Propagation {
         self.hierarchy_queue.clone()
     }
 
-    /// Descendants of `namespace` where a copy of the source `name` (of the kind
-    /// `resource` of `group`) would overwrite an object that is not a copy; `Err` when the
-    /// source's propagation annotations are invalid.
+    /// Descendants of `namespace` where a copy of `source` (of the kind `resource` of
+    /// `group`) would overwrite an object that is not a copy; `Err` when the source's
+    /// propagation annotations are invalid.
     pub fn conflicts_for_source(
         &self,
         group: &str,
         resource: &str,
         namespace: &str,
-        name: &str,
-        annotations: &std::collections::BTreeMap<String, String>,
+        source: &DynamicObject,
     ) -> Result<Vec<String>, selectors::SelectorError> {
-        let exceptions = selectors::Exceptions::parse(annotations)?;
+        let annotations = source.metadata.annotations.clone().unwrap_or_default();
+        let exceptions = selectors::Exceptions::parse(&annotations)?;
+        let name = source.metadata.name.as_deref().unwrap_or_default();
         let key = (group.to_owned(), resource.to_owned());
         let kind = self
             .kinds
@@ -118,6 +119,12 @@ impl Propagation {
         let Some(kind) = kind else {
             return Ok(Vec::new());
         };
+        // An object that never propagates has no copies to conflict: every namespace's
+        // own kube-root-ca.crt, Helm release records of the same release name in a
+        // parent and a child, and so on, once configmaps or secrets are configured.
+        if copy::never_propagated(&kind.resource, source).is_some() {
+            return Ok(Vec::new());
+        }
         let mode = kind.mode();
         if matches!(mode, PropagationMode::Ignore | PropagationMode::Remove)
             || (mode == PropagationMode::AllowPropagate && !exceptions.opted_in())
