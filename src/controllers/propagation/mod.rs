@@ -69,6 +69,9 @@ pub struct Propagation {
     leader: watch::Receiver<bool>,
     /// The configuration has been read and every kind's watches started at least once.
     configured: std::sync::atomic::AtomicBool,
+    /// The API resources of the kinds propagated now, sorted; `None` until the
+    /// configuration has been read once (so nobody mistakes "not read yet" for "none").
+    resolved: watch::Sender<Option<Vec<ApiResource>>>,
 }
 
 impl Propagation {
@@ -87,7 +90,14 @@ impl Propagation {
             hierarchy_queue: WorkQueue::new(),
             leader,
             configured: std::sync::atomic::AtomicBool::new(false),
+            resolved: watch::Sender::new(None),
         })
+    }
+
+    /// The kinds propagated now (every mode), as resolved API resources; changes when
+    /// the configuration adds, drops or newly resolves a kind.
+    pub fn resolved_kinds(&self) -> watch::Receiver<Option<Vec<ApiResource>>> {
+        self.resolved.subscribe()
     }
 
     /// The queue of namespaces whose HierarchyConfiguration status must be rewritten
@@ -212,6 +222,17 @@ impl Propagation {
         self.namespaces_changed(&all);
         self.configured
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut resolved: Vec<ApiResource> =
+            self.kinds().iter().map(|k| k.resource.clone()).collect();
+        resolved.sort_by(|a, b| (&a.group, &a.plural).cmp(&(&b.group, &b.plural)));
+        // Only a real change wakes the subscribers: this runs at every relist.
+        self.resolved.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&resolved);
+            if changed {
+                *current = Some(resolved);
+            }
+            changed
+        });
     }
 
     fn start_kind(self: &Arc<Self>, key: KindKey, resource: ApiResource, mode: PropagationMode) {
