@@ -147,10 +147,11 @@ pub async fn run(
     // resourceNames): a reset by a `helm upgrade` is repaired at once, not at a resync.
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={configuration}"));
-    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut events = std::pin::pin!(watcher::watcher(api.clone(), config).default_backoff());
     let mut current: Option<ValidatingWebhookConfiguration> = None;
     let mut relist: Option<ValidatingWebhookConfiguration> = None;
     let mut listed = false;
+    let mut polled = false;
     let mut tick = tokio::time::interval(RESYNC);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported_missing = false;
@@ -177,14 +178,27 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = tick.tick() => {}
+            _ = tick.tick() => if !listed {
+                // No watch (a ClusterRole from before list and watch were granted, say):
+                // read it at every resync instead, slower to notice a reset but still kept.
+                match api.get_opt(&configuration).await {
+                    Ok(object) => {
+                        current = object;
+                        polled = true;
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "cannot read the webhook configuration");
+                        continue;
+                    }
+                }
+            },
         }
         // Nothing is decided before both the configuration and the webhook configuration
         // are known: an empty list of kinds read too early would drop configured rules.
         let Some(configured) = kinds.borrow().clone() else {
             continue;
         };
-        if !listed {
+        if !listed && !polled {
             continue;
         }
         let Some(object) = current.as_ref() else {
@@ -208,11 +222,23 @@ pub async fn run(
                     .set_webhook_rules(&configuration, PROPAGATED_WEBHOOK, &rules)
                     .await
                 {
-                    Ok(()) => info!(
-                        webhook = PROPAGATED_WEBHOOK,
-                        kinds = configured.len(),
-                        "set the webhook's rules to the propagated kinds"
-                    ),
+                    Ok(()) => {
+                        // Until the watch event arrives, remember what was written, so a
+                        // resync in between does not write it again.
+                        for webhook in current
+                            .iter_mut()
+                            .flat_map(|c| c.webhooks.iter_mut().flatten())
+                        {
+                            if webhook.name == PROPAGATED_WEBHOOK {
+                                webhook.rules = Some(rules.clone());
+                            }
+                        }
+                        info!(
+                            webhook = PROPAGATED_WEBHOOK,
+                            kinds = configured.len(),
+                            "set the webhook's rules to the propagated kinds"
+                        )
+                    }
                     // Retried at the next resync.
                     Err(err) => warn!(error = %err, "cannot set the webhook's rules"),
                 }
