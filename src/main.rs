@@ -99,6 +99,7 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
         halves,
         election,
         args.write_qps,
+        args.certificates.webhook_configuration.clone(),
         shutdown_signal(),
     )
     .await?;

@@ -15,6 +15,7 @@ use crate::controllers::writer::{DEFAULT_WRITE_QPS, Writer};
 use crate::forest::watch;
 use crate::leader::{self, LeaderElectionArgs};
 use crate::webhooks::Webhooks;
+use crate::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION;
 use crate::webhooks::server::{self, Server};
 
 /// Arguments of `canopy manager`.
@@ -117,17 +118,29 @@ pub async fn run(
     halves: Halves,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
-    run_with(client, webhooks, halves, None, DEFAULT_WRITE_QPS, shutdown).await
+    run_with(
+        client,
+        webhooks,
+        halves,
+        None,
+        DEFAULT_WRITE_QPS,
+        DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
+        shutdown,
+    )
+    .await
 }
 
 /// Like `run`, with the controllers gated by leader election when `election` is given
-/// (without it, this process is the only writer and leads at once).
+/// (without it, this process is the only writer and leads at once); the leader keeps the
+/// `propagated.canopy.dev` rules of the ValidatingWebhookConfiguration
+/// `webhook_configuration`.
 pub async fn run_with(
     client: Client,
     webhooks: Option<WebhookListener>,
     halves: Halves,
     election: Option<LeaderElectionArgs>,
     write_qps: u32,
+    webhook_configuration: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
     let username = whoami(&client).await?;
@@ -169,6 +182,7 @@ pub async fn run_with(
         propagation.clone(),
         changes,
         leader,
+        webhook_configuration,
     );
     let serve = {
         let shutdown = shutdown.clone();

@@ -10,6 +10,24 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The tests share one cluster and its one CanopyConfiguration: those that change it hold
+/// this lock, so each sees the kinds it configured.
+static CONFIGURATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn configuration_lock() -> std::sync::MutexGuard<'static, ()> {
+    CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The default kinds plus `extra` (`{group: .., resource: .., mode: ..}` lines).
+fn configure(extra: &[&str]) {
+    let mut yaml = "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\nspec:\n  resources:\n  - {group: '', resource: resourcequotas, mode: Propagate}\n  - {group: networking.k8s.io, resource: networkpolicies, mode: Propagate}\n  - {group: '', resource: limitranges, mode: Propagate}\n".to_owned();
+    for line in extra {
+        yaml.push_str(&format!("  - {line}\n"));
+    }
+    let out = apply(&yaml);
+    assert!(out.success, "{}", out.stderr);
+}
+
 /// A tree `root -> mid -> leaf` of full namespaces; returns their names.
 fn tree(prefix: &str) -> (String, String, String) {
     cluster_with_canopy();
@@ -385,10 +403,10 @@ fn a_source_that_would_overwrite_a_local_object_is_refused_and_a_later_conflict_
 }
 
 /// Other kinds propagate once configured, at run time, and `Remove` deletes their copies.
-/// The only test in this binary that changes the cluster-wide configuration.
 #[test]
 fn a_configured_kind_propagates_and_remove_deletes_its_copies() {
     let (root, _mid, leaf) = tree("secrets");
+    let _configuration = configuration_lock();
     // canopy's role covers the default kinds only; an admin who configures more grants more.
     let out = apply(
         r#"
@@ -420,13 +438,9 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
         "secrets do not propagate by default"
     );
 
-    let config = |mode: &str| {
-        apply(&format!(
-            "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {{name: config}}\nspec:\n  resources:\n  - {{group: '', resource: resourcequotas, mode: Propagate}}\n  - {{group: networking.k8s.io, resource: networkpolicies, mode: Propagate}}\n  - {{group: '', resource: limitranges, mode: Propagate}}\n  - {{group: '', resource: secrets, mode: {mode}}}\n"
-        ))
-    };
-    let out = config("Propagate");
-    assert!(out.success, "{}", out.stderr);
+    let config =
+        |mode: &str| configure(&[&format!("{{group: '', resource: secrets, mode: {mode}}}")]);
+    config("Propagate");
     let copy = wait_for_copy("secret", &leaf, "registry", |_| true);
     assert_eq!(copy["data"]["token"], "czNjcmV0");
     eventually("status.resources to count the secret copies", WAIT, || {
@@ -442,12 +456,309 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
             .map(|_| ())
     });
 
-    let out = config("Remove");
-    assert!(out.success, "{}", out.stderr);
+    config("Remove");
     wait_for_absence("secret", &leaf, "registry");
     assert!(
         get("secret", &root, "registry").is_some(),
         "the source stays"
+    );
+}
+
+/// The `propagated.canopy.dev` webhook in canopy's ValidatingWebhookConfiguration.
+fn propagated_webhook() -> Option<Value> {
+    let config = json(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "canopy",
+        "-o",
+        "json",
+    ])?;
+    config["webhooks"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == "propagated.canopy.dev")
+        .cloned()
+}
+
+/// Whether the webhook's rules send CREATE, UPDATE and DELETE of core `resource` to canopy.
+fn webhook_covers(resource: &str) -> bool {
+    let Some(webhook) = propagated_webhook() else {
+        return false;
+    };
+    webhook["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|rule| {
+            let has = |field: &str, value: &str| {
+                rule[field]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == value))
+            };
+            has("apiGroups", "")
+                && has("resources", resource)
+                && ["CREATE", "UPDATE", "DELETE"]
+                    .iter()
+                    .all(|op| has("operations", op))
+        })
+}
+
+/// Copies of a kind added to `spec.resources` are as read-only to a namespace's admins as
+/// copies of the default kinds, on every write path, while the same paths keep working on
+/// the source and on ordinary objects of the kind: canopy adds the kind to the rules of
+/// `propagated.canopy.dev`, and puts it back when someone resets them.
+#[test]
+fn copies_of_a_configured_kind_are_read_only_to_namespace_admins() {
+    let (root, mid, _leaf) = tree("cmro");
+    let _configuration = configuration_lock();
+    // canopy's role covers the default kinds only; an admin who configures more grants more.
+    let out = apply(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: canopy-configmaps}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get, list, watch, create, patch, delete]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: canopy-configmaps}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: canopy-configmaps}
+subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
+"#,
+    );
+    assert!(out.success, "{}", out.stderr);
+    let url_before = propagated_webhook().expect("the webhook")["clientConfig"]["url"].clone();
+    configure(&["{group: '', resource: configmaps, mode: Propagate}"]);
+    eventually("the webhook's rules to list configmaps", WAIT, || {
+        webhook_covers("configmaps").then_some(())
+    });
+    assert_eq!(
+        propagated_webhook().expect("the webhook")["clientConfig"]["url"],
+        url_before,
+        "only the rules are canopy's to write"
+    );
+
+    // The tree's admin: `admin` in the root, and by its copy in the namespaces below.
+    let user = format!("{root}-owner");
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "tree-admin",
+        "--clusterrole=admin",
+        &format!("--user={user}"),
+        "-n",
+        &root,
+    ]);
+    wait_for_copy("rolebinding", &mid, "tree-admin", |_| true);
+    let as_admin = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--as", user.as_str(), "--as-group", "tree-admins"];
+        all.extend_from_slice(args);
+        common::kubectl_with_stdin(&all, stdin)
+    };
+    let ok = |what: &str, out: common::Kubectl| {
+        assert!(out.success, "{what} must work: {}", out.stderr);
+    };
+    let refused = |what: &str, out: common::Kubectl, message: &str| {
+        assert!(!out.success, "{what} was admitted");
+        assert!(out.stderr.contains(message), "{what}: {}", out.stderr);
+    };
+
+    // Creating an ordinary object of the kind works, and it becomes the source.
+    ok(
+        "creating a ConfigMap",
+        as_admin(
+            &[
+                "create",
+                "configmap",
+                "settings",
+                "--from-literal=level=info",
+                "-n",
+                &root,
+            ],
+            None,
+        ),
+    );
+    wait_for_copy("configmap", &mid, "settings", |o| {
+        o["data"]["level"] == "info"
+            && o["metadata"]["labels"]["canopy.dev/inherited-from"] == root.as_str()
+    });
+
+    let apply_yaml = |ns: &str, level: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{level: {level}}}\n"
+        )
+    };
+    let server_side = ["apply", "--server-side", "--force-conflicts", "-f", "-"];
+    let merge = |ns: &str, level: &str| {
+        as_admin(
+            &[
+                "patch",
+                "configmap",
+                "settings",
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"data":{{"level":"{level}"}}}}"#),
+            ],
+            None,
+        )
+    };
+    let json_patch = |ns: &str, level: &str| {
+        as_admin(
+            &[
+                "patch",
+                "configmap",
+                "settings",
+                "-n",
+                ns,
+                "--type=json",
+                "-p",
+                &format!(r#"[{{"op":"replace","path":"/data/level","value":"{level}"}}]"#),
+            ],
+            None,
+        )
+    };
+
+    // Every write path: refused on the copy, working on the source.
+    refused("a merge patch of a copy", merge(&mid, "debug"), "read-only");
+    ok("a merge patch of the source", merge(&root, "warn"));
+    refused(
+        "a JSON patch of a copy",
+        json_patch(&mid, "debug"),
+        "read-only",
+    );
+    ok("a JSON patch of the source", json_patch(&root, "error"));
+    refused(
+        "a server-side apply to a copy",
+        as_admin(&server_side, Some(&apply_yaml(&mid, "debug"))),
+        "read-only",
+    );
+    ok(
+        "a server-side apply to the source",
+        as_admin(&server_side, Some(&apply_yaml(&root, "trace"))),
+    );
+    refused(
+        "removing a copy's inherited-from label",
+        as_admin(
+            &[
+                "label",
+                "configmap",
+                "settings",
+                "-n",
+                &mid,
+                "canopy.dev/inherited-from-",
+            ],
+            None,
+        ),
+        "read-only",
+    );
+    refused(
+        "deleting a copy",
+        as_admin(&["delete", "configmap", "settings", "-n", &mid], None),
+        "read-only",
+    );
+    let copy = wait_for_copy("configmap", &mid, "settings", |o| {
+        o["data"]["level"] == "trace"
+    });
+    assert_eq!(
+        copy["metadata"]["labels"]["canopy.dev/inherited-from"],
+        root.as_str(),
+        "the copy follows its source only"
+    );
+
+    // A forged copy is refused; the same object without the label is fine, as are its
+    // update and deletion.
+    let object = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {mid}, labels: {labels}}}\ndata: {{level: info}}\n"
+        )
+    };
+    refused(
+        "creating an object labelled as a copy",
+        as_admin(
+            &["create", "-f", "-"],
+            Some(&object(
+                "forged",
+                &format!("{{canopy.dev/inherited-from: {root}}}"),
+            )),
+        ),
+        "only canopy may set",
+    );
+    ok(
+        "creating a local ConfigMap",
+        as_admin(&["create", "-f", "-"], Some(&object("local", "{}"))),
+    );
+    ok(
+        "a merge patch of a local ConfigMap",
+        as_admin(
+            &[
+                "patch",
+                "configmap",
+                "local",
+                "-n",
+                &mid,
+                "--type=merge",
+                "-p",
+                r#"{"data":{"level":"debug"}}"#,
+            ],
+            None,
+        ),
+    );
+    ok(
+        "deleting a local ConfigMap",
+        as_admin(&["delete", "configmap", "local", "-n", &mid], None),
+    );
+
+    // An upgrade that puts the static rules back is repaired, and copies are protected
+    // again; the clientConfig (a URL in the tests) is left alone throughout.
+    let manifest: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(common::repo_path(
+            "webhooks/validating-webhook-configuration.yaml",
+        ))
+        .expect("the webhook manifest"),
+    )
+    .expect("the webhook manifest parses");
+    let shipped = manifest["webhooks"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == "propagated.canopy.dev"))
+        .expect("the shipped webhook")["rules"]
+        .clone();
+    let reset =
+        serde_json::json!({"webhooks": [{"name": "propagated.canopy.dev", "rules": shipped}]});
+    let out = kubectl_ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "canopy",
+        "--type=strategic",
+        "-p",
+        &reset.to_string(),
+    ]);
+    assert!(
+        !out.contains("no change"),
+        "the reset changed nothing: {out}"
+    );
+    eventually("canopy to put the configmaps rule back", WAIT, || {
+        webhook_covers("configmaps").then_some(())
+    });
+    assert_eq!(
+        propagated_webhook().expect("the webhook")["clientConfig"]["url"],
+        url_before
+    );
+    refused(
+        "a merge patch of a copy after the repair",
+        merge(&mid, "debug"),
+        "read-only",
+    );
+
+    // A kind dropped from the configuration loses its rule (its copies stay as they are).
+    configure(&[]);
+    eventually("the configmaps rule to go", WAIT, || {
+        (!webhook_covers("configmaps")).then_some(())
+    });
+    assert!(
+        webhook_covers("resourcequotas"),
+        "the default kinds keep theirs"
     );
 }
 

@@ -11,6 +11,7 @@ pub mod propagation;
 pub mod queue;
 pub mod tenant;
 pub mod volume;
+pub mod webhook_rules;
 pub mod writer;
 
 use std::sync::Arc;
@@ -34,7 +35,9 @@ const CONCURRENCY: usize = 16;
 ///
 /// Reconcilers run only while `leader` is true (this replica holds the Lease); until
 /// then, and in a webhooks-only manager, it only keeps propagation's watchers in step with
-/// the configuration, for the webhooks to read.
+/// the configuration, for the webhooks to read. The leader also keeps the rules of the
+/// `propagated.canopy.dev` webhook in the ValidatingWebhookConfiguration
+/// `webhook_configuration` in step with the propagated kinds.
 pub async fn run(
     client: Client,
     state: ClusterState,
@@ -42,6 +45,7 @@ pub async fn run(
     propagation: Arc<Propagation>,
     mut changes: mpsc::UnboundedReceiver<Change>,
     mut leader: tokio::sync::watch::Receiver<bool>,
+    webhook_configuration: String,
 ) {
     let mut ready = state.ready.clone();
     if ready.wait_for(|r| *r).await.is_err() {
@@ -118,6 +122,12 @@ pub async fn run(
     let dispatch = async move {
         let _ = dispatch.await;
     };
+    let rules = webhook_rules::run(
+        client.clone(),
+        writer.clone(),
+        propagation.clone(),
+        webhook_configuration,
+    );
     let status = configuration_status::run(client, propagation.clone());
     let depths = {
         let (namespaces, anchors, tenants, propagation) = (
@@ -186,7 +196,8 @@ pub async fn run(
         tenant_workers,
         volume_workers,
         depths,
-        status
+        status,
+        rules
     );
 }
 

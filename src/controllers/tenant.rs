@@ -28,8 +28,22 @@ pub const OWNERS_BINDING: &str = "canopy-owners";
 pub const QUOTA: &str = "canopy-quota";
 pub const LIMITS: &str = "canopy-limits";
 pub const ISOLATION: &str = "canopy-isolation";
-/// All of them, which only canopy may change.
-pub const ROOT_OBJECTS: [&str; 4] = [OWNERS_BINDING, QUOTA, LIMITS, ISOLATION];
+/// All of them, with their kinds as `(group, plural, name)`; only canopy may change them.
+pub const ROOT_OBJECTS: [(&str, &str, &str); 4] = [
+    ("rbac.authorization.k8s.io", "rolebindings", OWNERS_BINDING),
+    ("", "resourcequotas", QUOTA),
+    ("", "limitranges", LIMITS),
+    ("networking.k8s.io", "networkpolicies", ISOLATION),
+];
+
+/// Whether an object of `resource` (in `group`) named `name` in a Tenant's root is one
+/// of the Tenant's root objects. By kind too: the propagated-kinds webhook also sees
+/// configured kinds, and a ConfigMap named `canopy-quota` is the owners' own business.
+pub fn is_root_object(group: &str, resource: &str, name: &str) -> bool {
+    ROOT_OBJECTS
+        .iter()
+        .any(|(g, r, n)| *g == group && *r == resource && *n == name)
+}
 
 /// The root namespace a Tenant declares.
 pub fn root_of(tenant: &Tenant) -> String {

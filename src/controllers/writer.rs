@@ -5,6 +5,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -236,6 +239,26 @@ impl Writer {
             .await
             .map_err(context(|| {
                 format!("writing the status of {} {name}", resource.kind)
+            }))?;
+        Ok(())
+    }
+
+    /// Replaces the rules of the webhook named `webhook` in the ValidatingWebhookConfiguration
+    /// `configuration`. A strategic merge keyed by webhook name (`rules` is an atomic
+    /// list): the webhook's clientConfig and every other webhook are left as they are,
+    /// whoever wrote them (the caBundle, the tests' URLs).
+    pub async fn set_webhook_rules(
+        &self,
+        configuration: &str,
+        webhook: &str,
+        rules: &[RuleWithOperations],
+    ) -> Result<()> {
+        let patch = json!({"webhooks": [{"name": webhook, "rules": rules}]});
+        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+            .patch(configuration, &merge_params(), &Patch::Strategic(&patch))
+            .await
+            .map_err(context(|| {
+                format!("setting the rules of webhook {webhook} in ValidatingWebhookConfiguration {configuration}")
             }))?;
         Ok(())
     }

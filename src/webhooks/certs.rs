@@ -21,6 +21,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tracing::{info, warn};
 
+/// The name of canopy's ValidatingWebhookConfiguration in the chart and kustomize.
+pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "canopy";
+
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 
@@ -36,8 +39,10 @@ pub struct CertArgs {
     /// The Service the apiserver calls the webhooks through.
     #[arg(long, default_value = "canopy-webhook")]
     pub webhook_service: String,
-    /// The ValidatingWebhookConfiguration whose caBundle is kept in step.
-    #[arg(long, default_value = "canopy")]
+    /// The ValidatingWebhookConfiguration whose caBundle is kept in step (with
+    /// --self-signed-certificates), and whose `propagated.canopy.dev` rules the leader
+    /// keeps equal to the propagated kinds (always).
+    #[arg(long, default_value = DEFAULT_WEBHOOK_CONFIGURATION)]
     pub webhook_configuration: String,
     /// Extra names or IPs for the serving certificate (e.g. 127.0.0.1 for local runs).
     #[arg(long = "webhook-host")]

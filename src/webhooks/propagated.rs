@@ -1,8 +1,6 @@
 //! Admission for propagated kinds: copies are read-only to everyone but canopy, and a
 //! source whose copy would overwrite an object that is not a copy is refused.
 
-use std::collections::BTreeMap;
-
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
@@ -53,7 +51,11 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         return Verdict::Deny(format!("{kind} {namespace}/{name}: {what}"));
     }
     if let Some(tenant) = webhooks.state.forest().tenant_rooted_at(namespace)
-        && crate::controllers::tenant::ROOT_OBJECTS.contains(&name)
+        && crate::controllers::tenant::is_root_object(
+            &request.resource.group,
+            &request.resource.resource,
+            name,
+        )
     {
         return Verdict::Deny(format!(
             "{kind} {namespace}/{name} belongs to Tenant {tenant:?} and is written by canopy; \
@@ -66,17 +68,14 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Verdict::Allow;
     }
-    let annotations: BTreeMap<String, String> = request
-        .object
-        .as_ref()
-        .and_then(|o| o.metadata.annotations.clone())
-        .unwrap_or_default();
+    let Some(object) = request.object.as_ref() else {
+        return Verdict::Allow;
+    };
     match propagation.conflicts_for_source(
         &request.resource.group,
         &request.resource.resource,
         namespace,
-        name,
-        &annotations,
+        object,
     ) {
         Err(err) => Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
         Ok(conflicts) if conflicts.is_empty() => Verdict::Allow,
@@ -87,5 +86,126 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
              or propagate.canopy.dev/none annotation",
             conflicts.join(", ")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CanopyConfigurationSpec;
+    use crate::forest::Forest;
+    use crate::forest::watch::ClusterState;
+    use kube::core::admission::AdmissionReview;
+    use serde_json::{Value, json};
+
+    fn webhooks() -> Webhooks {
+        let mut forest = Forest::new();
+        forest.set_namespace("acme", Default::default(), false);
+        forest.set_namespace("acme-dev", Default::default(), false);
+        forest.set_tenant_root("acme", "acme");
+        Webhooks::detached(
+            ClusterState::detached(forest, CanopyConfigurationSpec::default()),
+            "system:serviceaccount:canopy-system:canopy".into(),
+        )
+    }
+
+    /// A request by a namespace admin for `resource` (a `(group, version, plural, kind)`).
+    fn request(
+        resource: (&str, &str, &str, &str),
+        operation: &str,
+        namespace: &str,
+        name: &str,
+        old: Option<Value>,
+        new: Option<Value>,
+    ) -> AdmissionRequest<DynamicObject> {
+        let (group, version, plural, kind) = resource;
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "1",
+                "kind": {"group": group, "version": version, "kind": kind},
+                "resource": {"group": group, "version": version, "resource": plural},
+                "operation": operation,
+                "namespace": namespace,
+                "name": name,
+                "userInfo": {"username": "alice", "groups": ["acme-admins"]},
+                "object": new,
+                "oldObject": old,
+            }
+        });
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_value(review).expect("a review");
+        review.try_into().expect("a request")
+    }
+
+    fn object(kind: &str, name: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": kind,
+               "metadata": {"name": name, "namespace": "acme-dev", "labels": labels}})
+    }
+
+    const CONFIGMAPS: (&str, &str, &str, &str) = ("", "v1", "configmaps", "ConfigMap");
+
+    #[test]
+    fn copies_of_any_kind_are_read_only() {
+        let w = webhooks();
+        let copy = object(
+            "ConfigMap",
+            "settings",
+            json!({keys::INHERITED_FROM: "acme"}),
+        );
+        let edited = object("ConfigMap", "settings", json!({}));
+        for (op, old, new) in [
+            ("UPDATE", Some(copy.clone()), Some(copy.clone())),
+            ("UPDATE", Some(copy.clone()), Some(edited.clone())),
+            ("DELETE", Some(copy.clone()), None),
+            ("CREATE", None, Some(copy.clone())),
+        ] {
+            let verdict = review(
+                &w,
+                &request(CONFIGMAPS, op, "acme-dev", "settings", old, new),
+            );
+            assert!(matches!(verdict, Verdict::Deny(_)), "{op}: {verdict:?}");
+        }
+        let local = review(
+            &w,
+            &request(
+                CONFIGMAPS,
+                "CREATE",
+                "acme-dev",
+                "settings",
+                None,
+                Some(edited),
+            ),
+        );
+        assert!(matches!(local, Verdict::Allow), "{local:?}");
+    }
+
+    #[test]
+    fn root_objects_are_protected_by_kind_and_name() {
+        let w = webhooks();
+        let in_root = |resource, kind| {
+            let mut obj = object(kind, "canopy-quota", json!({}));
+            obj["metadata"]["namespace"] = json!("acme");
+            review(
+                &w,
+                &request(
+                    resource,
+                    "UPDATE",
+                    "acme",
+                    "canopy-quota",
+                    Some(obj.clone()),
+                    Some(obj),
+                ),
+            )
+        };
+        let quota = in_root(
+            ("", "v1", "resourcequotas", "ResourceQuota"),
+            "ResourceQuota",
+        );
+        assert!(matches!(quota, Verdict::Deny(_)), "{quota:?}");
+        // A ConfigMap of the same name is the owners' own.
+        let configmap = in_root(CONFIGMAPS, "ConfigMap");
+        assert!(matches!(configmap, Verdict::Allow), "{configmap:?}");
     }
 }

@@ -30,6 +30,24 @@ fn rbac(key: &KindKey) -> bool {
     key.0 == "rbac.authorization.k8s.io" && (key.1 == "roles" || key.1 == "rolebindings")
 }
 
+/// The kinds that propagate by default (the CRD's default `spec.resources`, plus Roles
+/// and RoleBindings, which always do).
+const DEFAULT_KINDS: [(&str, &str); 5] = [
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("", "resourcequotas"),
+    ("", "limitranges"),
+    ("networking.k8s.io", "networkpolicies"),
+];
+
+/// The API resources of the default kinds, which need no discovery.
+pub fn default_kinds() -> Vec<ApiResource> {
+    DEFAULT_KINDS
+        .iter()
+        .filter_map(|(group, plural)| builtin(&((*group).to_owned(), (*plural).to_owned())))
+        .collect()
+}
+
 /// The kinds with built-in API resources, propagated by default.
 fn builtin(key: &KindKey) -> Option<ApiResource> {
     Some(match (key.0.as_str(), key.1.as_str()) {
@@ -157,6 +175,11 @@ mod tests {
             None,
             "not configured, not propagated"
         );
+    }
+
+    #[test]
+    fn every_default_kind_is_built_in() {
+        assert_eq!(default_kinds().len(), DEFAULT_KINDS.len());
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct Propagation {
     leader: watch::Receiver<bool>,
     /// The configuration has been read and every kind's watches started at least once.
     configured: std::sync::atomic::AtomicBool,
+    /// The API resources of the kinds propagated now, sorted; `None` until the
+    /// configuration has been read once (so nobody mistakes "not read yet" for "none").
+    resolved: watch::Sender<Option<Vec<ApiResource>>>,
 }
 
 impl Propagation {
@@ -87,7 +90,14 @@ impl Propagation {
             hierarchy_queue: WorkQueue::new(),
             leader,
             configured: std::sync::atomic::AtomicBool::new(false),
+            resolved: watch::Sender::new(None),
         })
+    }
+
+    /// The kinds propagated now (every mode), as resolved API resources; changes when
+    /// the configuration adds, drops or newly resolves a kind.
+    pub fn resolved_kinds(&self) -> watch::Receiver<Option<Vec<ApiResource>>> {
+        self.resolved.subscribe()
     }
 
     /// The queue of namespaces whose HierarchyConfiguration status must be rewritten
@@ -96,18 +106,19 @@ impl Propagation {
         self.hierarchy_queue.clone()
     }
 
-    /// Descendants of `namespace` where a copy of the source `name` (of the kind
-    /// `resource` of `group`) would overwrite an object that is not a copy; `Err` when the
-    /// source's propagation annotations are invalid.
+    /// Descendants of `namespace` where a copy of `source` (of the kind `resource` of
+    /// `group`) would overwrite an object that is not a copy; `Err` when the source's
+    /// propagation annotations are invalid.
     pub fn conflicts_for_source(
         &self,
         group: &str,
         resource: &str,
         namespace: &str,
-        name: &str,
-        annotations: &std::collections::BTreeMap<String, String>,
+        source: &DynamicObject,
     ) -> Result<Vec<String>, selectors::SelectorError> {
-        let exceptions = selectors::Exceptions::parse(annotations)?;
+        let annotations = source.metadata.annotations.clone().unwrap_or_default();
+        let exceptions = selectors::Exceptions::parse(&annotations)?;
+        let name = source.metadata.name.as_deref().unwrap_or_default();
         let key = (group.to_owned(), resource.to_owned());
         let kind = self
             .kinds
@@ -118,6 +129,12 @@ impl Propagation {
         let Some(kind) = kind else {
             return Ok(Vec::new());
         };
+        // An object that never propagates has no copies to conflict: every namespace's
+        // own kube-root-ca.crt, Helm release records of the same release name in a
+        // parent and a child, and so on, once configmaps or secrets are configured.
+        if copy::never_propagated(&kind.resource, source).is_some() {
+            return Ok(Vec::new());
+        }
         let mode = kind.mode();
         if matches!(mode, PropagationMode::Ignore | PropagationMode::Remove)
             || (mode == PropagationMode::AllowPropagate && !exceptions.opted_in())
@@ -205,6 +222,17 @@ impl Propagation {
         self.namespaces_changed(&all);
         self.configured
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut resolved: Vec<ApiResource> =
+            self.kinds().iter().map(|k| k.resource.clone()).collect();
+        resolved.sort_by(|a, b| (&a.group, &a.plural).cmp(&(&b.group, &b.plural)));
+        // Only a real change wakes the subscribers: this runs at every relist.
+        self.resolved.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&resolved);
+            if changed {
+                *current = Some(resolved);
+            }
+            changed
+        });
     }
 
     fn start_kind(self: &Arc<Self>, key: KindKey, resource: ApiResource, mode: PropagationMode) {

@@ -1,0 +1,395 @@
+//! The rules of the `propagated.canopy.dev` webhook follow the configuration.
+//!
+//! The webhook keeps copies read-only, but the apiserver only calls it for the kinds its
+//! rules list, and a static manifest can only list the default kinds. So the leader keeps
+//! the rules equal to the default kinds plus every kind propagation resolved from
+//! `CanopyConfiguration.spec.resources` (as HNC's HNCConfiguration reconciler does for
+//! its object webhook), and puts them back whenever someone else (a `helm upgrade`, a
+//! `kubectl apply -k`) resets them. Only that webhook's `rules` are written: its
+//! clientConfig, caBundle, selectors and every other webhook stay as they are.
+//!
+//! `plan_rules` is pure; `run` watches and hands the plan to the Writer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ValidatingWebhookConfiguration,
+};
+use kube::Client;
+use kube::api::Api;
+use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tracing::{debug, info, instrument, warn};
+
+use super::propagation::Propagation;
+use super::propagation::kinds::default_kinds;
+use super::writer::Writer;
+
+/// The webhook whose rules follow the configuration.
+pub const PROPAGATED_WEBHOOK: &str = "propagated.canopy.dev";
+
+/// What the webhook checks of every kind: creating a copy (forged label or conflicting
+/// source), editing and deleting it.
+const OPERATIONS: [&str; 3] = ["CREATE", "UPDATE", "DELETE"];
+
+/// Copies exist only of namespaced kinds.
+const SCOPE: &str = "Namespaced";
+
+/// How often the rules are compared with the last known configuration even without an
+/// event: retries a failed write, and repairs a change whose watch event was missed.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// The rules for the default kinds and `configured`: one rule per API group and version,
+/// resources sorted, so the result does not depend on the order of the configuration.
+/// The version is the one discovery prefers; the webhook's `matchPolicy` (`Equivalent`,
+/// the default) sends requests made through any other version of the same resource too.
+pub fn desired_rules(configured: &[ApiResource]) -> Vec<RuleWithOperations> {
+    let mut by_group_version: std::collections::BTreeMap<(String, String), BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for resource in default_kinds().iter().chain(configured) {
+        by_group_version
+            .entry((resource.group.clone(), resource.version.clone()))
+            .or_default()
+            .insert(resource.plural.clone());
+    }
+    by_group_version
+        .into_iter()
+        .map(|((group, version), resources)| RuleWithOperations {
+            api_groups: Some(vec![group]),
+            api_versions: Some(vec![version]),
+            operations: Some(OPERATIONS.iter().map(|o| (*o).to_owned()).collect()),
+            resources: Some(resources.into_iter().collect()),
+            scope: Some(SCOPE.to_owned()),
+        })
+        .collect()
+}
+
+/// Everything a list of rules matches, one entry per (group, version, resource,
+/// operation, scope), so rules that say the same thing differently compare equal (the
+/// static manifest groups `roles` and `rolebindings` in one rule, for example).
+fn coverage(rules: &[RuleWithOperations]) -> BTreeSet<[String; 5]> {
+    let all = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        // The apiserver defaults an unset scope to "*".
+        let scope = rule.scope.clone().unwrap_or_else(|| "*".to_owned());
+        for group in all(&rule.api_groups) {
+            for version in all(&rule.api_versions) {
+                for resource in all(&rule.resources) {
+                    for operation in all(&rule.operations) {
+                        out.insert([
+                            group.clone(),
+                            version.clone(),
+                            resource.clone(),
+                            operation,
+                            scope.clone(),
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What to do about the webhook configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RulesPlan {
+    /// The webhook's rules already cover exactly the wanted kinds.
+    UpToDate,
+    /// The configuration has no `propagated.canopy.dev` webhook: canopy does not add one
+    /// (it would have to invent its clientConfig); the installation owns the webhooks.
+    NoWebhook,
+    /// Replace the webhook's rules with these.
+    Set(Vec<RuleWithOperations>),
+}
+
+/// Compares the `propagated.canopy.dev` rules of `current` with the default kinds plus
+/// `configured`. Rules that match more than that (a wildcard added by hand) or less are
+/// replaced: canopy owns this webhook's rules.
+pub fn plan_rules(
+    current: &ValidatingWebhookConfiguration,
+    configured: &[ApiResource],
+) -> RulesPlan {
+    let Some(webhook) = current
+        .webhooks
+        .iter()
+        .flatten()
+        .find(|w| w.name == PROPAGATED_WEBHOOK)
+    else {
+        return RulesPlan::NoWebhook;
+    };
+    let desired = desired_rules(configured);
+    if coverage(webhook.rules.as_deref().unwrap_or_default()) == coverage(&desired) {
+        RulesPlan::UpToDate
+    } else {
+        RulesPlan::Set(desired)
+    }
+}
+
+/// Keeps the rules of `PROPAGATED_WEBHOOK` in the ValidatingWebhookConfiguration named
+/// `configuration` in step with propagation's kinds, until the kinds channel closes.
+/// Runs on the leader only, like every other writer: two replicas with a different idea
+/// of the configuration for a moment would otherwise undo each other's rules.
+#[instrument(skip_all, fields(configuration = %configuration))]
+pub async fn run(
+    client: Client,
+    writer: Writer,
+    propagation: Arc<Propagation>,
+    configuration: String,
+) {
+    let mut kinds = propagation.resolved_kinds();
+    // A watch of the one object by name (allowed by a ClusterRole rule limited with
+    // resourceNames): a reset by a `helm upgrade` is repaired at once, not at a resync.
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={configuration}"));
+    let mut events = std::pin::pin!(watcher::watcher(api.clone(), config).default_backoff());
+    let mut current: Option<ValidatingWebhookConfiguration> = None;
+    let mut relist: Option<ValidatingWebhookConfiguration> = None;
+    let mut listed = false;
+    let mut polled = false;
+    let mut tick = tokio::time::interval(RESYNC);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported_missing = false;
+    loop {
+        tokio::select! {
+            changed = kinds.changed() => if changed.is_err() {
+                return;
+            },
+            event = events.next() => match event {
+                None => return,
+                Some(Ok(Event::Apply(object))) => current = Some(object),
+                Some(Ok(Event::Delete(_))) => current = None,
+                Some(Ok(Event::Init)) => relist = None,
+                Some(Ok(Event::InitApply(object))) => {
+                    relist = Some(object);
+                    continue;
+                }
+                Some(Ok(Event::InitDone)) => {
+                    current = relist.take();
+                    listed = true;
+                }
+                Some(Err(err)) => {
+                    warn!(error = %err, "watching the webhook configuration failed; retrying");
+                    continue;
+                }
+            },
+            _ = tick.tick() => if !listed {
+                // No watch (a ClusterRole from before list and watch were granted, say):
+                // read it at every resync instead, slower to notice a reset but still kept.
+                match api.get_opt(&configuration).await {
+                    Ok(object) => {
+                        current = object;
+                        polled = true;
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "cannot read the webhook configuration");
+                        continue;
+                    }
+                }
+            },
+        }
+        // Nothing is decided before both the configuration and the webhook configuration
+        // are known: an empty list of kinds read too early would drop configured rules.
+        let Some(configured) = kinds.borrow().clone() else {
+            continue;
+        };
+        if !listed && !polled {
+            continue;
+        }
+        let Some(object) = current.as_ref() else {
+            if !reported_missing {
+                info!("no such ValidatingWebhookConfiguration; no webhook rules to keep");
+                reported_missing = true;
+            }
+            continue;
+        };
+        reported_missing = false;
+        match plan_rules(object, &configured) {
+            RulesPlan::UpToDate => {}
+            RulesPlan::NoWebhook => {
+                debug!(
+                    webhook = PROPAGATED_WEBHOOK,
+                    "the configuration has no such webhook"
+                )
+            }
+            RulesPlan::Set(rules) => {
+                match writer
+                    .set_webhook_rules(&configuration, PROPAGATED_WEBHOOK, &rules)
+                    .await
+                {
+                    Ok(()) => {
+                        // Until the watch event arrives, remember what was written, so a
+                        // resync in between does not write it again.
+                        for webhook in current
+                            .iter_mut()
+                            .flat_map(|c| c.webhooks.iter_mut().flatten())
+                        {
+                            if webhook.name == PROPAGATED_WEBHOOK {
+                                webhook.rules = Some(rules.clone());
+                            }
+                        }
+                        info!(
+                            webhook = PROPAGATED_WEBHOOK,
+                            kinds = configured.len(),
+                            "set the webhook's rules to the propagated kinds"
+                        )
+                    }
+                    // Retried at the next resync.
+                    Err(err) => warn!(error = %err, "cannot set the webhook's rules"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    /// The `propagated.canopy.dev` webhook as the static manifest ships it.
+    fn shipped() -> ValidatingWebhookConfiguration {
+        let manifest =
+            include_str!("../../webhooks/validating-webhook-configuration.yaml").to_owned();
+        serde_saphyr::from_str(&manifest).expect("the bundled webhook configuration parses")
+    }
+
+    fn with_rules(rules: Vec<RuleWithOperations>) -> ValidatingWebhookConfiguration {
+        let mut config = shipped();
+        for webhook in config.webhooks.iter_mut().flatten() {
+            if webhook.name == PROPAGATED_WEBHOOK {
+                webhook.rules = Some(rules.clone());
+            }
+        }
+        config
+    }
+
+    fn covers(rules: &[RuleWithOperations], group: &str, version: &str, plural: &str) -> bool {
+        OPERATIONS.iter().all(|op| {
+            coverage(rules).contains(&[
+                group.to_owned(),
+                version.to_owned(),
+                plural.to_owned(),
+                (*op).to_owned(),
+                SCOPE.to_owned(),
+            ])
+        })
+    }
+
+    fn custom(group: &str, version: &str, plural: &str) -> ApiResource {
+        ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: "Widget".into(),
+            plural: plural.into(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_rules_are_the_default_kinds() {
+        assert_eq!(plan_rules(&shipped(), &[]), RulesPlan::UpToDate);
+        // Propagation always resolves Roles and RoleBindings, and by default the rest.
+        assert_eq!(
+            plan_rules(&shipped(), &default_kinds()),
+            RulesPlan::UpToDate
+        );
+    }
+
+    #[test]
+    fn a_configured_kind_is_added_next_to_the_defaults() {
+        let secrets = ApiResource::erase::<Secret>(&());
+        let widgets = custom("example.com", "v1beta1", "widgets");
+        let RulesPlan::Set(rules) = plan_rules(&shipped(), &[secrets, widgets]) else {
+            panic!("the rules must change");
+        };
+        assert!(covers(&rules, "", "v1", "secrets"));
+        assert!(covers(&rules, "example.com", "v1beta1", "widgets"));
+        for (group, plural) in [
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "rolebindings"),
+            ("", "resourcequotas"),
+            ("", "limitranges"),
+            ("networking.k8s.io", "networkpolicies"),
+        ] {
+            assert!(covers(&rules, group, "v1", plural), "{group}/{plural}");
+        }
+        // Secrets share the core group's rule with the default core kinds.
+        assert_eq!(rules.len(), 4, "{rules:?}");
+        // Written once, they are up to date, whatever the order of the configuration.
+        let written = with_rules(rules);
+        let again = [
+            custom("example.com", "v1beta1", "widgets"),
+            ApiResource::erase::<Secret>(&()),
+        ];
+        assert_eq!(plan_rules(&written, &again), RulesPlan::UpToDate);
+    }
+
+    #[test]
+    fn a_reset_or_a_dropped_kind_is_put_right() {
+        let configmaps = ApiResource::erase::<ConfigMap>(&());
+        let RulesPlan::Set(rules) = plan_rules(&shipped(), std::slice::from_ref(&configmaps))
+        else {
+            panic!("the rules must change");
+        };
+        // A `helm upgrade` puts the static rules back: they are set again.
+        assert_eq!(
+            plan_rules(&shipped(), std::slice::from_ref(&configmaps)),
+            RulesPlan::Set(rules.clone())
+        );
+        // A kind dropped from the configuration loses its rule.
+        let RulesPlan::Set(fewer) = plan_rules(&with_rules(rules), &[]) else {
+            panic!("the configmaps rule must go");
+        };
+        assert!(!covers(&fewer, "", "v1", "configmaps"));
+        assert_eq!(plan_rules(&with_rules(fewer), &[]), RulesPlan::UpToDate);
+    }
+
+    #[test]
+    fn rules_that_match_more_or_differently_are_replaced() {
+        let wildcard = RuleWithOperations {
+            api_groups: Some(vec!["*".into()]),
+            api_versions: Some(vec!["*".into()]),
+            operations: Some(vec!["*".into()]),
+            resources: Some(vec!["*".into()]),
+            scope: None,
+        };
+        let mut rules = desired_rules(&[]);
+        rules.push(wildcard);
+        assert!(matches!(
+            plan_rules(&with_rules(rules), &[]),
+            RulesPlan::Set(_)
+        ));
+        // Missing DELETE is a hole (a copy could be deleted): replaced.
+        let mut no_delete = desired_rules(&[]);
+        for rule in &mut no_delete {
+            rule.operations = Some(vec!["CREATE".into(), "UPDATE".into()]);
+        }
+        assert!(matches!(
+            plan_rules(&with_rules(no_delete), &[]),
+            RulesPlan::Set(_)
+        ));
+    }
+
+    #[test]
+    fn only_the_propagated_webhook_counts() {
+        // Another webhook's rules are not canopy's to keep.
+        let mut config = shipped();
+        for webhook in config.webhooks.iter_mut().flatten() {
+            if webhook.name != PROPAGATED_WEBHOOK {
+                webhook.rules = Some(Vec::new());
+            }
+        }
+        assert_eq!(plan_rules(&config, &[]), RulesPlan::UpToDate);
+        config
+            .webhooks
+            .get_or_insert_default()
+            .retain(|w| w.name != PROPAGATED_WEBHOOK);
+        assert_eq!(plan_rules(&config, &[]), RulesPlan::NoWebhook);
+    }
+}
