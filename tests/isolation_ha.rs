@@ -49,6 +49,7 @@ fn start_manager(kubeconfig: std::path::PathBuf, identity: &str, webhooks: Webho
             halves,
             Some(election),
             DEFAULT_WRITE_QPS,
+            canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
             shutdown,
         )
         .await
