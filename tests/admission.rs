@@ -429,6 +429,8 @@ metadata: {{name: {tenant}}}
 spec:
   rootNamespace: {ns}
   policies: {{hostPath: Warn, resources: Enforce}}
+  # Pod Security baseline refuses hostPath on its own; canopy's Warn is what is tested.
+  podSecurity: privileged
 "#
     ));
     assert!(out.success, "Tenant: {}", out.stderr);
