@@ -7,7 +7,8 @@
 //!
 //! - hostPath ([`host_path`]): no hostPath volume in a pod or pod template, no hostPath
 //!   PersistentVolume;
-//! - resources ([`resources`]): every container requests and limits the required resources;
+//! - resources ([`resources`]): every container requests and limits the required resources,
+//!   each with a positive quantity ([`quantity`]);
 //! - reclaimPolicy ([`reclaim`]): PersistentVolumes and StorageClasses use `Delete`.
 //!
 //! [`mode`] decides which of them apply to a request and how, [`message`] renders the one
@@ -20,6 +21,7 @@ pub mod message;
 pub mod mode;
 mod object;
 pub mod pod_specs;
+pub mod quantity;
 pub mod reclaim;
 pub mod resources;
 mod violation;

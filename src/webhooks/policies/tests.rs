@@ -147,6 +147,33 @@ fn pod_refused_with_the_exact_message() {
 }
 
 #[test]
+fn zero_limits_are_refused_with_the_exact_message() {
+    let config = config();
+    // As the apiserver sends it: defaulting has copied the zero limits into the requests.
+    let object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "acme-dev"},
+        "spec": {"containers": [{"name": "app", "image": "nginx", "resources": {
+            "requests": {"cpu": "0", "memory": "0"}, "limits": {"cpu": "0", "memory": "0"}}}]}
+    });
+    let outcome = run(&input("", "Pod", &object, &config));
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "Pod \"web\" refused by canopy: container \"app\" at spec.containers[0] has requests.cpu of \"0\", \
+             limits.cpu of \"0\", requests.memory of \"0\", limits.memory of \"0\" \
+             (tenant acme requires requests and limits for cpu, memory); a required resource needs a \
+             positive quantity; set resources.requests.cpu, resources.limits.cpu, \
+             resources.requests.memory, resources.limits.memory to positive values"
+        )
+    );
+    // The same Pod with positive quantities passes: the zeros were the reason.
+    let mut positive = object.clone();
+    positive["spec"]["containers"][0]["resources"] = full();
+    assert!(run(&input("", "Pod", &positive, &config)).is_allowed());
+}
+
+#[test]
 fn good_pod_is_admitted() {
     let config = config();
     let object = good_pod();
