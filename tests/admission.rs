@@ -308,8 +308,8 @@ fn reclaim_policy_and_host_path_are_refused_for_volumes_and_storage_classes() {
     refused(
         &as_user(STORAGE_ADMIN, "default", &["apply"], &host),
         &[
-            "spec.hostPath is set",
-            "use a local or CSI volume source instead of spec.hostPath",
+            "spec.hostPath is node storage",
+            "provision volumes through a StorageClass with a dynamic provisioner instead",
         ],
     );
     let good = unique("pv-good");

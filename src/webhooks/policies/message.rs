@@ -340,8 +340,9 @@ mod tests {
         );
         assert_eq!(
             message,
-            "PersistentVolume \"pv-1\" refused by canopy: spec.hostPath is set (forbidden by cluster policy); \
-             use a local or CSI volume source instead of spec.hostPath; \
+            "PersistentVolume \"pv-1\" refused by canopy: spec.hostPath is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions; \
              spec.persistentVolumeReclaimPolicy is unset, which means Retain (cluster policy requires Delete); \
              set spec.persistentVolumeReclaimPolicy to Delete"
         );

@@ -614,8 +614,9 @@ fn persistent_volume_host_path_is_checked_whatever_the_scope() {
     assert_eq!(
         outcome.denial_message(),
         Some(
-            "PersistentVolume \"local\" refused by canopy: spec.hostPath is set (forbidden by cluster policy); \
-             use a local or CSI volume source instead of spec.hostPath"
+            "PersistentVolume \"local\" refused by canopy: spec.hostPath is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions"
         )
     );
     assert_eq!(
@@ -625,6 +626,64 @@ fn persistent_volume_host_path_is_checked_whatever_the_scope() {
             (Policy::ReclaimPolicy, "passed")
         ]
     );
+}
+
+#[test]
+fn local_persistent_volumes_are_node_storage_unless_the_provisioner_is_exempt() {
+    let config = PolicyConfig {
+        exemptions: Exemptions {
+            usernames: vec!["system:serviceaccount:local:provisioner".to_owned()],
+            groups: Vec::new(),
+            namespaces: Vec::new(),
+        },
+        ..PolicyConfig::default()
+    };
+    let local = json!({"metadata": {"name": "root"}, "spec": {
+        "local": {"path": "/"}, "persistentVolumeReclaimPolicy": "Delete",
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
+    let admin_groups = vec!["system:masters".to_owned()];
+    let admin = PolicyInput {
+        requester: Requester {
+            username: "admin",
+            groups: &admin_groups,
+        },
+        ..cluster_input("", "PersistentVolume", &local, &config)
+    };
+    let outcome = run(&admin);
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "PersistentVolume \"root\" refused by canopy: spec.local is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions"
+        )
+    );
+    let provisioner = PolicyInput {
+        requester: Requester {
+            username: "system:serviceaccount:local:provisioner",
+            groups: NO_GROUPS,
+        },
+        ..admin
+    };
+    let outcome = run(&provisioner);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].mode.source, ModeSource::ExemptUsername);
+
+    // The PV controller binding an existing local volume (claimRef) is not refused.
+    let mut bound = local.clone();
+    bound["spec"]["claimRef"] = json!({"namespace": "acme", "name": "data"});
+    let binding = PolicyInput {
+        operation: Operation::Update,
+        old_object: Some(&local),
+        requester: Requester {
+            username: "system:kube-controller-manager",
+            groups: NO_GROUPS,
+        },
+        ..cluster_input("", "PersistentVolume", &bound, &config)
+    };
+    let outcome = run(&binding);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].result, CheckResult::Unchanged);
 }
 
 #[test]

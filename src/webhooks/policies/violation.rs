@@ -109,6 +109,9 @@ pub enum Problem {
     HostPathVolume,
     /// A PersistentVolume whose source is `spec.hostPath`.
     HostPathPersistentVolume,
+    /// A PersistentVolume whose source is `spec.local`: a node's directory or disk (a
+    /// `local` PV with path `/` is the node's root filesystem), as dangerous as hostPath.
+    LocalPersistentVolume,
     /// A container that neither sets nor will be given a required request or limit.
     MissingResource {
         field: ResourceField,
@@ -154,7 +157,9 @@ impl Violation {
     pub fn problem_text(&self) -> String {
         match &self.problem {
             Problem::HostPathVolume => "uses hostPath".to_owned(),
-            Problem::HostPathPersistentVolume => "is set".to_owned(),
+            Problem::HostPathPersistentVolume | Problem::LocalPersistentVolume => {
+                "is node storage".to_owned()
+            }
             Problem::MissingResource { field, resource } => {
                 format!("has no {}.{resource}", field.as_str())
             }
@@ -177,8 +182,14 @@ impl Violation {
                 "remove it or use another volume type, such as persistentVolumeClaim or emptyDir"
                     .to_owned()
             }
-            Problem::HostPathPersistentVolume => {
-                "use a local or CSI volume source instead of spec.hostPath".to_owned()
+            // Neither hostPath nor local is a way out: both are a node's storage. Storage
+            // that a provisioner makes per claim is; a provisioner trusted to make node
+            // storage (a local-volume provisioner) is exempted by its identity.
+            Problem::HostPathPersistentVolume | Problem::LocalPersistentVolume => {
+                "provision volumes through a StorageClass with a dynamic provisioner instead, \
+                 or add the provisioner's identity to the CanopyConfiguration's \
+                 spec.policies.exemptions"
+                    .to_owned()
             }
             Problem::MissingResource { field, resource } => {
                 format!("set {}", self.setting(*field, resource))
