@@ -13,7 +13,7 @@ fn config() -> PolicyConfig {
     PolicyConfig {
         exemptions: Exemptions {
             usernames: vec!["ci-bot".to_owned()],
-            groups: vec!["system:masters".to_owned()],
+            groups: vec!["canopy:break-glass".to_owned()],
             namespaces: vec!["acme-sandbox".to_owned()],
         },
         ..PolicyConfig::default()
@@ -331,9 +331,9 @@ fn excluded_namespace_is_exempt() {
 fn exempt_user_group_and_namespace_are_admitted() {
     let config = config();
     let object = bad_deployment();
-    let masters = vec![
+    let break_glass = vec![
         "system:authenticated".to_owned(),
-        "system:masters".to_owned(),
+        "canopy:break-glass".to_owned(),
     ];
     let cases = [
         (
@@ -347,7 +347,7 @@ fn exempt_user_group_and_namespace_are_admitted() {
         (
             Requester {
                 username: "admin",
-                groups: &masters,
+                groups: &break_glass,
             },
             "acme-dev",
             ModeSource::ExemptGroup,
