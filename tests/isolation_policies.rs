@@ -365,6 +365,48 @@ fn zero_is_not_a_limit() {
     admitted(&owner_apply(&t, DRY_RUN, &pod_level_positive));
 }
 
+/// `kubectl patch pod <name> --subresource resize`, as the cluster admin: the `admin` role
+/// that owners get does not grant `pods/resize` (1.36), but any role that does, and any
+/// non-exempt admin, could otherwise resize a checked Pod to zero.
+fn resize(tenant: &str, pod: &str, resources: &str) -> Kubectl {
+    let patch =
+        format!(r#"{{"spec":{{"containers":[{{"name":"app","resources":{resources}}}]}}}}"#);
+    kubectl(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        tenant,
+        "--subresource",
+        "resize",
+        "-p",
+        &patch,
+    ])
+}
+
+#[test]
+fn zero_limits_cannot_be_resized_in() {
+    let t = tenant("iso-resize", false);
+    // A Burstable Pod (requests below limits), admitted.
+    let burstable = "{requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 100m, memory: 64Mi}}";
+    admitted(&owner_apply(&t, REAL, &pod("web", burstable, NO_VOLUMES)));
+    // The attack: resize the memory request and limit to zero through `pods/resize`, which
+    // the apiserver allows (the QoS class stays Burstable, by the cpu request), leaving
+    // memory unbounded.
+    let zero = r#"{"requests":{"cpu":"10m","memory":"0"},"limits":{"cpu":"100m","memory":"0"}}"#;
+    refused(
+        &resize(&t, "web", zero),
+        &[
+            "has requests.memory of \"0\", limits.memory of \"0\"",
+            "a required resource needs a positive quantity",
+        ],
+    );
+    // The legitimate resize on the same path: positive quantities.
+    let bigger =
+        r#"{"requests":{"cpu":"20m","memory":"32Mi"},"limits":{"cpu":"200m","memory":"64Mi"}}"#;
+    admitted(&resize(&t, "web", bigger));
+}
+
 // ---- 2. Node storage by another name ----
 
 #[test]

@@ -547,7 +547,37 @@ fn subresources() {
     };
     assert!(run(&request).is_allowed());
 
-    for subresource in ["status", "binding", "scale", "resize"] {
+    // A resize is judged for resources only: to zero is refused, to positive admitted.
+    let mut sized = good_pod();
+    let old = sized.clone();
+    sized["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m", "memory": "0"}, "limits": {"cpu": "1", "memory": "0"}});
+    let request = PolicyInput {
+        subresource: Some("resize"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        ..input("", "Pod", &sized, &config)
+    };
+    let outcome = run(&request);
+    assert_eq!(results(&outcome), [(Policy::Resources, "violated")]);
+    assert!(
+        outcome
+            .denial_message()
+            .unwrap_or_default()
+            .contains("has requests.memory of \"0\", limits.memory of \"0\""),
+        "{outcome:?}"
+    );
+    sized["spec"]["containers"][0]["resources"] = json!({
+        "requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}});
+    let request = PolicyInput {
+        subresource: Some("resize"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        ..input("", "Pod", &sized, &config)
+    };
+    assert!(run(&request).is_allowed());
+
+    for subresource in ["status", "binding", "scale"] {
         let request = PolicyInput {
             subresource: Some(subresource),
             operation: Operation::Update,
