@@ -182,12 +182,16 @@ pub fn check_pod_spec(pod: &ExtractedPodSpec, rules: ResourceRules<'_>) -> Vec<V
     violations
 }
 
+/// The full path of a request or limit, e.g. `spec.containers[0].resources.limits.cpu` or
+/// `spec.resources.limits.cpu`.
 fn field_path(subject: &Subject, field: ResourceField, resource: &str) -> String {
     match subject {
         Subject::Container { path, .. } => {
             format!("{path}.resources.{}.{resource}", field.as_str())
         }
         Subject::PodResources { path } => format!("{path}.{}.{resource}", field.as_str()),
+        // This policy only ever names containers and pod-level resources; these two have
+        // no resource fields.
         Subject::Volume { path, .. } => path.clone(),
         Subject::Object => String::new(),
     }
