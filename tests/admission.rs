@@ -3,7 +3,7 @@
 //!
 //! The tests of this binary share one CanopyConfiguration (a cluster singleton), set once
 //! by `setup()`: scope AllNamespaces, every policy Enforce, one excluded namespace, one
-//! exempt namespace and one exempt user.
+//! exempt namespace, one exempt user and one exempt (break-glass) group.
 
 mod common;
 
@@ -18,6 +18,8 @@ const ALICE: &str = "alice";
 const EXEMPT_USER: &str = "exempt-user";
 /// May create PersistentVolumes and StorageClasses, and is not exempt.
 const STORAGE_ADMIN: &str = "storage-admin";
+/// Exempt by group in the shared configuration (no group is exempt by default).
+const BREAK_GLASS: &str = "canopy:break-glass";
 /// Excluded and exempt namespaces of the shared configuration (one cluster per test binary,
 /// so fixed names do not collide).
 const EXCLUDED_NS: &str = "adm-excluded";
@@ -42,7 +44,7 @@ spec:
     resources: Enforce
     reclaimPolicy: Enforce
     requiredResources: [cpu, memory]
-    exemptions: {{usernames: [{EXEMPT_USER}], groups: ["system:masters"], namespaces: [{EXEMPT_NS}]}}
+    exemptions: {{usernames: [{EXEMPT_USER}], groups: [{BREAK_GLASS}], namespaces: [{EXEMPT_NS}]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -68,7 +70,12 @@ subjects:
         // (a namespace of no tenant is only checked with scope AllNamespaces).
         let ns = team_namespace("probe");
         eventually("the shared configuration to be in force", WAIT, || {
-            let out = as_user(ALICE, &ns, &["apply", "--dry-run=server"], &pod("p", "", HOST_PATH));
+            let out = as_user(
+                ALICE,
+                &ns,
+                &["apply", "--dry-run=server"],
+                &pod("p", "", HOST_PATH),
+            );
             out.stderr.contains("refused by canopy").then_some(())
         });
     });
@@ -308,8 +315,8 @@ fn reclaim_policy_and_host_path_are_refused_for_volumes_and_storage_classes() {
     refused(
         &as_user(STORAGE_ADMIN, "default", &["apply"], &host),
         &[
-            "spec.hostPath is set",
-            "use a local or CSI volume source instead of spec.hostPath",
+            "spec.hostPath is node storage",
+            "provision volumes through a StorageClass with a dynamic provisioner instead",
         ],
     );
     let good = unique("pv-good");
@@ -496,11 +503,31 @@ fn exempt_users_are_not_checked() {
         &["apply"],
         &pod("by-exempt", "", HOST_PATH),
     ));
-    // The admin is in system:masters, exempt by group.
+    // An admin who joins the break-glass group is exempt by group...
     admitted(&common::kubectl_with_stdin(
-        &["-n", &ns, "apply", "-f", "-"],
-        Some(&pod("by-admin", "", HOST_PATH)),
+        &[
+            "--as",
+            "oncall",
+            "--as-group",
+            "system:masters",
+            "--as-group",
+            BREAK_GLASS,
+            "-n",
+            &ns,
+            "apply",
+            "-f",
+            "-",
+        ],
+        Some(&pod("by-break-glass", "", HOST_PATH)),
     ));
+    // ...but being an admin (system:masters) is not an exemption of its own.
+    refused(
+        &common::kubectl_with_stdin(
+            &["-n", &ns, "apply", "-f", "-"],
+            Some(&pod("by-admin", "", HOST_PATH)),
+        ),
+        &["uses hostPath"],
+    );
     // alice is not.
     refused(
         &as_user(ALICE, &ns, &["apply"], &pod("by-alice", "", HOST_PATH)),

@@ -134,26 +134,21 @@ pub enum PolicyMode {
     Off,
 }
 
-/// Requests that no workload policy checks, as Pod Security Admission's exemptions.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+// Empty by default, as Pod Security Admission ships. An exemption switches every policy
+// off for the requester; the old default (`system:masters`) let every cluster admin run
+// hostPath Pods in tenants and create `Retain` volumes, and since only admins create
+// PersistentVolumes and StorageClasses, reclaimPolicy applied to almost nobody.
+/// Requests that no policy checks, as Pod Security Admission's exemptions. Empty by
+/// default: add a break-glass group and the identities of trusted provisioners.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exemptions {
     #[serde(default)]
     pub usernames: Vec<String>,
-    #[serde(default = "default_exempt_groups")]
+    #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
     pub namespaces: Vec<String>,
-}
-
-impl Default for Exemptions {
-    fn default() -> Self {
-        Self {
-            usernames: Vec::new(),
-            groups: default_exempt_groups(),
-            namespaces: Vec::new(),
-        }
-    }
 }
 
 fn default_resources() -> Vec<ResourceConfig> {
@@ -200,10 +195,6 @@ fn default_strip_annotations() -> Vec<String> {
 
 fn default_required_resources() -> Vec<String> {
     strings(&["cpu", "memory"])
-}
-
-fn default_exempt_groups() -> Vec<String> {
-    strings(&["system:masters"])
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

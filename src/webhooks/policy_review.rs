@@ -152,6 +152,10 @@ mod tests {
     }
 
     fn webhooks(scope: PolicyScope) -> Webhooks {
+        webhooks_exempting(scope, &[])
+    }
+
+    fn webhooks_exempting(scope: PolicyScope, groups: &[&str]) -> Webhooks {
         let mut forest = Forest::new();
         let tenant_label =
             BTreeMap::from([(crate::api::keys::TENANT.to_owned(), "acme".to_owned())]);
@@ -159,6 +163,7 @@ mod tests {
         forest.set_namespace("plain", BTreeMap::new(), false);
         let mut config = CanopyConfigurationSpec::default();
         config.policies.scope = scope;
+        config.policies.exemptions.groups = groups.iter().map(|g| (*g).to_owned()).collect();
         Webhooks::detached(ClusterState::detached(forest, config), "canopy".into())
     }
 
@@ -250,10 +255,17 @@ mod tests {
     }
 
     #[test]
-    fn exempt_groups_are_not_checked() {
+    fn exempt_groups_are_not_checked_and_none_is_by_default() {
+        let admin = || {
+            let mut request = request("admin", "plain", pod(json!({}), host_path()));
+            request.user_info.groups =
+                Some(vec!["system:masters".into(), "canopy:break-glass".into()]);
+            request
+        };
+        // By default no group is exempt, system:masters included.
         let webhooks = webhooks(PolicyScope::AllNamespaces);
-        let mut request = request("admin", "plain", pod(json!({}), host_path()));
-        request.user_info.groups = Some(vec!["system:masters".into()]);
-        assert_eq!(review(&webhooks, &mut request), Verdict::Allow);
+        assert!(matches!(review(&webhooks, &mut admin()), Verdict::Deny(_)));
+        let webhooks = webhooks_exempting(PolicyScope::AllNamespaces, &["canopy:break-glass"]);
+        assert_eq!(review(&webhooks, &mut admin()), Verdict::Allow);
     }
 }

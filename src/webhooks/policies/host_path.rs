@@ -2,7 +2,10 @@
 //!
 //! A hostPath volume escapes every boundary a tenant has (a writable `/` or the container
 //! runtime's socket is the node), so it is refused in pods and pod templates alike, and in
-//! PersistentVolumes, through which a claim could mount one.
+//! PersistentVolumes, through which a claim could mount one. A `local` PersistentVolume is
+//! the same thing by another name (a directory or disk of one node; with path `/`, the
+//! node's root filesystem), so it is refused too. Exemptions apply as for every policy:
+//! a local-volume provisioner's identity listed in them can still create local volumes.
 
 use k8s_openapi::api::core::v1::PersistentVolumeSpec;
 
@@ -33,13 +36,21 @@ pub fn check_pod_spec(pod: &ExtractedPodSpec) -> Vec<Violation> {
         .collect()
 }
 
-/// A PersistentVolume backed by `spec.hostPath`.
+/// A PersistentVolume backed by a node's storage: `spec.hostPath` or `spec.local` (the API
+/// allows one source per volume).
 pub fn check_persistent_volume(spec: &PersistentVolumeSpec) -> Option<Violation> {
-    spec.host_path.as_ref().map(|_| Violation {
+    let (field_path, problem) = if spec.host_path.is_some() {
+        ("spec.hostPath", Problem::HostPathPersistentVolume)
+    } else if spec.local.is_some() {
+        ("spec.local", Problem::LocalPersistentVolume)
+    } else {
+        return None;
+    };
+    Some(Violation {
         policy: Policy::HostPath,
         subject: Subject::Object,
-        field_path: "spec.hostPath".to_owned(),
-        problem: Problem::HostPathPersistentVolume,
+        field_path: field_path.to_owned(),
+        problem,
     })
 }
 
@@ -129,5 +140,33 @@ mod tests {
             serde_json::from_value(json!({"csi": {"driver": "d", "volumeHandle": "h"}}))
                 .expect("fixture parses");
         assert_eq!(check_persistent_volume(&spec), None);
+        let spec: PersistentVolumeSpec =
+            serde_json::from_value(json!({"nfs": {"server": "nfs.example.com", "path": "/"}}))
+                .expect("fixture parses");
+        assert_eq!(check_persistent_volume(&spec), None);
+    }
+
+    #[test]
+    fn local_persistent_volume_is_node_storage_too() {
+        let spec: PersistentVolumeSpec = serde_json::from_value(json!({
+            "local": {"path": "/"},
+            "capacity": {"storage": "1Gi"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}]}]}},
+        }))
+        .expect("fixture parses");
+        let found = check_persistent_volume(&spec).expect("violation");
+        assert_eq!(found.field_path, "spec.local");
+        assert_eq!(found.problem, Problem::LocalPersistentVolume);
+        assert_eq!(found.policy, Policy::HostPath);
+        assert_eq!(found.problem_text(), "is node storage");
+        // The fix recommends neither hostPath nor local volumes.
+        let fix = found.fix();
+        assert!(
+            fix.contains("StorageClass with a dynamic provisioner"),
+            "{fix}"
+        );
+        assert!(fix.contains("spec.policies.exemptions"), "{fix}");
+        assert!(!fix.contains("local") && !fix.contains("hostPath"), "{fix}");
     }
 }

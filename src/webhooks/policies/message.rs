@@ -8,7 +8,7 @@
 //! admission warning, which travels in an HTTP header.
 
 use super::resources::dedup;
-use super::violation::{Policy, Problem, Subject, Violation, resource_setting};
+use super::violation::{POSITIVE_NEEDED, Policy, Problem, Subject, Violation};
 
 /// Whether the message refuses the request or, in Warn mode, accompanies its admission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,16 +70,21 @@ pub fn render_message(
     message
 }
 
-/// Consecutive violations about the same container, which become one clause. Others stand
-/// alone.
+/// Consecutive violations of the same kind about the same container (or the same pod-level
+/// resources), which become one clause: its missing requests and limits, or its zero ones.
+/// Others stand alone.
 fn group(violations: &[Violation]) -> Vec<Vec<&Violation>> {
     let mut groups: Vec<Vec<&Violation>> = Vec::new();
     for violation in violations {
         match groups.last_mut() {
             Some(last)
-                if matches!(violation.subject, Subject::Container { .. })
-                    && last[0].policy == violation.policy
-                    && last[0].subject == violation.subject =>
+                if matches!(
+                    violation.subject,
+                    Subject::Container { .. } | Subject::PodResources { .. }
+                ) && last[0].policy == violation.policy
+                    && last[0].subject == violation.subject
+                    && resource_class(&last[0].problem).is_some()
+                    && resource_class(&last[0].problem) == resource_class(&violation.problem) =>
             {
                 last.push(violation)
             }
@@ -89,30 +94,51 @@ fn group(violations: &[Violation]) -> Vec<Vec<&Violation>> {
     groups
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResourceClass {
+    Missing,
+    NonPositive,
+}
+
+fn resource_class(problem: &Problem) -> Option<ResourceClass> {
+    match problem {
+        Problem::MissingResource { .. } => Some(ResourceClass::Missing),
+        Problem::NonPositiveResource { .. } => Some(ResourceClass::NonPositive),
+        _ => None,
+    }
+}
+
 fn subject(violation: &Violation) -> String {
     match &violation.subject {
         Subject::Container { role, name, path } => format!("{} {name:?} at {path}", role.noun()),
         Subject::Volume { name, path } => format!("volume {name:?} at {path}"),
+        Subject::PodResources { path } => format!("pod-level resources at {path}"),
         Subject::Object => violation.field_path.clone(),
     }
 }
 
-/// `has no requests.cpu, limits.memory` for a group of missing resources, the problem
+/// `has no requests.cpu, limits.memory` for a group of missing resources,
+/// `has limits.cpu of "0", limits.memory of "0"` for a group of zero ones, the problem
 /// itself otherwise.
 fn problems(group: &[&Violation]) -> String {
-    let missing: Vec<String> = group
+    let listed: Vec<String> = group
         .iter()
         .filter_map(|v| match &v.problem {
             Problem::MissingResource { field, resource } => {
                 Some(format!("{}.{resource}", field.as_str()))
             }
+            Problem::NonPositiveResource {
+                field,
+                resource,
+                value,
+            } => Some(format!("{}.{resource} of {value:?}", field.as_str())),
             _ => None,
         })
         .collect();
-    if missing.len() == group.len() && !missing.is_empty() {
-        format!("has no {}", missing.join(", "))
-    } else {
-        group[0].problem_text()
+    match resource_class(&group[0].problem) {
+        Some(ResourceClass::Missing) => format!("has no {}", listed.join(", ")),
+        Some(ResourceClass::NonPositive) => format!("has {}", listed.join(", ")),
+        None => group[0].problem_text(),
     }
 }
 
@@ -120,16 +146,20 @@ fn fixes(group: &[&Violation]) -> String {
     let settings: Vec<String> = group
         .iter()
         .filter_map(|v| match &v.problem {
-            Problem::MissingResource { field, resource } => {
-                Some(resource_setting(*field, resource))
-            }
+            Problem::MissingResource { field, resource }
+            | Problem::NonPositiveResource {
+                field, resource, ..
+            } => Some(v.setting(*field, resource)),
             _ => None,
         })
         .collect();
-    if settings.len() == group.len() && !settings.is_empty() {
-        format!("set {}", settings.join(", "))
-    } else {
-        group[0].fix()
+    match resource_class(&group[0].problem) {
+        Some(ResourceClass::Missing) => format!("set {}", settings.join(", ")),
+        Some(ResourceClass::NonPositive) if settings.len() > 1 => format!(
+            "{POSITIVE_NEEDED}; set {} to positive values",
+            settings.join(", ")
+        ),
+        _ => group[0].fix(),
     }
 }
 
@@ -310,8 +340,9 @@ mod tests {
         );
         assert_eq!(
             message,
-            "PersistentVolume \"pv-1\" refused by canopy: spec.hostPath is set (forbidden by cluster policy); \
-             use a local or CSI volume source instead of spec.hostPath; \
+            "PersistentVolume \"pv-1\" refused by canopy: spec.hostPath is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions; \
              spec.persistentVolumeReclaimPolicy is unset, which means Retain (cluster policy requires Delete); \
              set spec.persistentVolumeReclaimPolicy to Delete"
         );
@@ -342,6 +373,92 @@ mod tests {
             message,
             "Pod refused by canopy: init container \"a\\nb\" at spec.initContainers[0] has no requests.cpu \
              (cluster policy requires requests and limits for cpu, memory); set resources.requests.cpu"
+        );
+    }
+
+    fn zero(name: &str, path: &str, field: ResourceField, resource: &str) -> Violation {
+        Violation {
+            policy: Policy::Resources,
+            subject: Subject::Container {
+                role: ContainerRole::Container,
+                name: name.to_owned(),
+                path: path.to_owned(),
+            },
+            field_path: format!("{path}.resources.{}.{resource}", field.as_str()),
+            problem: Problem::NonPositiveResource {
+                field,
+                resource: resource.to_owned(),
+                value: "0".to_owned(),
+            },
+        }
+    }
+
+    #[test]
+    fn zero_quantities_name_the_field_and_the_fix() {
+        let required = required();
+        let context = ReasonContext {
+            tenant: Some("acme"),
+            required_resources: &required,
+        };
+        let pod = ObjectRef {
+            kind: "Pod",
+            name: Some("web"),
+        };
+        let message = render_message(
+            pod,
+            Tone::Refusal,
+            &[zero(
+                "app",
+                "spec.containers[0]",
+                ResourceField::Limits,
+                "memory",
+            )],
+            context,
+        );
+        assert_eq!(
+            message,
+            "Pod \"web\" refused by canopy: container \"app\" at spec.containers[0] has limits.memory of \"0\" \
+             (tenant acme requires requests and limits for cpu, memory); \
+             a required resource needs a positive quantity; set resources.limits.memory to a positive value"
+        );
+        // A container's missing fields and its zero ones are two clauses; several zeros one.
+        let message = render_message(
+            pod,
+            Tone::Refusal,
+            &[
+                missing(
+                    ContainerRole::Container,
+                    "app",
+                    "spec.containers[0]",
+                    ResourceField::Requests,
+                    "memory",
+                ),
+                zero("app", "spec.containers[0]", ResourceField::Requests, "cpu"),
+                zero("app", "spec.containers[0]", ResourceField::Limits, "cpu"),
+                Violation {
+                    policy: Policy::Resources,
+                    subject: Subject::PodResources {
+                        path: "spec.resources".to_owned(),
+                    },
+                    field_path: "spec.resources.limits.memory".to_owned(),
+                    problem: Problem::NonPositiveResource {
+                        field: ResourceField::Limits,
+                        resource: "memory".to_owned(),
+                        value: "0Gi".to_owned(),
+                    },
+                },
+            ],
+            context,
+        );
+        assert_eq!(
+            message,
+            "Pod \"web\" refused by canopy: container \"app\" at spec.containers[0] has no requests.memory \
+             (tenant acme requires requests and limits for cpu, memory); set resources.requests.memory; \
+             container \"app\" at spec.containers[0] has requests.cpu of \"0\", limits.cpu of \"0\"; \
+             a required resource needs a positive quantity; \
+             set resources.requests.cpu, resources.limits.cpu to positive values; \
+             pod-level resources at spec.resources has limits.memory of \"0Gi\"; \
+             a required resource needs a positive quantity; set spec.resources.limits.memory to a positive value"
         );
     }
 }

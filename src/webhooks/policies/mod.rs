@@ -7,7 +7,8 @@
 //!
 //! - hostPath ([`host_path`]): no hostPath volume in a pod or pod template, no hostPath
 //!   PersistentVolume;
-//! - resources ([`resources`]): every container requests and limits the required resources;
+//! - resources ([`resources`]): every container requests and limits the required resources,
+//!   each with a positive quantity ([`quantity`]);
 //! - reclaimPolicy ([`reclaim`]): PersistentVolumes and StorageClasses use `Delete`.
 //!
 //! [`mode`] decides which of them apply to a request and how, [`message`] renders the one
@@ -20,6 +21,7 @@ pub mod message;
 pub mod mode;
 mod object;
 pub mod pod_specs;
+pub mod quantity;
 pub mod reclaim;
 pub mod resources;
 mod violation;
@@ -172,13 +174,17 @@ impl PolicyOutcome {
 }
 
 const EPHEMERAL_CONTAINERS: &str = "ephemeralcontainers";
+const RESIZE: &str = "resize";
 
 /// The policies that judge this kind, subresource and operation. Deletes and connects
 /// change nothing a policy checks. Of the subresources, only `pods/ephemeralcontainers`
-/// can add anything a policy cares about; `status`, `scale`, `binding` and the others are
-/// written by controllers and must never be refused for the object's spec.
-/// `pods/ephemeralcontainers` gets hostPath only: it changes nothing but ephemeral
-/// containers, which the resources policy exempts.
+/// and `pods/resize` can change anything a policy cares about; `status`, `scale`,
+/// `binding` and the others are written by controllers and must never be refused for the
+/// object's spec. `pods/ephemeralcontainers` gets hostPath only: it changes nothing but
+/// ephemeral containers, which the resources policy exempts. `pods/resize` gets resources
+/// only: it changes nothing but containers' resources, and the apiserver lets it set a
+/// request and limit to zero (keeping a Burstable Pod Burstable), which would undo the
+/// check at creation.
 fn covering_policies(
     kind: ObjectKind,
     subresource: Option<&str>,
@@ -192,6 +198,7 @@ fn covering_policies(
         (ObjectKind::Workload(WorkloadKind::Pod), Some(EPHEMERAL_CONTAINERS)) => {
             &[Policy::HostPath]
         }
+        (ObjectKind::Workload(WorkloadKind::Pod), Some(RESIZE)) => &[Policy::Resources],
         (ObjectKind::PersistentVolume, None) => &[Policy::HostPath, Policy::ReclaimPolicy],
         (ObjectKind::StorageClass, None) => &[Policy::ReclaimPolicy],
         _ => &[],

@@ -193,7 +193,7 @@ mod tests {
             reclaim_policy: PolicyMode::Enforce,
             exemptions: Exemptions {
                 usernames: vec!["system:serviceaccount:ci:deployer".to_owned()],
-                groups: vec!["system:masters".to_owned()],
+                groups: vec!["canopy:break-glass".to_owned()],
                 namespaces: vec!["sandbox".to_owned()],
             },
             ..PolicyConfig::default()
@@ -337,7 +337,7 @@ mod tests {
 
         let groups = vec![
             "system:authenticated".to_owned(),
-            "system:masters".to_owned(),
+            "canopy:break-glass".to_owned(),
         ];
         let admin = Requester {
             username: "kubernetes-admin",
@@ -345,6 +345,17 @@ mod tests {
         };
         let found = resolve_modes(&cfg, Some(&ns), &admin);
         assert_eq!(modes(found), [(Off, S::ExemptGroup); 3]);
+        // system:masters is a group like any other: not configured, not exempt.
+        let masters = vec!["system:masters".to_owned()];
+        let found = resolve_modes(
+            &cfg,
+            Some(&ns),
+            &Requester {
+                username: "kubernetes-admin",
+                groups: &masters,
+            },
+        );
+        assert_eq!(found.host_path.mode, Enforce);
 
         let sandbox = namespace("sandbox", acme(None));
         let found = resolve_modes(&cfg, Some(&sandbox), &alice());
@@ -354,7 +365,7 @@ mod tests {
         // Exact matches only, as Pod Security Admission: no prefixes, no case folding.
         let near = Requester {
             username: "system:serviceaccount:ci:deployer2",
-            groups: &["system:master".to_owned()],
+            groups: &["canopy:break-glas".to_owned()],
         };
         let found = resolve_modes(&cfg, Some(&ns), &near);
         assert_eq!(found.host_path.mode, Enforce);
@@ -371,13 +382,40 @@ mod tests {
                 (Enforce, S::Cluster)
             ]
         );
-        let groups = vec!["system:masters".to_owned()];
+        let groups = vec!["canopy:break-glass".to_owned()];
         let admin = Requester {
             username: "admin",
             groups: &groups,
         };
         let found = resolve_modes(&config(PolicyScope::Tenants), None, &admin);
         assert_eq!(found.reclaim_policy, EffectiveMode::off(S::ExemptGroup));
+    }
+
+    #[test]
+    fn the_default_configuration_exempts_nobody() {
+        let cfg = PolicyConfig::default();
+        assert_eq!(cfg.exemptions, Exemptions::default());
+        assert!(cfg.exemptions.usernames.is_empty());
+        assert!(cfg.exemptions.groups.is_empty());
+        assert!(cfg.exemptions.namespaces.is_empty());
+        // A configuration object without exemptions reads the same.
+        let read: PolicyConfig =
+            serde_json::from_value(serde_json::json!({"exemptions": {}})).expect("reads");
+        assert!(read.exemptions.groups.is_empty());
+        // A cluster admin (system:masters) is checked in a tenant and cluster-wide.
+        let groups = vec![
+            "system:authenticated".to_owned(),
+            "system:masters".to_owned(),
+        ];
+        let admin = Requester {
+            username: "kubernetes-admin",
+            groups: &groups,
+        };
+        let ns = namespace("acme-dev", acme(None));
+        let found = resolve_modes(&cfg, Some(&ns), &admin);
+        assert_eq!(modes(found), [(Enforce, S::Cluster); 3]);
+        let found = resolve_modes(&cfg, None, &admin);
+        assert_eq!(modes(found), [(Enforce, S::Cluster); 3]);
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! resources: every container must request and limit each required resource.
+//! resources: every container must request and limit each required resource, with a
+//! positive quantity: a zero limit is no limit at run time, and a zero request or limit
+//! counts as nothing against a ResourceQuota's `requests.*`/`limits.*`. Zeros are refused
+//! wherever they are written, pod-level `spec.resources` included, and where defaulting
+//! would copy one (a zero limit without a request is a zero request too).
 //!
 //! A container counts as satisfying a resource when it, or Kubernetes on its behalf before
 //! the Pod runs, sets it. What Kubernetes adds, in the order the apiserver does it:
@@ -25,6 +29,7 @@ use k8s_openapi::api::core::v1::{Container, LimitRange, LimitRangeSpec, Resource
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::pod_specs::{ExtractedPodSpec, SpecOrigin};
+use super::quantity::is_positive;
 use super::violation::{ContainerRole, Policy, Problem, ResourceField, Subject, Violation};
 
 /// Which resources a namespace's LimitRanges give every container that does not set them.
@@ -40,10 +45,11 @@ impl ContainerDefaults {
     }
 
     /// From LimitRange specs, e.g. a Tenant's `spec.limitRange` that is not stored yet.
+    /// A default of zero gives nothing: it would make a Pod that the Pod check refuses.
     pub fn from_specs<'a>(specs: impl IntoIterator<Item = &'a LimitRangeSpec>) -> Self {
         let mut defaults = Self::default();
-        let keys = |list: &Option<BTreeMap<String, Quantity>>| -> Vec<String> {
-            list.iter().flat_map(|map| map.keys().cloned()).collect()
+        let get = |list: &'a Option<BTreeMap<String, Quantity>>, key: &str| {
+            list.as_ref().and_then(|map| map.get(key))
         };
         for item in specs.into_iter().flat_map(|spec| &spec.limits) {
             // Only `Container` items have defaults; `Pod` and `PersistentVolumeClaim` items
@@ -51,13 +57,26 @@ impl ContainerDefaults {
             if item.type_ != "Container" {
                 continue;
             }
-            // SetDefaults_LimitRangeItem: default <- max, then defaultRequest <- default
-            // (so <- max too), then defaultRequest <- min.
-            let limits = [keys(&item.default), keys(&item.max)].concat();
-            defaults.requests.extend(keys(&item.default_request));
-            defaults.requests.extend(keys(&item.min));
-            defaults.requests.extend(limits.iter().cloned());
-            defaults.limits.extend(limits);
+            let keys: BTreeSet<&String> =
+                [&item.default, &item.default_request, &item.max, &item.min]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(BTreeMap::keys)
+                    .collect();
+            for key in keys {
+                // SetDefaults_LimitRangeItem, per resource: default <- max, then
+                // defaultRequest <- default, then defaultRequest <- min.
+                let limit = get(&item.default, key).or_else(|| get(&item.max, key));
+                let request = get(&item.default_request, key)
+                    .or(limit)
+                    .or_else(|| get(&item.min, key));
+                if limit.is_some_and(|q| is_positive(&q.0)) {
+                    defaults.limits.insert(key.clone());
+                }
+                if request.is_some_and(|q| is_positive(&q.0)) {
+                    defaults.requests.insert(key.clone());
+                }
+            }
         }
         defaults
     }
@@ -79,8 +98,12 @@ pub struct ResourceRules<'a> {
     pub defaults: &'a ContainerDefaults,
 }
 
-/// Every missing request or limit of every container and init container (sidecars
-/// included). Ephemeral containers are exempt: the API forbids resources on them.
+/// Every missing or non-positive request or limit of every container and init container
+/// (sidecars included), and every non-positive required one of the pod-level resources.
+/// Ephemeral containers are exempt: the API forbids resources on them.
+///
+/// Pod-level violations come first; then each container's missing fields, then its
+/// non-positive ones, so the message can say each kind once per container.
 pub fn check_pod_spec(pod: &ExtractedPodSpec, rules: ResourceRules<'_>) -> Vec<Violation> {
     let spec = &pod.spec;
     let containers = spec
@@ -107,10 +130,29 @@ pub fn check_pod_spec(pod: &ExtractedPodSpec, rules: ResourceRules<'_>) -> Vec<V
             });
     let pod_level = spec.resources.as_ref();
     let mut violations = Vec::new();
-    for (role, path, container) in containers.chain(init_containers) {
+    if let Some(requirements) = pod_level {
+        let subject = Subject::PodResources {
+            path: format!("{}.resources", pod.path),
+        };
         for resource in dedup(rules.required) {
             for field in [ResourceField::Requests, ResourceField::Limits] {
-                if satisfied(
+                if let Some(value) = pod_level_non_positive(field, resource, requirements) {
+                    violations.push(non_positive(&subject, field, resource, value));
+                }
+            }
+        }
+    }
+    for (role, path, container) in containers.chain(init_containers) {
+        let subject = Subject::Container {
+            role,
+            name: container.name.clone(),
+            path,
+        };
+        let mut missing = Vec::new();
+        let mut non_positive_ones = Vec::new();
+        for resource in dedup(rules.required) {
+            for field in [ResourceField::Requests, ResourceField::Limits] {
+                match supplied(
                     field,
                     resource,
                     container,
@@ -118,25 +160,59 @@ pub fn check_pod_spec(pod: &ExtractedPodSpec, rules: ResourceRules<'_>) -> Vec<V
                     pod.origin,
                     rules.defaults,
                 ) {
-                    continue;
+                    Supplied::Positive => {}
+                    Supplied::NonPositive(value) => {
+                        non_positive_ones.push(non_positive(&subject, field, resource, value))
+                    }
+                    Supplied::Missing => missing.push(Violation {
+                        policy: Policy::Resources,
+                        subject: subject.clone(),
+                        field_path: field_path(&subject, field, resource),
+                        problem: Problem::MissingResource {
+                            field,
+                            resource: resource.to_owned(),
+                        },
+                    }),
                 }
-                violations.push(Violation {
-                    policy: Policy::Resources,
-                    subject: Subject::Container {
-                        role,
-                        name: container.name.clone(),
-                        path: path.clone(),
-                    },
-                    field_path: format!("{path}.resources.{}.{resource}", field.as_str()),
-                    problem: Problem::MissingResource {
-                        field,
-                        resource: resource.to_owned(),
-                    },
-                });
             }
         }
+        violations.extend(missing);
+        violations.extend(non_positive_ones);
     }
     violations
+}
+
+/// The full path of a request or limit, e.g. `spec.containers[0].resources.limits.cpu` or
+/// `spec.resources.limits.cpu`.
+fn field_path(subject: &Subject, field: ResourceField, resource: &str) -> String {
+    match subject {
+        Subject::Container { path, .. } => {
+            format!("{path}.resources.{}.{resource}", field.as_str())
+        }
+        Subject::PodResources { path } => format!("{path}.{}.{resource}", field.as_str()),
+        // This policy only ever names containers and pod-level resources; these two have
+        // no resource fields.
+        Subject::Volume { path, .. } => path.clone(),
+        Subject::Object => String::new(),
+    }
+}
+
+fn non_positive(
+    subject: &Subject,
+    field: ResourceField,
+    resource: &str,
+    value: &Quantity,
+) -> Violation {
+    Violation {
+        policy: Policy::Resources,
+        subject: subject.clone(),
+        field_path: field_path(subject, field, resource),
+        problem: Problem::NonPositiveResource {
+            field,
+            resource: resource.to_owned(),
+            value: value.0.clone(),
+        },
+    }
 }
 
 /// The required resources in configured order, each once, without empty names that no
@@ -149,37 +225,87 @@ pub(crate) fn dedup(required: &[String]) -> impl Iterator<Item = &str> {
         .map(|(_, r)| r.as_str())
 }
 
-fn satisfied(
+/// What a container will have for one required request or limit.
+enum Supplied<'a> {
+    Positive,
+    /// Set, or defaulted from a limit, to this quantity, which is not positive.
+    NonPositive(&'a Quantity),
+    Missing,
+}
+
+fn quantity<'a>(
+    requirements: Option<&'a ResourceRequirements>,
     field: ResourceField,
     resource: &str,
-    container: &Container,
+) -> Option<&'a Quantity> {
+    requirements
+        .and_then(|r| match field {
+            ResourceField::Requests => r.requests.as_ref(),
+            ResourceField::Limits => r.limits.as_ref(),
+        })
+        .and_then(|list| list.get(resource))
+}
+
+fn judged(value: &Quantity) -> Supplied<'_> {
+    if is_positive(&value.0) {
+        Supplied::Positive
+    } else {
+        Supplied::NonPositive(value)
+    }
+}
+
+fn supplied<'a>(
+    field: ResourceField,
+    resource: &str,
+    container: &'a Container,
     pod_level: Option<&ResourceRequirements>,
     origin: SpecOrigin,
     defaults: &ContainerDefaults,
-) -> bool {
+) -> Supplied<'a> {
     let own = container.resources.as_ref();
-    let set = |requirements: Option<&ResourceRequirements>, field: ResourceField| {
-        requirements
-            .and_then(|r| match field {
-                ResourceField::Requests => r.requests.as_ref(),
-                ResourceField::Limits => r.limits.as_ref(),
-            })
-            .is_some_and(|list| list.contains_key(resource))
-    };
-    // Pod-level resources satisfy a resource for every container.
-    if set(own, field) || set(pod_level, field) {
-        return true;
+    // What the container sets counts first: a zero of its own is refused even under
+    // positive pod-level resources.
+    if let Some(value) = quantity(own, field, resource) {
+        return judged(value);
     }
-    let from_defaulting = match field {
-        // SetDefaults_Pod: a limit without a request becomes the request too, for the
-        // container's own resources and for pod-level ones.
-        ResourceField::Requests => {
-            set(own, ResourceField::Limits)
-                || (set(pod_level, ResourceField::Limits) && pod_level_requests_default(resource))
+    // Pod-level resources satisfy a resource for every container; their own zeros are
+    // reported once, by `pod_level_non_positive`.
+    if quantity(pod_level, field, resource).is_some() {
+        return Supplied::Positive;
+    }
+    if field == ResourceField::Requests {
+        // SetDefaults_Pod: a limit without a request becomes the request too, zero or not
+        // (a Pod has been defaulted already, so this is for templates), for the container's
+        // own resources and for pod-level ones.
+        if let Some(limit) = quantity(own, ResourceField::Limits, resource) {
+            return judged(limit);
         }
-        ResourceField::Limits => false,
-    };
-    from_defaulting || (origin == SpecOrigin::Template && defaults.gives(field, resource))
+        if quantity(pod_level, ResourceField::Limits, resource).is_some()
+            && pod_level_requests_default(resource)
+        {
+            return Supplied::Positive;
+        }
+    }
+    if origin == SpecOrigin::Template && defaults.gives(field, resource) {
+        Supplied::Positive
+    } else {
+        Supplied::Missing
+    }
+}
+
+/// A pod-level request or limit of `resource` that is set, or will be defaulted from a
+/// pod-level limit, to a quantity that is not positive.
+fn pod_level_non_positive<'a>(
+    field: ResourceField,
+    resource: &str,
+    requirements: &'a ResourceRequirements,
+) -> Option<&'a Quantity> {
+    let value = quantity(Some(requirements), field, resource).or_else(|| {
+        (field == ResourceField::Requests && pod_level_requests_default(resource))
+            .then(|| quantity(Some(requirements), ResourceField::Limits, resource))
+            .flatten()
+    })?;
+    (!is_positive(&value.0)).then_some(value)
 }
 
 /// The resources whose pod-level requests default from pod-level limits
@@ -491,5 +617,185 @@ mod tests {
             defaults: &defaults,
         };
         assert!(check_pod_spec(&pod, rules).is_empty());
+    }
+
+    fn problems(kind: WorkloadKind, object: Value) -> Vec<(String, Problem)> {
+        let pod = extract_pod_spec(kind, &object).expect("fixture parses");
+        let required = required();
+        let defaults = ContainerDefaults::default();
+        check_pod_spec(
+            &pod,
+            ResourceRules {
+                required: &required,
+                defaults: &defaults,
+            },
+        )
+        .into_iter()
+        .map(|v| (v.field_path, v.problem))
+        .collect()
+    }
+
+    fn zero(field: ResourceField, resource: &str, value: &str) -> Problem {
+        Problem::NonPositiveResource {
+            field,
+            resource: resource.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    #[test]
+    fn zero_requests_and_limits_are_refused_in_any_spelling() {
+        for value in ["0", "0m", "0Gi", "0.0", "0e3", "-1", "-100m"] {
+            let found = problems(
+                WorkloadKind::Pod,
+                pod(json!({"containers": [{"name": "app", "resources": {
+                    "requests": {"cpu": value, "memory": "64Mi"},
+                    "limits": {"cpu": "1", "memory": value},
+                }}]})),
+            );
+            assert_eq!(
+                found,
+                [
+                    (
+                        "spec.containers[0].resources.requests.cpu".to_owned(),
+                        zero(ResourceField::Requests, "cpu", value)
+                    ),
+                    (
+                        "spec.containers[0].resources.limits.memory".to_owned(),
+                        zero(ResourceField::Limits, "memory", value)
+                    ),
+                ],
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_required_resources_must_be_positive() {
+        let found = check(
+            WorkloadKind::Pod,
+            pod(json!({"containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "0"},
+                "limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "0"},
+            }}]})),
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_zero_limit_without_a_request_is_a_zero_request_too() {
+        // A template: its Pods will get the request from the limit.
+        let found = problems(
+            WorkloadKind::Deployment,
+            deployment(json!({"containers": [{"name": "app", "resources": {
+                "limits": {"cpu": "0", "memory": "1Gi"},
+            }}]})),
+        );
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.template.spec.containers[0].resources.requests.cpu".to_owned(),
+                    zero(ResourceField::Requests, "cpu", "0")
+                ),
+                (
+                    "spec.template.spec.containers[0].resources.limits.cpu".to_owned(),
+                    zero(ResourceField::Limits, "cpu", "0")
+                ),
+            ]
+        );
+        // A positive request next to a zero limit: only the limit is wrong.
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(json!({"containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "100m", "memory": "1Gi"},
+                "limits": {"cpu": "0", "memory": "1Gi"},
+            }}]})),
+        );
+        assert_eq!(
+            found,
+            ["spec.template.spec.containers[0].resources.limits.cpu"]
+        );
+    }
+
+    #[test]
+    fn missing_fields_come_before_zero_ones_of_the_same_container() {
+        let found = check(
+            WorkloadKind::Pod,
+            pod(json!({"containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "0"},
+                "limits": {"cpu": "0"},
+            }}]})),
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.containers[0].resources.requests.memory",
+                "spec.containers[0].resources.limits.memory",
+                "spec.containers[0].resources.requests.cpu",
+                "spec.containers[0].resources.limits.cpu",
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_level_zeros_are_refused_once() {
+        let found = problems(
+            WorkloadKind::Pod,
+            pod(json!({
+                "resources": {"requests": {"cpu": "1", "memory": "0"}, "limits": {"memory": "0Gi"}},
+                "containers": [{"name": "app", "resources": {"limits": {"cpu": "1"}}}, {"name": "log", "resources": {"limits": {"cpu": "1"}}}],
+            })),
+        );
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.resources.requests.memory".to_owned(),
+                    zero(ResourceField::Requests, "memory", "0")
+                ),
+                (
+                    "spec.resources.limits.memory".to_owned(),
+                    zero(ResourceField::Limits, "memory", "0Gi")
+                ),
+            ]
+        );
+        // A zero pod-level limit without a request is a zero request too (cpu, memory and
+        // hugepages are defaulted so), and a container's own zero counts even under
+        // positive pod-level resources.
+        let found = check(
+            WorkloadKind::Deployment,
+            deployment(json!({
+                "resources": {"limits": {"cpu": "0", "memory": "1Gi"}},
+                "containers": [{"name": "app", "resources": {"limits": {"memory": "0"}}}],
+            })),
+        );
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.resources.requests.cpu",
+                "spec.template.spec.resources.limits.cpu",
+                "spec.template.spec.containers[0].resources.requests.memory",
+                "spec.template.spec.containers[0].resources.limits.memory",
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_limit_range_defaults_give_nothing() {
+        let defaults = limit_range(json!([{
+            "type": "Container",
+            "default": {"cpu": "0", "memory": "512Mi"},
+            "max": {"cpu": "2"},
+            "defaultRequest": {"memory": "0"},
+            "min": {"memory": "64Mi"},
+        }]));
+        // default cpu is 0 (max does not replace a default that is set), so no cpu limit and
+        // no cpu request (defaultRequest <- default); defaultRequest memory is 0 (default
+        // and min do not replace it).
+        assert!(!defaults.gives(ResourceField::Limits, "cpu"));
+        assert!(!defaults.gives(ResourceField::Requests, "cpu"));
+        assert!(defaults.gives(ResourceField::Limits, "memory"));
+        assert!(!defaults.gives(ResourceField::Requests, "memory"));
     }
 }

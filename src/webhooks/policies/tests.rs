@@ -13,7 +13,7 @@ fn config() -> PolicyConfig {
     PolicyConfig {
         exemptions: Exemptions {
             usernames: vec!["ci-bot".to_owned()],
-            groups: vec!["system:masters".to_owned()],
+            groups: vec!["canopy:break-glass".to_owned()],
             namespaces: vec!["acme-sandbox".to_owned()],
         },
         ..PolicyConfig::default()
@@ -144,6 +144,33 @@ fn pod_refused_with_the_exact_message() {
     );
     assert_eq!(violation.subject_name(), Some("app"));
     assert_eq!(violation.fix(), "set resources.limits.memory");
+}
+
+#[test]
+fn zero_limits_are_refused_with_the_exact_message() {
+    let config = config();
+    // As the apiserver sends it: defaulting has copied the zero limits into the requests.
+    let object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "acme-dev"},
+        "spec": {"containers": [{"name": "app", "image": "nginx", "resources": {
+            "requests": {"cpu": "0", "memory": "0"}, "limits": {"cpu": "0", "memory": "0"}}}]}
+    });
+    let outcome = run(&input("", "Pod", &object, &config));
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "Pod \"web\" refused by canopy: container \"app\" at spec.containers[0] has requests.cpu of \"0\", \
+             limits.cpu of \"0\", requests.memory of \"0\", limits.memory of \"0\" \
+             (tenant acme requires requests and limits for cpu, memory); a required resource needs a \
+             positive quantity; set resources.requests.cpu, resources.limits.cpu, \
+             resources.requests.memory, resources.limits.memory to positive values"
+        )
+    );
+    // The same Pod with positive quantities passes: the zeros were the reason.
+    let mut positive = object.clone();
+    positive["spec"]["containers"][0]["resources"] = full();
+    assert!(run(&input("", "Pod", &positive, &config)).is_allowed());
 }
 
 #[test]
@@ -304,9 +331,9 @@ fn excluded_namespace_is_exempt() {
 fn exempt_user_group_and_namespace_are_admitted() {
     let config = config();
     let object = bad_deployment();
-    let masters = vec![
+    let break_glass = vec![
         "system:authenticated".to_owned(),
-        "system:masters".to_owned(),
+        "canopy:break-glass".to_owned(),
     ];
     let cases = [
         (
@@ -320,7 +347,7 @@ fn exempt_user_group_and_namespace_are_admitted() {
         (
             Requester {
                 username: "admin",
-                groups: &masters,
+                groups: &break_glass,
             },
             "acme-dev",
             ModeSource::ExemptGroup,
@@ -520,7 +547,37 @@ fn subresources() {
     };
     assert!(run(&request).is_allowed());
 
-    for subresource in ["status", "binding", "scale", "resize"] {
+    // A resize is judged for resources only: to zero is refused, to positive admitted.
+    let mut sized = good_pod();
+    let old = sized.clone();
+    sized["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m", "memory": "0"}, "limits": {"cpu": "1", "memory": "0"}});
+    let request = PolicyInput {
+        subresource: Some("resize"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        ..input("", "Pod", &sized, &config)
+    };
+    let outcome = run(&request);
+    assert_eq!(results(&outcome), [(Policy::Resources, "violated")]);
+    assert!(
+        outcome
+            .denial_message()
+            .unwrap_or_default()
+            .contains("has requests.memory of \"0\", limits.memory of \"0\""),
+        "{outcome:?}"
+    );
+    sized["spec"]["containers"][0]["resources"] = json!({
+        "requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}});
+    let request = PolicyInput {
+        subresource: Some("resize"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        ..input("", "Pod", &sized, &config)
+    };
+    assert!(run(&request).is_allowed());
+
+    for subresource in ["status", "binding", "scale"] {
         let request = PolicyInput {
             subresource: Some(subresource),
             operation: Operation::Update,
@@ -587,8 +644,9 @@ fn persistent_volume_host_path_is_checked_whatever_the_scope() {
     assert_eq!(
         outcome.denial_message(),
         Some(
-            "PersistentVolume \"local\" refused by canopy: spec.hostPath is set (forbidden by cluster policy); \
-             use a local or CSI volume source instead of spec.hostPath"
+            "PersistentVolume \"local\" refused by canopy: spec.hostPath is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions"
         )
     );
     assert_eq!(
@@ -598,6 +656,64 @@ fn persistent_volume_host_path_is_checked_whatever_the_scope() {
             (Policy::ReclaimPolicy, "passed")
         ]
     );
+}
+
+#[test]
+fn local_persistent_volumes_are_node_storage_unless_the_provisioner_is_exempt() {
+    let config = PolicyConfig {
+        exemptions: Exemptions {
+            usernames: vec!["system:serviceaccount:local:provisioner".to_owned()],
+            groups: Vec::new(),
+            namespaces: Vec::new(),
+        },
+        ..PolicyConfig::default()
+    };
+    let local = json!({"metadata": {"name": "root"}, "spec": {
+        "local": {"path": "/"}, "persistentVolumeReclaimPolicy": "Delete",
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
+    let admin_groups = vec!["system:masters".to_owned()];
+    let admin = PolicyInput {
+        requester: Requester {
+            username: "admin",
+            groups: &admin_groups,
+        },
+        ..cluster_input("", "PersistentVolume", &local, &config)
+    };
+    let outcome = run(&admin);
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "PersistentVolume \"root\" refused by canopy: spec.local is node storage (forbidden by cluster policy); \
+             provision volumes through a StorageClass with a dynamic provisioner instead, \
+             or add the provisioner's identity to the CanopyConfiguration's spec.policies.exemptions"
+        )
+    );
+    let provisioner = PolicyInput {
+        requester: Requester {
+            username: "system:serviceaccount:local:provisioner",
+            groups: NO_GROUPS,
+        },
+        ..admin
+    };
+    let outcome = run(&provisioner);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].mode.source, ModeSource::ExemptUsername);
+
+    // The PV controller binding an existing local volume (claimRef) is not refused.
+    let mut bound = local.clone();
+    bound["spec"]["claimRef"] = json!({"namespace": "acme", "name": "data"});
+    let binding = PolicyInput {
+        operation: Operation::Update,
+        old_object: Some(&local),
+        requester: Requester {
+            username: "system:kube-controller-manager",
+            groups: NO_GROUPS,
+        },
+        ..cluster_input("", "PersistentVolume", &bound, &config)
+    };
+    let outcome = run(&binding);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].result, CheckResult::Unchanged);
 }
 
 #[test]

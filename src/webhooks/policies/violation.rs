@@ -62,6 +62,8 @@ pub enum Subject {
     },
     /// A volume of a pod spec; `path` is e.g. `spec.volumes[0]`.
     Volume { name: String, path: String },
+    /// The pod-level `resources` of a pod spec; `path` is e.g. `spec.template.spec.resources`.
+    PodResources { path: String },
     /// A field of the object itself (PersistentVolume, StorageClass), named by the
     /// violation's field path.
     Object,
@@ -107,10 +109,21 @@ pub enum Problem {
     HostPathVolume,
     /// A PersistentVolume whose source is `spec.hostPath`.
     HostPathPersistentVolume,
+    /// A PersistentVolume whose source is `spec.local`: a node's directory or disk (a
+    /// `local` PV with path `/` is the node's root filesystem), as dangerous as hostPath.
+    LocalPersistentVolume,
     /// A container that neither sets nor will be given a required request or limit.
     MissingResource {
         field: ResourceField,
         resource: String,
+    },
+    /// A required request or limit set to zero or less (`value` as written), or a request
+    /// that defaulting will copy from such a limit. At run time a zero limit is no limit,
+    /// and a zero request or limit counts as nothing against a ResourceQuota.
+    NonPositiveResource {
+        field: ResourceField,
+        resource: String,
+        value: String,
     },
     /// A reclaim policy other than `Delete`; `value` is `None` when the field is unset and
     /// the apiserver's default is not `Delete` (PersistentVolumes default to `Retain`).
@@ -136,7 +149,7 @@ impl Violation {
     pub fn subject_name(&self) -> Option<&str> {
         match &self.subject {
             Subject::Container { name, .. } | Subject::Volume { name, .. } => Some(name),
-            Subject::Object => None,
+            Subject::PodResources { .. } | Subject::Object => None,
         }
     }
 
@@ -144,10 +157,17 @@ impl Violation {
     pub fn problem_text(&self) -> String {
         match &self.problem {
             Problem::HostPathVolume => "uses hostPath".to_owned(),
-            Problem::HostPathPersistentVolume => "is set".to_owned(),
+            Problem::HostPathPersistentVolume | Problem::LocalPersistentVolume => {
+                "is node storage".to_owned()
+            }
             Problem::MissingResource { field, resource } => {
                 format!("has no {}.{resource}", field.as_str())
             }
+            Problem::NonPositiveResource {
+                field,
+                resource,
+                value,
+            } => format!("has {}.{resource} of {value:?}", field.as_str()),
             Problem::ReclaimPolicy { value: None, .. } => "is unset, which means Retain".to_owned(),
             Problem::ReclaimPolicy {
                 value: Some(value), ..
@@ -162,20 +182,42 @@ impl Violation {
                 "remove it or use another volume type, such as persistentVolumeClaim or emptyDir"
                     .to_owned()
             }
-            Problem::HostPathPersistentVolume => {
-                "use a local or CSI volume source instead of spec.hostPath".to_owned()
+            // Neither hostPath nor local is a way out: both are a node's storage. Storage
+            // that a provisioner makes per claim is; a provisioner trusted to make node
+            // storage (a local-volume provisioner) is exempted by its identity.
+            Problem::HostPathPersistentVolume | Problem::LocalPersistentVolume => {
+                "provision volumes through a StorageClass with a dynamic provisioner instead, \
+                 or add the provisioner's identity to the CanopyConfiguration's \
+                 spec.policies.exemptions"
+                    .to_owned()
             }
             Problem::MissingResource { field, resource } => {
-                format!("set {}", resource_setting(*field, resource))
+                format!("set {}", self.setting(*field, resource))
             }
+            Problem::NonPositiveResource {
+                field, resource, ..
+            } => format!(
+                "{POSITIVE_NEEDED}; set {} to a positive value",
+                self.setting(*field, resource)
+            ),
             Problem::ReclaimPolicy { object, .. } => {
                 format!("set {} to Delete", object.field_path())
             }
         }
     }
+
+    /// The field a fix of a resource violation sets: relative to the container
+    /// (`resources.limits.memory`), as users write it in a container; the full path for
+    /// pod-level resources, which would otherwise read like a container's.
+    pub(crate) fn setting(&self, field: ResourceField, resource: &str) -> String {
+        match &self.subject {
+            Subject::PodResources { path } => {
+                format!("{path}.{}.{resource}", field.as_str())
+            }
+            _ => format!("resources.{}.{resource}", field.as_str()),
+        }
+    }
 }
 
-/// `resources.limits.memory`: the path, relative to the container, that a fix sets.
-pub(crate) fn resource_setting(field: ResourceField, resource: &str) -> String {
-    format!("resources.{}.{resource}", field.as_str())
-}
+/// Why a zero is refused, said with every fix of one.
+pub(crate) const POSITIVE_NEEDED: &str = "a required resource needs a positive quantity";
