@@ -218,6 +218,21 @@ fn schema_refuses_invalid_objects() {
             "spec.rootNamespace",
         ),
         (
+            "an anchor whose name has a dot",
+            format!("apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: team.dev, namespace: {ns}}}\n"),
+            "an anchor's name becomes its namespace's name",
+        ),
+        (
+            "an anchor whose name is longer than 63 characters",
+            format!("apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {}, namespace: {ns}}}\n", "a".repeat(64)),
+            "at most 63 characters",
+        ),
+        (
+            "a Tenant named like no namespace can be, without a rootNamespace",
+            format!("apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}.example}}\nspec: {{}}\n"),
+            "names its root namespace after itself",
+        ),
+        (
             "a HierarchyConfiguration not named hierarchy",
             format!("apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: other, namespace: {ns}}}\nspec: {{parent: x}}\n"),
             "a HierarchyConfiguration must be named 'hierarchy'",
@@ -244,4 +259,18 @@ fn schema_refuses_invalid_objects() {
     }
     let leftover = kubectl(&["get", "tenant", &tenant]);
     assert!(!leftover.success, "no refused Tenant may exist");
+    // The same paths with names that can be namespaces' (a dotted Tenant name with a
+    // valid rootNamespace included).
+    let fine = [
+        format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: team-dev, namespace: {ns}}}\n"
+        ),
+        format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}.example}}\nspec: {{rootNamespace: {tenant}}}\n"
+        ),
+    ];
+    for yaml in fine {
+        let out = apply(&yaml);
+        assert!(out.success, "{yaml}: {}", out.stderr);
+    }
 }

@@ -18,6 +18,9 @@ use super::Condition;
     shortname = "anchor",
     namespaced,
     status = "SubnamespaceAnchorStatus",
+    // The anchor's name becomes a namespace's: refused at admission rather than a create
+    // that fails with 422 on every retry.
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("an anchor's name becomes its namespace's name: at most 63 characters, lowercase letters, digits and '-', starting and ending with a letter or digit (an RFC 1123 label, no dots)"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
     printcolumn(
         name = "Age",

@@ -16,6 +16,8 @@ use super::{Condition, PodSecurityLevel, PolicyMode};
     plural = "tenants",
     shortname = "tn",
     status = "TenantStatus",
+    // Without spec.rootNamespace the Tenant's name is its root namespace's.
+    validation = Rule::new("has(self.spec) && has(self.spec.rootNamespace) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("a Tenant without spec.rootNamespace names its root namespace after itself, so its name must be a namespace name: at most 63 characters, lowercase letters, digits and '-', starting and ending with a letter or digit (an RFC 1123 label, no dots); or set spec.rootNamespace"),
     printcolumn(name = "Root", type_ = "string", json_path = ".status.rootNamespace"),
     printcolumn(
         name = "Namespaces",
