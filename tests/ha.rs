@@ -3,70 +3,10 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
-use canopy::dev::client_for;
-use canopy::leader::LeaderElectionArgs;
-use canopy::manager::{Halves, run_with};
-use common::{
-    CUSTOM, apply, eventually, kubectl, kubectl_ok, spawn_on_own_runtime, start_plane, unique,
-};
-use tokio::sync::oneshot;
-
-/// Stops a manager when sent to (or dropped).
-static STOPS: Mutex<Vec<(String, oneshot::Sender<()>)>> = Mutex::new(Vec::new());
-
-fn start_manager(kubeconfig: std::path::PathBuf, identity: &str) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    STOPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((identity.to_owned(), stop));
-    let identity = identity.to_owned();
-    spawn_on_own_runtime(async move {
-        let client = client_for(&kubeconfig).await.expect("client");
-        let election = LeaderElectionArgs {
-            leader_election_identity: Some(identity.clone()),
-            lease_duration_seconds: 6,
-            ..LeaderElectionArgs::default()
-        };
-        let halves = Halves {
-            controllers: true,
-            webhooks: false,
-        };
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(e) = run_with(
-            client,
-            None,
-            halves,
-            Some(election),
-            DEFAULT_WRITE_QPS,
-            canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
-            shutdown,
-        )
-        .await
-        {
-            eprintln!("manager {identity}: {e}");
-        }
-    });
-}
-
-fn holder() -> Option<String> {
-    let out = kubectl(&[
-        "get",
-        "lease",
-        "canopy-manager",
-        "-n",
-        "canopy-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    (out.success && !out.stdout.is_empty()).then_some(out.stdout)
-}
+use common::managers::{holder, start_manager, stop_manager};
+use common::{CUSTOM, apply, eventually, kubectl, kubectl_ok, start_plane, unique};
 
 fn setup() {
     CUSTOM.get_or_init(|| {
@@ -80,7 +20,7 @@ fn setup() {
             > = kube::Api::all(admin);
             let _ = configs.delete("canopy", &Default::default()).await;
             drop(prepared.webhooks);
-            start_manager(prepared.manager_kubeconfig.clone(), "manager-a");
+            start_manager(prepared.manager_kubeconfig.clone(), "manager-a", None);
             Ok(plane)
         })
     });
@@ -99,7 +39,7 @@ fn propagation_goes_on_under_the_other_replica_when_the_leader_stops() {
             .to_owned();
         dir.join("canopy-manager.kubeconfig")
     };
-    start_manager(kubeconfig, "manager-b");
+    start_manager(kubeconfig, "manager-b", None);
 
     let root = unique("ha");
     let child = format!("{root}-c");
@@ -130,16 +70,8 @@ fn propagation_goes_on_under_the_other_replica_when_the_leader_stops() {
     );
 
     // Stop the leader (as SIGTERM does): it releases the Lease on the way out.
-    let stop = {
-        let mut stops = STOPS.lock().unwrap_or_else(|p| p.into_inner());
-        let at = stops
-            .iter()
-            .position(|(id, _)| id == "manager-a")
-            .expect("manager-a");
-        stops.remove(at).1
-    };
     let stopped_at = std::time::Instant::now();
-    let _ = stop.send(());
+    stop_manager("manager-a");
     eventually("manager-b to take over", Duration::from_secs(30), || {
         (holder().as_deref() == Some("manager-b")).then_some(())
     });

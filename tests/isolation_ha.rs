@@ -6,58 +6,16 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
-use canopy::dev::client_for;
-use canopy::leader::LeaderElectionArgs;
-use canopy::manager::{Halves, WebhookListener, run_with};
+use canopy::manager::WebhookListener;
+use common::managers::{holder, start_manager, stop_manager};
 use common::tenants::race_anchors_into_tenants;
-use common::{CUSTOM, eventually, kubectl, spawn_on_own_runtime, start_plane};
-use tokio::sync::oneshot;
+use common::{CUSTOM, eventually, spawn_on_own_runtime, start_plane};
 
-static STOPS: Mutex<Vec<(String, oneshot::Sender<()>)>> = Mutex::new(Vec::new());
 /// Connections the proxy handed to each replica.
 static CONNECTIONS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
-
-fn start_manager(kubeconfig: std::path::PathBuf, identity: &str, webhooks: WebhookListener) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    STOPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((identity.to_owned(), stop));
-    let identity = identity.to_owned();
-    spawn_on_own_runtime(async move {
-        let client = client_for(&kubeconfig).await.expect("client");
-        let election = LeaderElectionArgs {
-            leader_election_identity: Some(identity.clone()),
-            lease_duration_seconds: 6,
-            ..LeaderElectionArgs::default()
-        };
-        let halves = Halves {
-            controllers: true,
-            webhooks: true,
-        };
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(e) = run_with(
-            client,
-            Some(webhooks),
-            halves,
-            Some(election),
-            DEFAULT_WRITE_QPS,
-            canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
-            shutdown,
-        )
-        .await
-        {
-            eprintln!("manager {identity}: {e}");
-        }
-    });
-}
 
 /// Forwards each accepted connection to the next backend in turn (TLS passes through).
 fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
@@ -78,19 +36,6 @@ fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
             });
         }
     });
-}
-
-fn holder() -> Option<String> {
-    let out = kubectl(&[
-        "get",
-        "lease",
-        "canopy-manager",
-        "-n",
-        "canopy-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
-    (out.success && !out.stdout.is_empty()).then_some(out.stdout)
 }
 
 fn setup() {
@@ -121,8 +66,8 @@ fn setup() {
             canopy::dev::canopy::register_webhooks(&admin, proxy_port, &plane.pki().ca.cert_pem)
                 .await?;
             let kubeconfig = prepared.manager_kubeconfig.clone();
-            start_manager(kubeconfig.clone(), "manager-a", prepared.webhooks);
-            start_manager(kubeconfig, "manager-b", second);
+            start_manager(kubeconfig.clone(), "manager-a", Some(prepared.webhooks));
+            start_manager(kubeconfig, "manager-b", Some(second));
             canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
             Ok(plane)
         })
@@ -136,15 +81,7 @@ fn max_namespaces_holds_with_two_replicas_and_across_a_handover() {
     race_anchors_into_tenants("ha-race");
 
     // The leader stops; the other replica takes over and is the authority now.
-    let stop = {
-        let mut stops = STOPS.lock().unwrap_or_else(|p| p.into_inner());
-        let at = stops
-            .iter()
-            .position(|(id, _)| *id == first)
-            .expect("the leader's stop");
-        stops.remove(at).1
-    };
-    let _ = stop.send(());
+    stop_manager(&first);
     eventually("the other replica to lead", Duration::from_secs(30), || {
         holder().filter(|h| *h != first)
     });

@@ -344,7 +344,13 @@ fn check_rbac_and_webhooks(objects: &[Value], namespace: &str, what: &str) {
             .pointer_mut("/namespaceSelector/matchExpressions")
             .and_then(Value::as_array_mut);
         if let Some(exprs) = exprs {
-            for values in exprs.iter_mut().map(|e| &mut e["values"]) {
+            // The exempt-namespace lists (`NotIn`) get the release namespace; the
+            // workloads webhook's `canopy.dev/tenant Exists` has no values.
+            for values in exprs
+                .iter_mut()
+                .filter(|e| e["operator"] == "NotIn")
+                .map(|e| &mut e["values"])
+            {
                 let list = values.as_array_mut().expect("values");
                 if !list.contains(&json!(namespace)) {
                     list.push(json!(namespace));
@@ -548,6 +554,59 @@ fn chart_values_are_checked() {
             "--set {set} was not refused: {stderr}"
         );
     }
+}
+
+/// The webhooks' blast radius follows the values: exempt and excluded namespaces are
+/// skipped by every selector, and with `scope: AllNamespaces` the workloads webhook sees
+/// namespaces of no tenant too (by default only tenants' namespaces).
+#[test]
+fn chart_webhook_selectors_follow_the_values() {
+    let selector = |sets: &[&str]| -> Vec<Value> {
+        let mut args = Vec::new();
+        for set in sets {
+            args.extend(["--set", *set]);
+        }
+        let rendered = objects(&helm_template(NAMESPACE, &args));
+        let config = find(&rendered, "ValidatingWebhookConfiguration", "canopy");
+        config["webhooks"]
+            .as_array()
+            .expect("webhooks")
+            .iter()
+            .find(|w| w["name"] == "workloads.canopy.dev")
+            .expect("the workloads webhook")["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .cloned()
+            .expect("expressions")
+    };
+    let tenant_only = |exprs: &[Value]| exprs.iter().any(|e| e["key"] == "canopy.dev/tenant");
+    let exempt = |exprs: &[Value], ns: &str| {
+        exprs.iter().any(|e| {
+            e["operator"] == "NotIn"
+                && e["values"]
+                    .as_array()
+                    .is_some_and(|v| v.contains(&json!(ns)))
+        })
+    };
+    let default = selector(&[]);
+    assert!(
+        tenant_only(&default),
+        "scope Tenants: only tenants' namespaces"
+    );
+    let wide = selector(&[
+        "configuration.policies.scope=AllNamespaces",
+        "webhook.exemptNamespaces={cert-manager}",
+        "configuration.excludedNamespaces={kube-system,kube-public,kube-node-lease,kube-flannel}",
+    ]);
+    assert!(!tenant_only(&wide), "scope AllNamespaces: every namespace");
+    assert!(
+        exempt(&wide, "cert-manager"),
+        "an exempt namespace: {wide:?}"
+    );
+    assert!(
+        exempt(&wide, "kube-flannel"),
+        "an excluded namespace: {wide:?}"
+    );
+    assert!(exempt(&wide, NAMESPACE), "the release namespace: {wide:?}");
 }
 
 /// The chart renders the bundled RBAC and webhooks, a hardened HA manager, and the

@@ -125,6 +125,7 @@ pub async fn run(
     let rules = webhook_rules::run(
         client.clone(),
         writer.clone(),
+        state.clone(),
         propagation.clone(),
         webhook_configuration,
     );

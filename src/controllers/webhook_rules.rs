@@ -8,7 +8,15 @@
 //! `kubectl apply -k`) resets them. Only that webhook's `rules` are written: its
 //! clientConfig, caBundle, selectors and every other webhook stay as they are.
 //!
-//! `plan_rules` is pure; `run` watches and hands the plan to the Writer.
+//! The same loop keeps the `workloads.canopy.dev` webhook's `namespaceSelector` in step
+//! with `policies.scope`: with `Tenants` it matches only namespaces labelled
+//! `canopy.dev/tenant`, so a canopy outage cannot block Pods that the policies would not
+//! check anyway (a CNI's, cert-manager's); with `AllNamespaces` that requirement goes.
+//! Every other expression of the selector (the exempt system namespaces, an operator's
+//! own) is kept.
+//!
+//! `plan_rules` and `plan_selector` are pure; `run` watches and hands the plans to the
+//! Writer.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +26,7 @@ use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhookConfiguration,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::Client;
 use kube::api::Api;
 use kube::core::ApiResource;
@@ -28,6 +37,8 @@ use tracing::{debug, info, instrument, warn};
 use super::propagation::Propagation;
 use super::propagation::kinds::default_kinds;
 use super::writer::Writer;
+use crate::api::{PolicyScope, keys};
+use crate::forest::watch::ClusterState;
 
 /// The webhook whose rules follow the configuration.
 pub const PROPAGATED_WEBHOOK: &str = "propagated.canopy.dev";
@@ -131,6 +142,64 @@ pub fn plan_rules(
     }
 }
 
+/// The webhook whose namespace selector follows `policies.scope`.
+pub const WORKLOADS_WEBHOOK: &str = "workloads.canopy.dev";
+
+/// The selector requirement that limits a webhook to namespaces of a tenant.
+fn in_a_tenant() -> LabelSelectorRequirement {
+    LabelSelectorRequirement {
+        key: keys::TENANT.to_owned(),
+        operator: "Exists".to_owned(),
+        values: None,
+    }
+}
+
+/// What the workloads webhook's namespace selector needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SelectorPlan {
+    UpToDate,
+    NoWebhook,
+    Set(LabelSelector),
+}
+
+/// The `WORKLOADS_WEBHOOK` selector of `current` with the tenant requirement added
+/// (`Tenants`) or removed (`AllNamespaces`), every other expression kept.
+pub fn plan_selector(current: &ValidatingWebhookConfiguration, scope: PolicyScope) -> SelectorPlan {
+    let Some(webhook) = current
+        .webhooks
+        .iter()
+        .flatten()
+        .find(|w| w.name == WORKLOADS_WEBHOOK)
+    else {
+        return SelectorPlan::NoWebhook;
+    };
+    let selector = webhook.namespace_selector.clone().unwrap_or_default();
+    let mut expressions: Vec<LabelSelectorRequirement> = selector
+        .match_expressions
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.key != keys::TENANT)
+        .collect();
+    if scope == PolicyScope::Tenants {
+        expressions.push(in_a_tenant());
+    }
+    let desired = LabelSelector {
+        match_expressions: (!expressions.is_empty()).then_some(expressions),
+        match_labels: selector.match_labels.clone(),
+    };
+    let normal = |s: &LabelSelector| {
+        let mut e = s.match_expressions.clone().unwrap_or_default();
+        e.sort_by(|a, b| (&a.key, &a.operator).cmp(&(&b.key, &b.operator)));
+        (e, s.match_labels.clone().unwrap_or_default())
+    };
+    if normal(&selector) == normal(&desired) {
+        SelectorPlan::UpToDate
+    } else {
+        SelectorPlan::Set(desired)
+    }
+}
+
 /// Keeps the rules of `PROPAGATED_WEBHOOK` in the ValidatingWebhookConfiguration named
 /// `configuration` in step with propagation's kinds, until the kinds channel closes.
 /// Runs on the leader only, like every other writer: two replicas with a different idea
@@ -139,6 +208,7 @@ pub fn plan_rules(
 pub async fn run(
     client: Client,
     writer: Writer,
+    state: ClusterState,
     propagation: Arc<Propagation>,
     configuration: String,
 ) {
@@ -209,6 +279,33 @@ pub async fn run(
             continue;
         };
         reported_missing = false;
+        let scope = state.config().policies.scope;
+        if let SelectorPlan::Set(selector) = plan_selector(object, scope) {
+            match writer
+                .set_webhook_selector(&configuration, WORKLOADS_WEBHOOK, &selector)
+                .await
+            {
+                Ok(()) => {
+                    for webhook in current
+                        .iter_mut()
+                        .flat_map(|c| c.webhooks.iter_mut().flatten())
+                    {
+                        if webhook.name == WORKLOADS_WEBHOOK {
+                            webhook.namespace_selector = Some(selector.clone());
+                        }
+                    }
+                    info!(
+                        webhook = WORKLOADS_WEBHOOK,
+                        ?scope,
+                        "set the webhook's namespace selector to the policy scope"
+                    );
+                }
+                Err(err) => warn!(error = %err, "cannot set the webhook's namespace selector"),
+            }
+        }
+        let Some(object) = current.as_ref() else {
+            continue;
+        };
         match plan_rules(object, &configured) {
             RulesPlan::UpToDate => {}
             RulesPlan::NoWebhook => {
@@ -374,6 +471,58 @@ mod tests {
             plan_rules(&with_rules(no_delete), &[]),
             RulesPlan::Set(_)
         ));
+    }
+
+    fn workloads(selector: Option<LabelSelector>) -> ValidatingWebhookConfiguration {
+        let mut config = shipped();
+        for webhook in config.webhooks.iter_mut().flatten() {
+            if webhook.name == WORKLOADS_WEBHOOK {
+                webhook.namespace_selector = selector.clone();
+            }
+        }
+        config
+    }
+
+    #[test]
+    fn the_shipped_workloads_selector_is_the_tenants_scope() {
+        assert_eq!(
+            plan_selector(&shipped(), PolicyScope::Tenants),
+            SelectorPlan::UpToDate
+        );
+    }
+
+    #[test]
+    fn the_workloads_selector_follows_the_scope_and_keeps_other_expressions() {
+        let SelectorPlan::Set(all) = plan_selector(&shipped(), PolicyScope::AllNamespaces) else {
+            panic!("AllNamespaces must drop the tenant requirement");
+        };
+        let expressions = all.match_expressions.clone().unwrap_or_default();
+        assert!(expressions.iter().all(|e| e.key != keys::TENANT));
+        assert!(
+            expressions
+                .iter()
+                .any(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn"),
+            "the system namespaces stay exempt"
+        );
+        let back = workloads(Some(all));
+        assert_eq!(
+            plan_selector(&back, PolicyScope::AllNamespaces),
+            SelectorPlan::UpToDate
+        );
+        let SelectorPlan::Set(tenants) = plan_selector(&back, PolicyScope::Tenants) else {
+            panic!("Tenants must add it back");
+        };
+        assert!(
+            tenants
+                .match_expressions
+                .unwrap_or_default()
+                .contains(&in_a_tenant())
+        );
+        assert_eq!(
+            plan_selector(&workloads(None), PolicyScope::AllNamespaces),
+            SelectorPlan::UpToDate,
+            "no selector at all already matches every namespace"
+        );
     }
 
     #[test]

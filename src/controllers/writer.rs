@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -259,6 +259,24 @@ impl Writer {
             .await
             .map_err(context(|| {
                 format!("setting the rules of webhook {webhook} in ValidatingWebhookConfiguration {configuration}")
+            }))?;
+        Ok(())
+    }
+
+    /// Sets the `namespaceSelector` of `webhook` in the ValidatingWebhookConfiguration
+    /// `configuration` (a strategic merge keyed by webhook name: nothing else changes).
+    pub async fn set_webhook_selector(
+        &self,
+        configuration: &str,
+        webhook: &str,
+        selector: &LabelSelector,
+    ) -> Result<()> {
+        let patch = json!({"webhooks": [{"name": webhook, "namespaceSelector": selector}]});
+        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+            .patch(configuration, &merge_params(), &Patch::Strategic(&patch))
+            .await
+            .map_err(context(|| {
+                format!("setting the namespace selector of webhook {webhook} in ValidatingWebhookConfiguration {configuration}")
             }))?;
         Ok(())
     }
