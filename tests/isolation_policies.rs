@@ -70,9 +70,12 @@ fn tenant(prefix: &str, limit_range: bool) -> String {
     } else {
         ""
     };
+    // Pod Security `baseline` would refuse hostPath Pods before canopy's webhook is
+    // called; these tests are about canopy's own policies, so the tenant's level is
+    // `privileged` (tests/isolation.rs covers Pod Security).
     let out = apply(&format!(
         "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  \
-         owners: [{{kind: Group, name: {name}-admins}}]\n{limits}"
+         podSecurity: privileged\n  owners: [{{kind: Group, name: {name}-admins}}]\n{limits}"
     ));
     assert!(out.success, "Tenant {name}: {}", out.stderr);
     eventually(

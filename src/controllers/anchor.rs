@@ -11,11 +11,11 @@ use super::namespace_labels::new_subnamespace_labels;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{AnchorState, PodSecurityLevel, SubnamespaceAnchor};
-pub use budget::NamespaceBudget;
-
-mod budget;
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
+
+mod budget;
+pub use budget::NamespaceBudget;
 
 /// Keeps an anchor until canopy has deleted its child namespace.
 pub const ANCHOR_FINALIZER: &str = "canopy.dev/subnamespace";
