@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::client_for;
@@ -25,7 +25,6 @@ use tokio::sync::oneshot;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A controllers-only manager on a thread of its own.
-#[allow(dead_code)] // not stopped yet
 struct Controllers {
     stop: oneshot::Sender<()>,
     /// Sent once the manager returned and its runtime (with every task) is gone.
@@ -72,7 +71,6 @@ impl Controllers {
         Self { stop, stopped }
     }
 
-    #[allow(dead_code)]
     fn stop(self) {
         let _ = self.stop.send(());
         self.stopped
@@ -129,6 +127,15 @@ fn setup() -> MutexGuard<'static, ()> {
         })
     });
     serial
+}
+
+fn restart_controllers() {
+    let mut slot = CONTROLLERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(running) = slot.take() {
+        running.stop();
+    }
+    let kubeconfig = MANAGER_KUBECONFIG.get().expect("set up").clone();
+    *slot = Some(Controllers::start(kubeconfig));
 }
 
 fn set_parent(child: &str, parent: &str) {
@@ -290,5 +297,83 @@ fn a_conflict_does_not_freeze_its_source_but_refuses_a_new_one() {
     assert_eq!(
         local["subjects"][0]["name"], "carol",
         "the local object stays"
+    );
+}
+
+/// Fault: after a restart the namespace reconciler planned before propagation knew the
+/// conflicts, removing `CannotPropagateObject` and adding it again seconds later.
+#[test]
+fn a_restart_does_not_flap_a_conflict_condition() {
+    let _serial = setup();
+    let root = unique("fr");
+    let child = format!("{root}-child");
+    for ns in [&root, &child] {
+        kubectl_ok(&["create", "namespace", ns]);
+    }
+    for (ns, verb) in [(&child, "get"), (&root, "list")] {
+        kubectl_ok(&[
+            "create",
+            "role",
+            "mine",
+            &format!("--verb={verb}"),
+            "--resource=pods",
+            "-n",
+            ns,
+        ]);
+    }
+    set_parent(&child, &root);
+    let before = eventually("the conflict to be reported", WAIT, || {
+        conflict_condition(&root, &child)
+    });
+    // Settled: nothing else is left to write into the root's HierarchyConfiguration.
+    std::thread::sleep(Duration::from_secs(3));
+    let hc = || json(&["get", "hc", "hierarchy", "-n", &root, "-o", "json"]).expect("hc");
+    let version = hc()["metadata"]["resourceVersion"].clone();
+
+    restart_controllers();
+    let restarted = Instant::now();
+    // Proof the new manager propagates: a new source reaches the child.
+    kubectl_ok(&[
+        "create",
+        "role",
+        "probe",
+        "--verb=get",
+        "--resource=pods",
+        "-n",
+        &root,
+    ]);
+    let mut propagated = None;
+    let mut polls = 0;
+    while restarted.elapsed() < WAIT {
+        polls += 1;
+        let now = conflict_condition(&root, &child).unwrap_or_else(|| {
+            panic!(
+                "the condition was removed {:.1}s after the restart: {}",
+                restarted.elapsed().as_secs_f64(),
+                hc()["status"]
+            )
+        });
+        assert_eq!(
+            now["lastTransitionTime"], before["lastTransitionTime"],
+            "the condition was set again: {now}"
+        );
+        if propagated.is_none() && kubectl(&["get", "role", "probe", "-n", &child]).success {
+            propagated = Some(Instant::now());
+        }
+        // Watch a while past the new manager's first propagation.
+        if propagated.is_some_and(|at| at.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(propagated.is_some(), "the new manager never propagated");
+    eprintln!(
+        "{polls} polls over {:.1}s",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        hc()["metadata"]["resourceVersion"],
+        version,
+        "the HierarchyConfiguration was written again"
     );
 }
