@@ -11,7 +11,8 @@ use tracing::{debug, instrument};
 
 use super::conditions::{self, DesiredCondition};
 use super::namespace_labels::{desired_labels, label_changes};
-use super::propagation::conflicts::Conflicts;
+use super::propagation::Propagation;
+use super::propagation::conflicts;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{
@@ -41,12 +42,15 @@ impl NamespacePlan {
 }
 
 /// Decides what namespace `name` needs, from the Forest and its current
-/// HierarchyConfiguration. Pure.
+/// HierarchyConfiguration. `propagation_conflicts` are the `CannotPropagateObject` lines
+/// of its objects, `None` while propagation does not know them yet (after a start): then
+/// the lines the current condition carries are kept, so a restart does not remove the
+/// condition and add it again. Pure.
 pub fn plan_namespace(
     forest: &Forest,
     name: &str,
     hierarchy: Option<&HierarchyConfiguration>,
-    propagation_conflicts: &[String],
+    propagation_conflicts: Option<&[String]>,
     pod_security: impl Fn(&str) -> PodSecurityLevel,
     now: Timestamp,
 ) -> NamespacePlan {
@@ -108,10 +112,15 @@ pub fn plan_namespace(
             ),
         ));
     }
+    let current = hierarchy.and_then(|h| h.status.clone()).unwrap_or_default();
+    let propagation_conflicts = match propagation_conflicts {
+        Some(known) => known.to_vec(),
+        None => reported_conflicts(&current),
+    };
     problems.extend(
         propagation_conflicts
-            .iter()
-            .map(|c| ("CannotPropagateObject", c.clone())),
+            .into_iter()
+            .map(|c| ("CannotPropagateObject", c)),
     );
     if let Some((reason, _)) = problems.first() {
         wanted.push(DesiredCondition {
@@ -131,7 +140,6 @@ pub fn plan_namespace(
         .map(str::to_owned)
         .collect();
 
-    let current = hierarchy.and_then(|h| h.status.clone()).unwrap_or_default();
     let generation = hierarchy.and_then(|h| h.metadata.generation);
     let status = HierarchyConfigurationStatus {
         children,
@@ -148,12 +156,24 @@ pub fn plan_namespace(
     plan
 }
 
+/// The `CannotPropagateObject` lines of the `BadConfiguration` condition in `status`.
+fn reported_conflicts(status: &HierarchyConfigurationStatus) -> Vec<String> {
+    status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == BAD_CONFIGURATION && c.status == "True")
+        .flat_map(|c| c.message.split("; "))
+        .filter(|line| conflicts::is_message(line))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Reconciles one namespace.
-#[instrument(skip(state, writer, conflicts), fields(namespace = %name))]
+#[instrument(skip(state, writer, propagation), fields(namespace = %name))]
 pub async fn reconcile_namespace(
     state: &ClusterState,
     writer: &Writer,
-    conflicts: &Conflicts,
+    propagation: &Propagation,
     name: String,
 ) -> Outcome {
     let hierarchy = state
@@ -163,7 +183,7 @@ pub async fn reconcile_namespace(
         &state.forest(),
         &name,
         hierarchy.as_deref(),
-        &conflicts.messages_for(&name),
+        propagation.conflict_messages_for(&name).as_deref(),
         |tenant| state.pod_security_for(tenant),
         Timestamp::now(),
     );
@@ -263,12 +283,12 @@ mod tests {
     #[test]
     fn a_child_gets_its_labels_and_the_parent_its_children() {
         let f = forest();
-        let child = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let child = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         assert_eq!(child.set_labels.len(), 2);
         assert_eq!(child.set_labels["a.tree.canopy.dev/depth"], "1");
         assert_eq!(child.status, None, "nothing to report on b");
 
-        let parent = plan_namespace(&f, "a", None, &[], baseline, now());
+        let parent = plan_namespace(&f, "a", None, Some(&[]), baseline, now());
         assert!(
             parent.create_hierarchy,
             "a has a child to report but no hierarchy object"
@@ -284,7 +304,9 @@ mod tests {
         let mut f = forest();
         let labels = f.tree_labels("b");
         f.set_namespace("b", labels, false);
-        assert!(plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now()).is_empty());
+        assert!(
+            plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now()).is_empty()
+        );
         let a_status = HierarchyConfigurationStatus {
             children: vec!["b".to_owned()],
             conditions: vec![],
@@ -296,7 +318,7 @@ mod tests {
                 &f,
                 "a",
                 Some(&hc("a", Some(a_status))),
-                &[],
+                Some(&[]),
                 baseline,
                 now()
             )
@@ -308,7 +330,7 @@ mod tests {
     fn the_tenant_label_follows_the_tenant_root_above() {
         let mut f = forest();
         f.set_tenant_root("acme", "a");
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         assert_eq!(
             plan.set_labels.get("canopy.dev/tenant").map(String::as_str),
             Some("acme")
@@ -317,7 +339,7 @@ mod tests {
         labels.insert("canopy.dev/tenant".to_owned(), "acme".to_owned());
         f.set_namespace("b", labels, false);
         f.remove_tenant("acme");
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         assert_eq!(plan.remove_labels, vec!["canopy.dev/tenant".to_owned()]);
     }
 
@@ -328,7 +350,7 @@ mod tests {
         labels.insert("old.tree.canopy.dev/depth".to_owned(), "1".to_owned());
         labels.insert("team".to_owned(), "x".to_owned());
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         assert_eq!(
             plan.remove_labels,
             vec!["old.tree.canopy.dev/depth".to_owned()]
@@ -340,13 +362,20 @@ mod tests {
     fn a_missing_parent_halts_and_healing_clears_it() {
         let mut f = forest();
         f.set_hierarchy("b", Some("nowhere"), false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         let status = plan.status.expect("a condition to write");
         assert_eq!(status.conditions[0].type_, "ActivitiesHalted");
         assert_eq!(status.conditions[0].reason, "ParentMissing");
 
         f.set_hierarchy("b", Some("a"), false);
-        let healed = plan_namespace(&f, "b", Some(&hc("b", Some(status))), &[], baseline, now());
+        let healed = plan_namespace(
+            &f,
+            "b",
+            Some(&hc("b", Some(status))),
+            Some(&[]),
+            baseline,
+            now(),
+        );
         assert_eq!(healed.status.map(|s| s.conditions.len()), Some(0));
     }
 
@@ -358,7 +387,7 @@ mod tests {
             &f,
             "a",
             Some(&hc("a", None)),
-            std::slice::from_ref(&conflict),
+            Some(std::slice::from_ref(&conflict)),
             baseline,
             now(),
         );
@@ -373,11 +402,79 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_not_known_yet_keep_the_reported_ones() {
+        let mut f = forest();
+        let labels = f.tree_labels("a");
+        f.set_namespace("a", labels, false);
+        let conflict = conflicts::message("roles", "x", "b");
+        let before = plan_namespace(
+            &f,
+            "a",
+            Some(&hc("a", None)),
+            Some(std::slice::from_ref(&conflict)),
+            baseline,
+            now(),
+        )
+        .status
+        .expect("a condition");
+        let reported = hc("a", Some(before.clone()));
+        let later = Timestamp::from_second(1_700_000_100).expect("valid");
+        // After a restart, before propagation knows: nothing to write, nothing removed.
+        assert!(plan_namespace(&f, "a", Some(&reported), None, baseline, later).is_empty());
+        // Known and unchanged: nothing either.
+        assert!(
+            plan_namespace(
+                &f,
+                "a",
+                Some(&reported),
+                Some(std::slice::from_ref(&conflict)),
+                baseline,
+                later
+            )
+            .is_empty()
+        );
+        // Known and healed: removed.
+        let healed = plan_namespace(&f, "a", Some(&reported), Some(&[]), baseline, later);
+        assert_eq!(healed.status.map(|s| s.conditions.len()), Some(0));
+
+        // Next to another problem, only the conflict lines are kept; the rest is decided
+        // again.
+        let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "x".to_owned())]);
+        let mut f = forest();
+        f.set_namespace("b", labels, false);
+        let both = plan_namespace(
+            &f,
+            "b",
+            Some(&hc("b", None)),
+            Some(std::slice::from_ref(&conflict)),
+            baseline,
+            now(),
+        )
+        .status
+        .expect("a condition");
+        assert!(both.conditions[0].message.contains("; roles \"x\""));
+        let reported = hc("b", Some(both.clone()));
+        let kept = plan_namespace(&f, "b", Some(&reported), None, baseline, later);
+        assert_eq!(kept.status, None, "{kept:?}");
+        f.set_namespace("b", f.tree_labels("b"), false);
+        let mismatch_gone = plan_namespace(&f, "b", Some(&reported), None, baseline, later)
+            .status
+            .expect("the mismatch healed");
+        assert_eq!(mismatch_gone.conditions[0].reason, "CannotPropagateObject");
+        assert_eq!(mismatch_gone.conditions[0].message, conflict);
+        assert_eq!(
+            mismatch_gone.conditions[0].last_transition_time,
+            both.conditions[0].last_transition_time,
+            "still True: the transition time stays"
+        );
+    }
+
+    #[test]
     fn a_subnamespace_with_another_parent_is_badly_configured() {
         let mut f = forest();
         let labels = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "x".to_owned())]);
         f.set_namespace("b", labels, false);
-        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), &[], baseline, now());
+        let plan = plan_namespace(&f, "b", Some(&hc("b", None)), Some(&[]), baseline, now());
         let status = plan.status.expect("a condition");
         assert_eq!(status.conditions[0].type_, "BadConfiguration");
     }

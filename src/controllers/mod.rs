@@ -151,13 +151,13 @@ pub async fn run(
     };
     let namespace_workers = {
         let (state, writer) = (state.clone(), writer.clone());
-        let conflicts = propagation.conflicts.clone();
+        let propagation = propagation.clone();
         namespaces.run(CONCURRENCY, move |name| {
-            let (state, writer, conflicts) = (state.clone(), writer.clone(), conflicts.clone());
+            let (state, writer, propagation) = (state.clone(), writer.clone(), propagation.clone());
             async move {
                 metrics::timed(
                     "namespace",
-                    hierarchy::reconcile_namespace(&state, &writer, &conflicts, name),
+                    hierarchy::reconcile_namespace(&state, &writer, &propagation, name),
                 )
                 .await
             }

@@ -1,5 +1,6 @@
 //! Admission for propagated kinds: copies are read-only to everyone but canopy, and a
-//! source whose copy would overwrite an object that is not a copy is refused.
+//! source whose copy would overwrite an object that is not a copy is refused (on update,
+//! only when the update adds such a namespace: see `new_conflicts`).
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -71,22 +72,50 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     let Some(object) = request.object.as_ref() else {
         return Verdict::Allow;
     };
-    match propagation.conflicts_for_source(
-        &request.resource.group,
-        &request.resource.resource,
-        namespace,
-        object,
-    ) {
-        Err(err) => Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
-        Ok(conflicts) if conflicts.is_empty() => Verdict::Allow,
-        Ok(conflicts) => Verdict::Deny(format!(
-            "{kind} {namespace}/{name} would be copied into descendants that already hold \
-             an object of that name which is not a copy: {}; rename one of them, delete \
-             those objects, or limit where this one goes with a propagate.canopy.dev/treeSelect \
-             or propagate.canopy.dev/none annotation",
-            conflicts.join(", ")
-        )),
+    let conflicts_of = |source: &DynamicObject| {
+        propagation.conflicts_for_source(
+            &request.resource.group,
+            &request.resource.resource,
+            namespace,
+            source,
+        )
+    };
+    let conflicts = match conflicts_of(object) {
+        Err(err) => return Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
+        Ok(conflicts) => conflicts,
+    };
+    // An old object whose annotations are invalid was copied nowhere: no conflict to keep.
+    let old_conflicts = match (&request.operation, request.old_object.as_ref()) {
+        (Operation::Update, Some(old)) => Some(conflicts_of(old).unwrap_or_default()),
+        _ => None,
+    };
+    let refused = new_conflicts(old_conflicts.as_deref(), &conflicts);
+    if refused.is_empty() {
+        return Verdict::Allow;
     }
+    let what = if old_conflicts.is_some() {
+        ": this change would also copy it into descendants"
+    } else {
+        " would be copied into descendants"
+    };
+    Verdict::Deny(format!(
+        "{kind} {namespace}/{name}{what} that already hold an object of that name which is \
+         not a copy: {}; rename one of them, delete those objects, or limit where this one \
+         goes with a propagate.canopy.dev/treeSelect or propagate.canopy.dev/none annotation",
+        refused.join(", ")
+    ))
+}
+
+/// The conflicting namespaces that refuse a source: on CREATE (`old` is `None`) every one
+/// of `new`; on UPDATE only those the old object did not conflict in already, so an
+/// update that keeps or narrows an existing conflict (a re-apply, a revoked subject, a
+/// label) is admitted and the conflict stays reported by the controller, while one that
+/// spreads it to another namespace is refused. Pure.
+pub fn new_conflicts(old: Option<&[String]>, new: &[String]) -> Vec<String> {
+    new.iter()
+        .filter(|ns| old.is_none_or(|old| !old.contains(ns)))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -179,6 +208,37 @@ mod tests {
             ),
         );
         assert!(matches!(local, Verdict::Allow), "{local:?}");
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_create_is_refused_for_every_conflict() {
+        assert_eq!(new_conflicts(None, &names(&["a", "b"])), names(&["a", "b"]));
+        assert!(new_conflicts(None, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_update_is_refused_only_for_new_conflicts() {
+        let old = names(&["a", "b"]);
+        // Re-applied, narrowed, healed: nothing new.
+        for new in [names(&["a", "b"]), names(&["b"]), names(&[])] {
+            assert!(new_conflicts(Some(&old), &new).is_empty(), "{new:?}");
+        }
+        // Widened: only the new one is named.
+        assert_eq!(
+            new_conflicts(Some(&old), &names(&["a", "b", "c"])),
+            names(&["c"])
+        );
+        // Moved: one healed, one new; the new one refuses.
+        assert_eq!(
+            new_conflicts(Some(&names(&["a"])), &names(&["c"])),
+            names(&["c"])
+        );
+        // An old object that conflicted nowhere: every conflict is new.
+        assert_eq!(new_conflicts(Some(&[]), &names(&["a"])), names(&["a"]));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Conflicts {
                 conflicts
                     .iter()
                     .filter(|c| c.source_namespace == source_namespace)
-                    .map(move |c| format!("{} {:?} cannot be propagated to {:?}: an object of that name there is not a copy", kind.1, c.name, c.namespace))
+                    .map(move |c| message(&kind.1, &c.name, &c.namespace))
             })
             .collect();
         lines.sort();
@@ -66,9 +66,36 @@ impl Conflicts {
     }
 }
 
+const CANNOT: &str = " cannot be propagated to ";
+const NOT_A_COPY: &str = ": an object of that name there is not a copy";
+
+/// The line reporting that `name` (of the kind `resource`) cannot be copied into
+/// `namespace`.
+pub fn message(resource: &str, name: &str, namespace: &str) -> String {
+    format!("{resource} {name:?}{CANNOT}{namespace:?}{NOT_A_COPY}")
+}
+
+/// Whether `line` is one written by `message` (to find them again in a condition).
+pub fn is_message(line: &str) -> bool {
+    line.contains(CANNOT) && line.ends_with(NOT_A_COPY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_recognised() {
+        let line = message("roles", "x", "team-a-dev");
+        assert_eq!(
+            line,
+            "roles \"x\" cannot be propagated to \"team-a-dev\": an object of that name there is not a copy"
+        );
+        assert!(is_message(&line));
+        assert!(!is_message(
+            "the anchor p/x of this subnamespace is missing"
+        ));
+    }
 
     #[test]
     fn reports_follow_the_latest_plan() {

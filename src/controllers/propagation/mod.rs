@@ -47,12 +47,23 @@ struct Kind {
     queue: WorkQueue<String>,
     /// Sources and copies listed once: only then is a plan trustworthy.
     listed: watch::Sender<(bool, bool)>,
+    /// Its conflicts have been computed from its listed index once (by the leader).
+    conflicts_known: std::sync::atomic::AtomicBool,
     tasks: Mutex<JoinSet<()>>,
 }
 
 impl Kind {
     fn mode(&self) -> PropagationMode {
         *self.mode.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this kind no longer holds back `Propagation::conflicts_known`: its
+    /// conflicts are known. The seam for kinds that cannot be listed: once such a kind is
+    /// marked unavailable (and reported), it must count as settled here too, so it keeps
+    /// no other kind's conflicts from being reported.
+    fn conflicts_settled(&self) -> bool {
+        self.conflicts_known
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -151,6 +162,53 @@ impl Propagation {
             .collect())
     }
 
+    /// Whether the conflicts of every propagated kind are known: the configuration has
+    /// been read, and every kind has listed its sources and copies and had its conflicts
+    /// computed from them (see `Kind::conflicts_settled`). Until then the namespace
+    /// reconciler keeps the conflicts it reported before (a restart does not flap them).
+    pub fn conflicts_known(&self) -> bool {
+        self.configured.load(std::sync::atomic::Ordering::SeqCst)
+            && self.kinds().iter().all(|k| k.conflicts_settled())
+    }
+
+    /// The `CannotPropagateObject` lines of the objects of `namespace`, or `None` while
+    /// they are not known (`conflicts_known`).
+    pub fn conflict_messages_for(&self, namespace: &str) -> Option<Vec<String>> {
+        self.conflicts_known()
+            .then(|| self.conflicts.messages_for(namespace))
+    }
+
+    /// Computes the conflicts of `kind` for every namespace from its index alone, once
+    /// it has listed: they are known before any copy is written. When this makes every
+    /// kind's known, every namespace's report is looked at again.
+    fn compute_conflicts(&self, kind: &Kind) {
+        let mut changed = BTreeSet::new();
+        {
+            let forest = self.state.forest();
+            let index = kind.index.read().unwrap_or_else(|e| e.into_inner());
+            let mode = kind.mode();
+            // Only a namespace holding objects of its own can hold a conflict.
+            for namespace in index.source_namespaces() {
+                let conflicts =
+                    plan::conflicts_in(&forest, &kind.resource, mode, &index, namespace);
+                changed.extend(self.conflicts.set(&kind.key, namespace, conflicts));
+            }
+        }
+        kind.conflicts_known
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        super::metrics::global().set_conflicts(self.conflicts.count());
+        self.hierarchy_queue.add_all(changed);
+        if self.conflicts_known() {
+            let all: Vec<String> = self
+                .state
+                .forest()
+                .namespaces()
+                .map(str::to_owned)
+                .collect();
+            self.hierarchy_queue.add_all(all);
+        }
+    }
+
     fn kinds(&self) -> Vec<Arc<Kind>> {
         self.kinds
             .lock()
@@ -245,6 +303,7 @@ impl Propagation {
             index: RwLock::new(KindIndex::default()),
             queue: WorkQueue::new(),
             listed,
+            conflicts_known: std::sync::atomic::AtomicBool::new(false),
             tasks: Mutex::new(JoinSet::new()),
         });
         {
@@ -436,6 +495,7 @@ async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
     {
         return;
     }
+    p.compute_conflicts(&kind);
     let queue = kind.queue.clone();
     queue
         .run(CONCURRENCY, move |namespace| {

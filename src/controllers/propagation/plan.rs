@@ -2,8 +2,9 @@
 //! Pure: reads the Forest and the kind's index.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use kube::core::ApiResource;
+use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
 use super::copy::{Strip, desired_copy, never_propagated};
@@ -53,46 +54,20 @@ pub fn plan_namespace(
     strip: &Strip,
 ) -> Plan {
     let mut plan = Plan::default();
-    match mode {
-        PropagationMode::Ignore => return plan,
-        PropagationMode::Remove => {
-            plan.deletes = index.copies_in(namespace).map(|(n, _)| n.clone()).collect();
-            return plan;
-        }
-        PropagationMode::Propagate | PropagationMode::AllowPropagate => {}
-    }
-    // Halted: keep what is there, add nothing, delete nothing, until it heals.
-    if !forest.exists(namespace)
-        || forest.is_excluded(namespace)
-        || forest.halted(namespace).is_some()
-    {
+    if mode == PropagationMode::Remove {
+        plan.deletes = index.copies_in(namespace).map(|(n, _)| n.clone()).collect();
         return plan;
     }
-
-    let mut desired: BTreeMap<&str, (&str, Value, String)> = BTreeMap::new();
-    for ancestor in forest.ancestors(namespace) {
-        if forest.is_excluded(ancestor) {
-            break;
-        }
-        for (name, source) in index.sources_in(ancestor) {
-            // The nearest ancestor's object of a name wins: the more specific policy.
-            if desired.contains_key(name.as_str()) || never_propagated(resource, source).is_some() {
-                continue;
-            }
-            let annotations = source.metadata.annotations.clone().unwrap_or_default();
-            let Ok(exceptions) = Exceptions::parse(&annotations) else {
-                continue; // the webhook refuses these; one admitted earlier waits for a fix
-            };
-            if mode == PropagationMode::AllowPropagate && !exceptions.opted_in() {
-                continue;
-            }
-            if !exceptions.admits(forest, namespace) {
-                continue;
-            }
+    let Some(sources) = wanted_sources(forest, resource, mode, index, namespace) else {
+        return plan;
+    };
+    let desired: BTreeMap<&str, (&str, Value, String)> = sources
+        .into_iter()
+        .map(|(name, (ancestor, source))| {
             let (object, hash) = desired_copy(resource, source, ancestor, namespace, strip);
-            desired.insert(name.as_str(), (ancestor, object, hash));
-        }
-    }
+            (name, (ancestor, object, hash))
+        })
+        .collect();
 
     plan.deletes = index
         .copies_in(namespace)
@@ -122,6 +97,73 @@ pub fn plan_namespace(
         }
     }
     plan
+}
+
+/// The sources `namespace` should hold copies of, by name, with the namespace each comes
+/// from; `None` when it is left as it is (mode `Ignore` or `Remove`, a namespace that does
+/// not exist, is excluded or is halted: keep what is there, add nothing, delete nothing).
+fn wanted_sources<'a>(
+    forest: &'a Forest,
+    resource: &ApiResource,
+    mode: PropagationMode,
+    index: &'a KindIndex,
+    namespace: &str,
+) -> Option<BTreeMap<&'a str, (&'a str, &'a Arc<DynamicObject>)>> {
+    match mode {
+        PropagationMode::Ignore | PropagationMode::Remove => return None,
+        PropagationMode::Propagate | PropagationMode::AllowPropagate => {}
+    }
+    if !forest.exists(namespace)
+        || forest.is_excluded(namespace)
+        || forest.halted(namespace).is_some()
+    {
+        return None;
+    }
+    let mut wanted: BTreeMap<&str, (&str, &Arc<DynamicObject>)> = BTreeMap::new();
+    for ancestor in forest.ancestors(namespace) {
+        if forest.is_excluded(ancestor) {
+            break;
+        }
+        for (name, source) in index.sources_in(ancestor) {
+            // The nearest ancestor's object of a name wins: the more specific policy.
+            if wanted.contains_key(name.as_str()) || never_propagated(resource, source).is_some() {
+                continue;
+            }
+            let annotations = source.metadata.annotations.clone().unwrap_or_default();
+            let Ok(exceptions) = Exceptions::parse(&annotations) else {
+                continue; // the webhook refuses these; one admitted earlier waits for a fix
+            };
+            if mode == PropagationMode::AllowPropagate && !exceptions.opted_in() {
+                continue;
+            }
+            if !exceptions.admits(forest, namespace) {
+                continue;
+            }
+            wanted.insert(name.as_str(), (ancestor, source));
+        }
+    }
+    Some(wanted)
+}
+
+/// The conflicts `plan_namespace` reports for `namespace`, without building any copy:
+/// what the index alone says, so they are known as soon as the kind has listed.
+pub fn conflicts_in(
+    forest: &Forest,
+    resource: &ApiResource,
+    mode: PropagationMode,
+    index: &KindIndex,
+    namespace: &str,
+) -> Vec<Conflict> {
+    wanted_sources(forest, resource, mode, index, namespace)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| index.source(namespace, name).is_some())
+        .map(|(name, (source_namespace, _))| Conflict {
+            source_namespace: source_namespace.to_owned(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -249,6 +291,52 @@ mod tests {
                 namespace: "acme-dev".into()
             }]
         );
+    }
+
+    #[test]
+    fn conflicts_from_the_index_alone_are_the_plans_conflicts() {
+        let mut f = forest();
+        let mut index = KindIndex::default();
+        index.set_source("acme", rb("acme", "devs", "view", json!({})));
+        index.set_source("acme", rb("acme", "ops", "view", json!({})));
+        index.set_source(
+            "acme",
+            rb(
+                "acme",
+                "spared",
+                "view",
+                json!({"propagate.canopy.dev/treeSelect": "!acme-dev"}),
+            ),
+        );
+        for name in ["devs", "spared"] {
+            index.set_source("acme-dev", rb("acme-dev", name, "edit", json!({})));
+        }
+        index.set_source("acme-dev-ci", rb("acme-dev-ci", "ops", "edit", json!({})));
+        let check = |f: &Forest, index: &KindIndex| {
+            for ns in ["acme", "acme-dev", "acme-dev-ci"] {
+                for mode in [
+                    PropagationMode::Propagate,
+                    PropagationMode::AllowPropagate,
+                    PropagationMode::Ignore,
+                    PropagationMode::Remove,
+                ] {
+                    assert_eq!(
+                        conflicts_in(f, &ar(), mode, index, ns),
+                        plan(f, index, ns, mode).conflicts,
+                        "{ns} {mode:?}"
+                    );
+                }
+            }
+        };
+        check(&f, &index);
+        assert_eq!(
+            conflicts_in(&f, &ar(), PropagationMode::Propagate, &index, "acme-dev").len(),
+            1,
+            "devs conflicts in acme-dev, spared does not"
+        );
+        // A halted namespace reports nothing, in both.
+        f.set_hierarchy("acme-dev", Some("nowhere"), false);
+        check(&f, &index);
     }
 
     #[test]
