@@ -7,6 +7,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::review::Verdict;
 use crate::api::keys;
+use crate::controllers::propagation::SourceCheck;
 
 fn inherited_from(obj: Option<&DynamicObject>) -> Option<String> {
     obj?.metadata
@@ -78,8 +79,17 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         object,
     ) {
         Err(err) => Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
-        Ok(conflicts) if conflicts.is_empty() => Verdict::Allow,
-        Ok(conflicts) => Verdict::Deny(format!(
+        // canopy cannot read the kind now: the check is skipped, not failed closed (see
+        // `Propagation::conflicts_for_source`); the writer is told.
+        Ok(SourceCheck::Unchecked(resource)) => Verdict::Warn(vec![format!(
+            "{kind} {namespace}/{name}: canopy cannot read {resource} now (see the \
+             BadConfiguration condition of CanopyConfiguration config), so it did not check \
+             whether copies of this object would overwrite objects in descendant \
+             namespaces; it never overwrites them, and reports such a conflict once it can \
+             read {resource}"
+        )]),
+        Ok(SourceCheck::Checked(conflicts)) if conflicts.is_empty() => Verdict::Allow,
+        Ok(SourceCheck::Checked(conflicts)) => Verdict::Deny(format!(
             "{kind} {namespace}/{name} would be copied into descendants that already hold \
              an object of that name which is not a copy: {}; rename one of them, delete \
              those objects, or limit where this one goes with a propagate.canopy.dev/treeSelect \
