@@ -87,7 +87,7 @@ pub fn spawn_on_own_runtime(work: impl Future<Output = ()> + Send + 'static) {
     });
 }
 
-fn log_to(path: &Path) {
+pub fn log_to(path: &Path) {
     let Ok(file) = std::fs::File::create(path) else {
         return;
     };
