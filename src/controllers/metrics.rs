@@ -2,7 +2,8 @@
 //! writes. Process-wide (one manager per process), served with the webhook metrics at
 //! `GET /metrics`.
 
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,6 +24,12 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct KindLabels {
+    group: String,
+    resource: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     resource: String,
@@ -37,6 +44,10 @@ pub struct ControllerMetrics {
     queue_depth: Family<ControllerLabels, Gauge>,
     writes: Family<WriteLabels, Counter>,
     conflicts: Gauge,
+    kind_ready: Family<KindLabels, Gauge>,
+    /// The kinds `kind_ready` has series for, so a kind dropped from the configuration
+    /// loses its series.
+    kinds: Mutex<BTreeSet<KindLabels>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -52,6 +63,8 @@ impl ControllerMetrics {
             queue_depth: Family::default(),
             writes: Family::default(),
             conflicts: Gauge::default(),
+            kind_ready: Family::default(),
+            kinds: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -81,6 +94,12 @@ impl ControllerMetrics {
             "propagation_conflicts",
             "Sources that cannot be copied somewhere because a local object has their name",
             self.conflicts.clone(),
+        );
+        registry.register(
+            "propagation_kind_ready",
+            "1 if a configured kind is propagated, 0 if canopy cannot use it now (see the \
+             CanopyConfiguration's BadConfiguration condition)",
+            self.kind_ready.clone(),
         );
     }
 
@@ -116,6 +135,32 @@ impl ControllerMetrics {
             .inc();
     }
 
+    /// Sets `propagation_kind_ready` for every configured kind, `(group, resource)`, and
+    /// drops the series of kinds no longer configured.
+    pub fn set_kinds_ready(&self, kinds: &[((String, String), bool)]) {
+        let mut known = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<KindLabels> = kinds
+            .iter()
+            .map(|((group, resource), _)| KindLabels {
+                group: group.clone(),
+                resource: resource.clone(),
+            })
+            .collect();
+        for gone in known.difference(&now) {
+            self.kind_ready.remove(gone);
+        }
+        for ((group, resource), ready) in kinds {
+            let labels = KindLabels {
+                group: group.clone(),
+                resource: resource.clone(),
+            };
+            self.kind_ready
+                .get_or_create(&labels)
+                .set(i64::from(*ready));
+        }
+        *known = now;
+    }
+
     pub fn set_conflicts(&self, count: usize) {
         self.conflicts.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -140,4 +185,38 @@ pub async fn timed(
         started.elapsed(),
     );
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(metrics: &ControllerMetrics) -> String {
+        let mut registry = Registry::with_prefix("canopy_controller");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn kind_ready_follows_the_configured_kinds() {
+        let metrics = ControllerMetrics::new();
+        let key = |g: &str, r: &str| (g.to_owned(), r.to_owned());
+        metrics.set_kinds_ready(&[
+            (key("", "secrets"), false),
+            (key("", "resourcequotas"), true),
+        ]);
+        let text = encoded(&metrics);
+        assert!(
+            text.contains(
+                "canopy_controller_propagation_kind_ready{group=\"\",resource=\"secrets\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("resource=\"resourcequotas\"} 1"), "{text}");
+        // Secrets dropped from the configuration: their series goes.
+        metrics.set_kinds_ready(&[(key("", "resourcequotas"), true)]);
+        assert!(!encoded(&metrics).contains("secrets"));
+    }
 }

@@ -111,7 +111,15 @@ pub async fn run(
             volumes.close();
         }
     };
-    let dispatch = tokio::spawn(dispatch);
+    // On every replica: unresolved kinds are looked up again, and the kind-ready gauge
+    // is kept, for as long as the configuration is followed.
+    let kinds = propagation::keep_kinds_available(propagation.clone());
+    let dispatch = tokio::spawn(async move {
+        tokio::select! {
+            () = dispatch => {}
+            () = kinds => {}
+        }
+    });
     if leader.wait_for(|l| *l).await.is_err() {
         let _ = dispatch.await;
         return;
@@ -129,7 +137,7 @@ pub async fn run(
         propagation.clone(),
         webhook_configuration,
     );
-    let status = configuration_status::run(client, propagation.clone());
+    let status = configuration_status::run(client, writer.clone(), propagation.clone());
     let depths = {
         let (namespaces, anchors, tenants, propagation) = (
             namespaces.clone(),

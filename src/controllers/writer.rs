@@ -104,6 +104,22 @@ impl Writer {
     /// Records a Kubernetes Event on `object` (what `kubectl describe` shows). Events are
     /// best effort: a failure is logged, never retried.
     pub async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String) {
+        self.event_with_action(object, warning, reason, reason, note)
+            .await;
+    }
+
+    /// Like `event`, with an `action` of its own. Events of one object with the same
+    /// reason and action are folded into one series (its first note kept), so events
+    /// about different things on one object (kinds, on the CanopyConfiguration) need
+    /// different actions.
+    pub async fn event_with_action(
+        &self,
+        object: ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -112,7 +128,7 @@ impl Writer {
             },
             reason: reason.to_owned(),
             note: Some(note),
-            action: reason.to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         if let Err(err) = self.events.publish(&event, &object).await {

@@ -102,11 +102,13 @@ impl Webhooks {
         &self.metrics
     }
 
-    /// Ready once the Forest and configuration are loaded.
-    /// Ready once the Forest, the configuration and propagation's indexes are loaded (the
-    /// source-conflict check needs the latter).
+    /// Ready once the Forest and configuration are loaded and no propagated kind is still
+    /// in its first list (the source-conflict check reads those indexes). A kind canopy
+    /// cannot use (refused by RBAC, not served) never holds readiness up: readiness gates
+    /// every fail-closed webhook, so one unusable kind would block the whole cluster; its
+    /// conflict check is skipped instead (`Propagation::conflicts_for_source`).
     pub fn is_ready(&self) -> bool {
-        *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_synced())
+        *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_settled())
     }
 
     fn is_canopy(&self, user: &UserInfo) -> bool {

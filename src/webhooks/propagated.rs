@@ -8,6 +8,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::review::Verdict;
 use crate::api::keys;
+use crate::controllers::propagation::SourceCheck;
 
 fn inherited_from(obj: Option<&DynamicObject>) -> Option<String> {
     obj?.metadata
@@ -82,11 +83,25 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     };
     let conflicts = match conflicts_of(object) {
         Err(err) => return Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
-        Ok(conflicts) => conflicts,
+        // canopy cannot read the kind now: the check is skipped, not failed closed (see
+        // `Propagation::conflicts_for_source`); the writer is told.
+        Ok(SourceCheck::Unchecked(resource)) => {
+            return Verdict::Warn(vec![format!(
+                "{kind} {namespace}/{name}: canopy cannot read {resource} now (see the \
+                 BadConfiguration condition of CanopyConfiguration config), so it did not \
+                 check whether copies of this object would overwrite objects in descendant \
+                 namespaces; it never overwrites them, and reports such a conflict once it \
+                 can read {resource}"
+            )]);
+        }
+        Ok(SourceCheck::Checked(conflicts)) => conflicts,
     };
     // An old object whose annotations are invalid was copied nowhere: no conflict to keep.
     let old_conflicts = match (&request.operation, request.old_object.as_ref()) {
-        (Operation::Update, Some(old)) => Some(conflicts_of(old).unwrap_or_default()),
+        (Operation::Update, Some(old)) => Some(match conflicts_of(old) {
+            Ok(SourceCheck::Checked(conflicts)) => conflicts,
+            _ => Vec::new(),
+        }),
         _ => None,
     };
     let refused = new_conflicts(old_conflicts.as_deref(), &conflicts);

@@ -26,6 +26,16 @@ impl KindConfig {
     }
 }
 
+/// A kind as kubectl names it: `secrets` for the core group, `widgets.example.com`
+/// otherwise.
+pub fn display(key: &KindKey) -> String {
+    if key.0.is_empty() {
+        key.1.clone()
+    } else {
+        format!("{}.{}", key.1, key.0)
+    }
+}
+
 fn rbac(key: &KindKey) -> bool {
     key.0 == "rbac.authorization.k8s.io" && (key.1 == "roles" || key.1 == "rolebindings")
 }
@@ -86,18 +96,19 @@ pub fn modes(resources: &[ResourceConfig]) -> Vec<(KindKey, PropagationMode)> {
     out
 }
 
-/// Why a configured kind cannot be propagated.
+/// Why a configured kind cannot be propagated (the kind itself is named by whoever
+/// reports the error).
 #[derive(Debug, thiserror::Error)]
 pub enum KindError {
-    #[error("{group}/{resource}: the API group cannot be discovered: {source}")]
+    #[error("API group {group:?} cannot be discovered (not served yet?): {source}")]
     Discovery {
         group: String,
         resource: String,
         source: kube::Error,
     },
-    #[error("{group}/{resource}: no such resource is served")]
+    #[error("no resource {resource:?} is served in API group {group:?} (is its CRD installed?)")]
     Unknown { group: String, resource: String },
-    #[error("{group}/{resource}: only namespaced resources can propagate")]
+    #[error("{resource}.{group} is cluster-scoped; only namespaced resources can propagate")]
     ClusterScoped { group: String, resource: String },
 }
 
@@ -174,6 +185,15 @@ mod tests {
             of("", "limitranges"),
             None,
             "not configured, not propagated"
+        );
+    }
+
+    #[test]
+    fn kinds_are_named_as_kubectl_names_them() {
+        assert_eq!(display(&("".into(), "secrets".into())), "secrets");
+        assert_eq!(
+            display(&("example.com".into(), "widgets".into())),
+            "widgets.example.com"
         );
     }
 

@@ -6,6 +6,7 @@
 //! what canopy owns. A work queue of namespaces per kind runs `plan::plan_namespace` and
 //! hands the difference to the writer.
 
+pub mod availability;
 pub mod conflicts;
 pub mod copy;
 pub mod index;
@@ -13,8 +14,9 @@ pub mod kinds;
 pub mod plan;
 pub mod selectors;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, PartialObjectMeta};
@@ -30,6 +32,7 @@ use super::queue::{Outcome, WorkQueue};
 use super::writer::Writer;
 use crate::api::{PropagationMode, ResourceStatus, keys};
 use crate::forest::watch::ClusterState;
+use availability::{Availability, WatchHealth};
 use conflicts::Conflicts;
 use copy::Strip;
 use index::{CopyState, KindIndex};
@@ -37,6 +40,27 @@ use kinds::KindKey;
 
 /// Namespaces reconciled at once, per kind.
 const CONCURRENCY: usize = 32;
+
+/// How often a configured kind that cannot be resolved (its CRD not installed yet, say)
+/// is looked up again through discovery.
+pub const RESOLVE_RETRY: Duration = Duration::from_secs(10);
+
+/// How often each replica brings its `propagation_kind_ready` gauge up to date.
+const AVAILABILITY_TICK: Duration = Duration::from_secs(2);
+
+/// Which of a kind's two watches.
+#[derive(Clone, Copy)]
+enum Watch {
+    Sources = 0,
+    Copies = 1,
+}
+
+/// One watch's state: listed once, and its last error with when it happened.
+#[derive(Default)]
+struct Health {
+    listed: bool,
+    error: Option<(String, Instant)>,
+}
 
 /// One propagated kind at run time.
 struct Kind {
@@ -49,6 +73,8 @@ struct Kind {
     listed: watch::Sender<(bool, bool)>,
     /// Its conflicts have been computed from its listed index once (by the leader).
     conflicts_known: std::sync::atomic::AtomicBool,
+    /// What the two watches last said, for reporting (`availability`).
+    health: Mutex<[Health; 2]>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -58,12 +84,42 @@ impl Kind {
     }
 
     /// Whether this kind no longer holds back `Propagation::conflicts_known`: its
-    /// conflicts are known. The seam for kinds that cannot be listed: once such a kind is
-    /// marked unavailable (and reported), it must count as settled here too, so it keeps
-    /// no other kind's conflicts from being reported.
+    /// conflicts are known, or it cannot be used (it is reported as unavailable, and must
+    /// keep no other kind's conflicts from being reported).
     fn conflicts_settled(&self) -> bool {
         self.conflicts_known
             .load(std::sync::atomic::Ordering::SeqCst)
+            || matches!(self.availability(), Availability::Unavailable(_))
+    }
+
+    fn is_listed(&self) -> bool {
+        *self.listed.borrow() == (true, true)
+    }
+
+    /// The watch works (an event arrived); `listed` when that event ends a list.
+    fn watch_ok(&self, which: Watch, listed: bool) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = &mut health[which as usize];
+        h.error = None;
+        h.listed |= listed;
+    }
+
+    fn watch_failed(&self, which: Watch, error: String) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        health[which as usize].error = Some((error, Instant::now()));
+    }
+
+    fn availability(&self) -> Availability {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let view = |h: &Health| WatchHealth {
+            listed: h.listed,
+            error: h
+                .error
+                .as_ref()
+                .map(|(e, at)| (e.clone(), now.saturating_duration_since(*at))),
+        };
+        availability::availability(&view(&health[0]), &view(&health[1]))
     }
 }
 
@@ -73,6 +129,12 @@ pub struct Propagation {
     state: ClusterState,
     writer: Writer,
     kinds: Mutex<HashMap<KindKey, Arc<Kind>>>,
+    /// Configured kinds that could not be resolved, with their mode and why; looked up
+    /// again every `RESOLVE_RETRY` by `keep_kinds_available`.
+    unresolved: Mutex<BTreeMap<KindKey, (PropagationMode, String)>>,
+    /// Held while the set of kinds changes: configuration changes and retries of
+    /// unresolved kinds must not both start the same kind.
+    reconfiguring: tokio::sync::Mutex<()>,
     pub conflicts: Arc<Conflicts>,
     /// Namespaces whose HierarchyConfiguration must report changed conflicts.
     hierarchy_queue: WorkQueue<String>,
@@ -97,6 +159,8 @@ impl Propagation {
             state,
             writer,
             kinds: Mutex::new(HashMap::new()),
+            unresolved: Mutex::new(BTreeMap::new()),
+            reconfiguring: tokio::sync::Mutex::new(()),
             conflicts: Arc::new(Conflicts::default()),
             hierarchy_queue: WorkQueue::new(),
             leader,
@@ -120,13 +184,20 @@ impl Propagation {
     /// Descendants of `namespace` where a copy of `source` (of the kind `resource` of
     /// `group`) would overwrite an object that is not a copy; `Err` when the source's
     /// propagation annotations are invalid.
+    ///
+    /// `SourceCheck::Unchecked` when the kind's index has not been listed (canopy may not
+    /// read the kind, say): the check is skipped rather than failed closed. It is a
+    /// courtesy, not a guarantee: the planner never writes a copy over an object that is
+    /// not a copy and reports the conflict once it can read the kind. Failing it closed
+    /// would refuse every write of that kind in every namespace (every Secret, for
+    /// `secrets`) for as long as canopy cannot read it.
     pub fn conflicts_for_source(
         &self,
         group: &str,
         resource: &str,
         namespace: &str,
         source: &DynamicObject,
-    ) -> Result<Vec<String>, selectors::SelectorError> {
+    ) -> Result<SourceCheck, selectors::SelectorError> {
         let annotations = source.metadata.annotations.clone().unwrap_or_default();
         let exceptions = selectors::Exceptions::parse(&annotations)?;
         let name = source.metadata.name.as_deref().unwrap_or_default();
@@ -138,28 +209,33 @@ impl Propagation {
             .get(&key)
             .cloned();
         let Some(kind) = kind else {
-            return Ok(Vec::new());
+            return Ok(SourceCheck::Checked(Vec::new()));
         };
         // An object that never propagates has no copies to conflict: every namespace's
         // own kube-root-ca.crt, Helm release records of the same release name in a
         // parent and a child, and so on, once configmaps or secrets are configured.
         if copy::never_propagated(&kind.resource, source).is_some() {
-            return Ok(Vec::new());
+            return Ok(SourceCheck::Checked(Vec::new()));
         }
         let mode = kind.mode();
         if matches!(mode, PropagationMode::Ignore | PropagationMode::Remove)
             || (mode == PropagationMode::AllowPropagate && !exceptions.opted_in())
         {
-            return Ok(Vec::new());
+            return Ok(SourceCheck::Checked(Vec::new()));
+        }
+        if !kind.is_listed() {
+            return Ok(SourceCheck::Unchecked(kinds::display(&kind.key)));
         }
         let forest = self.state.forest();
         let index = kind.index.read().unwrap_or_else(|p| p.into_inner());
-        Ok(forest
-            .descendants(namespace)
-            .into_iter()
-            .filter(|d| index.source(d, name).is_some() && exceptions.admits(&forest, d))
-            .map(str::to_owned)
-            .collect())
+        Ok(SourceCheck::Checked(
+            forest
+                .descendants(namespace)
+                .into_iter()
+                .filter(|d| index.source(d, name).is_some() && exceptions.admits(&forest, d))
+                .map(str::to_owned)
+                .collect(),
+        ))
     }
 
     /// Whether the conflicts of every propagated kind are known: the configuration has
@@ -228,8 +304,9 @@ impl Propagation {
     /// Brings the set of propagated kinds and their modes in line with the configuration,
     /// then re-plans every namespace.
     pub async fn configuration_changed(self: &Arc<Self>) {
+        let _reconfiguring = self.reconfiguring.lock().await;
         let wanted = kinds::modes(&self.state.config().resources);
-        let wanted_keys: BTreeSet<&KindKey> = wanted.iter().map(|(k, _)| k).collect();
+        let wanted_keys: BTreeSet<KindKey> = wanted.iter().map(|(k, _)| k.clone()).collect();
         let stale: Vec<Arc<Kind>> = {
             let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
             let stale_keys: Vec<KindKey> = kinds
@@ -266,11 +343,19 @@ impl Propagation {
                     }
                 }
                 None => match kinds::resolve(&self.client, &key).await {
-                    Ok(resource) => self.start_kind(key, resource, mode),
-                    Err(err) => warn!(error = %err, "cannot propagate this kind"),
+                    Ok(resource) => {
+                        self.unresolved_mut().remove(&key);
+                        self.start_kind(key, resource, mode);
+                    }
+                    Err(err) => {
+                        warn!(kind = %kinds::display(&key), error = %err, "cannot propagate this kind; retrying");
+                        self.unresolved_mut().insert(key, (mode, err.to_string()));
+                    }
                 },
             }
         }
+        self.unresolved_mut()
+            .retain(|key, _| wanted_keys.contains(key));
         let all: Vec<String> = self
             .state
             .forest()
@@ -280,6 +365,87 @@ impl Propagation {
         self.namespaces_changed(&all);
         self.configured
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.publish_resolved();
+    }
+
+    fn unresolved_mut(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<KindKey, (PropagationMode, String)>> {
+        self.unresolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks up again, through discovery, every configured kind that could not be
+    /// resolved, and starts propagating those that now can (a CRD installed after it was
+    /// configured). Returns how many started.
+    pub async fn retry_unresolved(self: &Arc<Self>) -> usize {
+        let _reconfiguring = self.reconfiguring.lock().await;
+        let pending: Vec<(KindKey, PropagationMode)> = self
+            .unresolved_mut()
+            .iter()
+            .map(|(key, (mode, _))| (key.clone(), *mode))
+            .collect();
+        let mut started = 0;
+        for (key, mode) in pending {
+            match kinds::resolve(&self.client, &key).await {
+                Ok(resource) => {
+                    self.unresolved_mut().remove(&key);
+                    info!(kind = %kinds::display(&key), "the kind is served now");
+                    self.start_kind(key.clone(), resource, mode);
+                    let kind = self
+                        .kinds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&key)
+                        .cloned();
+                    let all: Vec<String> = self
+                        .state
+                        .forest()
+                        .namespaces()
+                        .map(str::to_owned)
+                        .collect();
+                    if let Some(kind) = kind {
+                        kind.queue.add_all(all);
+                    }
+                    started += 1;
+                }
+                Err(err) => {
+                    debug!(kind = %kinds::display(&key), error = %err, "still cannot propagate this kind");
+                    if let Some(entry) = self.unresolved_mut().get_mut(&key) {
+                        entry.1 = err.to_string();
+                    }
+                }
+            }
+        }
+        if started > 0 {
+            self.publish_resolved();
+        }
+        started
+    }
+
+    /// Whether some configured kind could not be resolved.
+    pub fn has_unresolved(&self) -> bool {
+        !self.unresolved_mut().is_empty()
+    }
+
+    /// Every configured kind and whether it can be used now, sorted by kind.
+    pub fn availability(&self) -> Vec<(KindKey, Availability)> {
+        let mut out: Vec<(KindKey, Availability)> = self
+            .kinds()
+            .iter()
+            .map(|k| (k.key.clone(), k.availability()))
+            .collect();
+        out.extend(
+            self.unresolved_mut()
+                .iter()
+                .map(|(key, (_, why))| (key.clone(), Availability::Unavailable(why.clone()))),
+        );
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Tells the `resolved_kinds` subscribers about the kinds propagated now, if that
+    /// changed.
+    fn publish_resolved(&self) {
         let mut resolved: Vec<ApiResource> =
             self.kinds().iter().map(|k| k.resource.clone()).collect();
         resolved.sort_by(|a, b| (&a.group, &a.plural).cmp(&(&b.group, &b.plural)));
@@ -304,6 +470,7 @@ impl Propagation {
             queue: WorkQueue::new(),
             listed,
             conflicts_known: std::sync::atomic::AtomicBool::new(false),
+            health: Mutex::new([Health::default(), Health::default()]),
             tasks: Mutex::new(JoinSet::new()),
         });
         {
@@ -343,13 +510,18 @@ impl Propagation {
         out
     }
 
-    /// Whether every kind has listed its sources and copies.
-    pub fn is_synced(&self) -> bool {
+    /// Whether the configuration has been read and no kind is still in its first list.
+    /// A kind that cannot be used (refused by RBAC, not served) does not hold this up:
+    /// see `availability::settled`.
+    pub fn is_settled(&self) -> bool {
         self.configured.load(std::sync::atomic::Ordering::SeqCst)
-            && self
-                .kinds()
-                .iter()
-                .all(|k| *k.listed.borrow() == (true, true))
+            && availability::settled(
+                self.kinds()
+                    .iter()
+                    .map(|k| k.availability())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
     }
 
     fn strip(&self) -> Strip {
@@ -358,6 +530,37 @@ impl Propagation {
             labels: config.strip_labels,
             annotations: config.strip_annotations,
         }
+    }
+}
+
+/// What the source-conflict check could say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// The descendants where a copy would overwrite an object that is not a copy.
+    Checked(Vec<String>),
+    /// The kind's index is not listed (canopy cannot read the kind now); the kind, as
+    /// kubectl names it.
+    Unchecked(String),
+}
+
+/// On every replica: retries unresolved kinds every `RESOLVE_RETRY` and keeps the
+/// `propagation_kind_ready` gauge up to date. Runs until dropped.
+pub async fn keep_kinds_available(p: Arc<Propagation>) {
+    let mut tick = tokio::time::interval(AVAILABILITY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retry = Instant::now();
+    loop {
+        tick.tick().await;
+        if p.has_unresolved() && last_retry.elapsed() >= RESOLVE_RETRY {
+            last_retry = Instant::now();
+            p.retry_unresolved().await;
+        }
+        let ready: Vec<(KindKey, bool)> = p
+            .availability()
+            .into_iter()
+            .map(|(key, a)| (key, a == Availability::Ready))
+            .collect();
+        super::metrics::global().set_kinds_ready(&ready);
     }
 }
 
@@ -383,6 +586,7 @@ async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
         match event {
             Ok(Event::Apply(obj)) | Ok(Event::Delete(obj)) if obj.namespace().is_none() => {}
             Ok(Event::Apply(obj)) => {
+                kind.watch_ok(Watch::Sources, false);
                 let ns = obj.namespace().unwrap_or_default();
                 kind.index
                     .write()
@@ -391,6 +595,7 @@ async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
                 kind.queue.add_all(affected_by(&p.state, &ns));
             }
             Ok(Event::Delete(obj)) => {
+                kind.watch_ok(Watch::Sources, false);
                 let ns = obj.namespace().unwrap_or_default();
                 kind.index
                     .write()
@@ -416,10 +621,12 @@ async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
                 for ns in namespaces {
                     kind.queue.add_all(affected_by(&p.state, &ns));
                 }
+                kind.watch_ok(Watch::Sources, true);
                 kind.listed.send_modify(|l| l.0 = true);
             }
             Err(err) => {
-                warn!(resource = %kind.key.1, error = %err, "source watch failed; retrying")
+                warn!(kind = %kinds::display(&kind.key), error = %err, "source watch failed; retrying");
+                kind.watch_failed(Watch::Sources, err.to_string());
             }
         }
     }
@@ -442,6 +649,7 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(obj)) => {
+                kind.watch_ok(Watch::Copies, false);
                 if let Some((ns, name, state)) = state_of(&obj) {
                     kind.index
                         .write()
@@ -451,6 +659,7 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
                 }
             }
             Ok(Event::Delete(obj)) => {
+                kind.watch_ok(Watch::Copies, false);
                 if let (Some(ns), Some(name)) =
                     (obj.metadata.namespace.clone(), obj.metadata.name.clone())
                 {
@@ -475,9 +684,13 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
                     }
                 }
                 kind.queue.add_all(namespaces);
+                kind.watch_ok(Watch::Copies, true);
                 kind.listed.send_modify(|l| l.1 = true);
             }
-            Err(err) => warn!(resource = %kind.key.1, error = %err, "copy watch failed; retrying"),
+            Err(err) => {
+                warn!(kind = %kinds::display(&kind.key), error = %err, "copy watch failed; retrying");
+                kind.watch_failed(Watch::Copies, err.to_string());
+            }
         }
     }
 }

@@ -1,0 +1,449 @@
+//! A configured kind canopy cannot use never takes the webhooks down, and is picked up
+//! once it can be used, without a restart.
+//!
+//! Two manager replicas serve the webhooks through a round-robin TCP proxy (as a
+//! Service spreads connections over its endpoints), one of them leads. The tests share
+//! one cluster and its one CanopyConfiguration, so they hold a lock and each writes the
+//! whole list of kinds it needs.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use canopy::controllers::writer::DEFAULT_WRITE_QPS;
+use canopy::dev::client_for;
+use canopy::leader::LeaderElectionArgs;
+use canopy::manager::{Halves, WebhookListener, run_with};
+use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok, spawn_on_own_runtime};
+use common::{start_plane, unique};
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The tests change the one CanopyConfiguration: one at a time.
+static CONFIGURATION: Mutex<()> = Mutex::new(());
+
+/// The webhook ports of the two replicas, and the CA their certificate chains to.
+static REPLICAS: OnceLock<([u16; 2], String)> = OnceLock::new();
+
+fn start_manager(kubeconfig: std::path::PathBuf, identity: &str, webhooks: WebhookListener) {
+    let identity = identity.to_owned();
+    spawn_on_own_runtime(async move {
+        let client = client_for(&kubeconfig).await.expect("client");
+        let election = LeaderElectionArgs {
+            leader_election_identity: Some(identity.clone()),
+            lease_duration_seconds: 6,
+            ..LeaderElectionArgs::default()
+        };
+        let halves = Halves {
+            controllers: true,
+            webhooks: true,
+        };
+        if let Err(e) = run_with(
+            client,
+            Some(webhooks),
+            halves,
+            Some(election),
+            DEFAULT_WRITE_QPS,
+            canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
+            std::future::pending(),
+        )
+        .await
+        {
+            eprintln!("manager {identity}: {e}");
+        }
+    });
+}
+
+/// Forwards each accepted connection to the next backend in turn (TLS passes through).
+fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
+    spawn_on_own_runtime(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let mut next = 0usize;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backend = SocketAddr::from((Ipv4Addr::LOCALHOST, backends[next % 2]));
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
+fn setup() {
+    CUSTOM.get_or_init(|| {
+        start_plane(|plane| async move {
+            let err = |e: String| canopy::dev::DevError::Canopy(e);
+            let prepared = canopy::dev::canopy::prepare(&plane).await?;
+            let log = std::env::var_os("CANOPY_TEST_LOG")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| plane.dir().join("logs").join("canopy.log"));
+            common::log_to(&log);
+            let serving = &plane.pki().loopback_serving;
+            let second = WebhookListener::bind(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                serving.cert_pem.as_bytes(),
+                serving.key_pem.as_bytes(),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+            let port = |l: &WebhookListener| l.local_addr().map_or(0, |a| a.port());
+            let backends = [port(&prepared.webhooks), port(&second)];
+            let _ = REPLICAS.set((backends, plane.pki().ca.cert_pem.clone()));
+            let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(|e| err(e.to_string()))?;
+            proxy
+                .set_nonblocking(true)
+                .map_err(|e| err(e.to_string()))?;
+            let proxy_port = proxy.local_addr().map_err(|e| err(e.to_string()))?.port();
+            start_proxy(proxy, backends);
+            let admin = plane.client().await?;
+            canopy::dev::canopy::register_webhooks(&admin, proxy_port, &plane.pki().ca.cert_pem)
+                .await?;
+            let kubeconfig = prepared.manager_kubeconfig.clone();
+            start_manager(kubeconfig.clone(), "manager-a", prepared.webhooks);
+            start_manager(kubeconfig, "manager-b", second);
+            canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
+            Ok(plane)
+        })
+    });
+}
+
+/// `GET path` on one replica's webhook port: the status code and the body.
+fn get_from_replica(replica: usize, path: &str) -> (u16, String) {
+    let (ports, ca) = REPLICAS.get().expect("setup() ran").clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots
+                .add(cert.expect("the CA parses"))
+                .expect("the CA is usable");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ports[replica]))
+            .await
+            .expect("the replica listens");
+        let name = rustls_pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+        let mut tls = connector.connect(name, tcp).await.expect("a TLS session");
+        tls.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("the request is sent");
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+}
+
+/// Asserts that both replicas answer `/readyz` with 200 for `period`.
+#[track_caller]
+fn both_replicas_stay_ready(period: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < period {
+        for replica in 0..2 {
+            let (status, body) = get_from_replica(replica, "/readyz");
+            assert_eq!(
+                status,
+                200,
+                "replica {replica} is not ready after {:?}: {body}",
+                start.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until both replicas have loaded what they need to answer (right after the start,
+/// their first lists may still be under way).
+fn both_replicas_become_ready() {
+    eventually("both replicas to be ready", WAIT, || {
+        (0..2)
+            .all(|replica| get_from_replica(replica, "/readyz").0 == 200)
+            .then_some(())
+    });
+}
+
+/// The value of `canopy_controller_propagation_kind_ready` for a kind on a replica.
+fn kind_ready_metric(replica: usize, group: &str, resource: &str) -> Option<String> {
+    let (_, body) = get_from_replica(replica, "/metrics");
+    body.lines()
+        .find(|l| {
+            l.starts_with("canopy_controller_propagation_kind_ready{")
+                && l.contains(&format!("group=\"{group}\""))
+                && l.contains(&format!("resource=\"{resource}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_owned)
+}
+
+/// The default kinds plus `extra` (`{group: .., resource: .., mode: ..}` lines).
+fn configure(extra: &[&str]) {
+    let mut yaml = "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\nspec:\n  resources:\n  - {group: '', resource: resourcequotas, mode: Propagate}\n  - {group: networking.k8s.io, resource: networkpolicies, mode: Propagate}\n  - {group: '', resource: limitranges, mode: Propagate}\n".to_owned();
+    for line in extra {
+        yaml.push_str(&format!("  - {line}\n"));
+    }
+    let out = apply(&yaml);
+    assert!(out.success, "{}", out.stderr);
+}
+
+/// The `BadConfiguration` condition of the CanopyConfiguration, if written.
+fn bad_configuration() -> Option<Value> {
+    let config = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
+    config["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "BadConfiguration")
+        .cloned()
+}
+
+/// A ClusterRole with every verb canopy needs on `resources` of `group`, bound to
+/// canopy's ServiceAccount.
+fn grant(name: &str, group: &str, resources: &str) {
+    let out = apply(&format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {name}}}
+rules:
+- apiGroups: ["{group}"]
+  resources: [{resources}]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}
+subjects: [{{kind: ServiceAccount, name: canopy, namespace: canopy-system}}]
+"#
+    ));
+    assert!(out.success, "{}", out.stderr);
+}
+
+/// A root namespace and a subnamespace of it made through an anchor (which the anchor
+/// webhook must admit and the leader must act on); returns their names.
+fn tree(prefix: &str) -> (String, String) {
+    let root = unique(prefix);
+    kubectl_ok(&["create", "namespace", &root]);
+    let child = format!("{root}-child");
+    let out = apply(&format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {root}}}\n"
+    ));
+    assert!(out.success, "the anchor is admitted: {}", out.stderr);
+    eventually(&format!("namespace {child}"), WAIT, || {
+        json(&["get", "namespace", &child, "-o", "json"])
+    });
+    (root, child)
+}
+
+/// canopy's namespace webhook still answers: a forged tenant label is refused by it.
+#[track_caller]
+fn namespace_webhook_answers() {
+    let forged = apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n  labels: {{canopy.dev/tenant: someone}}\n",
+        unique("forged")
+    ));
+    assert!(
+        !forged.success && forged.stderr.contains("only canopy may set"),
+        "canopy refuses a forged tenant label: {forged:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_kind_keeps_every_replica_ready_and_is_picked_up_once_granted() {
+    setup();
+    let _lock = CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner());
+    both_replicas_become_ready();
+
+    // canopy has no right to list Secrets.
+    configure(&["{group: '', resource: secrets, mode: AllowPropagate}"]);
+    // The leader resolved the kind: its rule is in the propagated webhook.
+    eventually("secrets in the propagated webhook's rules", WAIT, || {
+        let config = json(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "canopy",
+            "-o",
+            "json",
+        ])?;
+        let rules = config["webhooks"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == "propagated.canopy.dev")?["rules"]
+            .to_string();
+        rules.contains("\"secrets\"").then_some(())
+    });
+    // Every replica stays ready while it cannot list Secrets, and admissions are answered.
+    both_replicas_stay_ready(Duration::from_secs(5));
+    namespace_webhook_answers();
+    let (root, child) = tree("faults-secrets");
+
+    // The kind is reported, by name, with the error.
+    let condition = eventually("BadConfiguration naming secrets", WAIT, || {
+        bad_configuration().filter(|c| c["status"] == "True")
+    });
+    assert_eq!(condition["reason"], "KindUnavailable", "{condition}");
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains("secrets"), "{condition}");
+    assert!(message.contains("forbidden"), "{condition}");
+    for replica in 0..2 {
+        eventually("the kind-ready metric at 0", WAIT, || {
+            (kind_ready_metric(replica, "", "secrets").as_deref() == Some("0")).then_some(())
+        });
+    }
+    let events = kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=KindUnavailable",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        events.contains("secrets"),
+        "an event names the kind: {events}"
+    );
+
+    // A Secret that opts in is admitted although its conflicts cannot be checked.
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: shared\n  namespace: {root}\n  annotations: {{propagate.canopy.dev/all: \"true\"}}\nstringData: {{token: abc}}\n"
+    );
+    let out = apply(&secret);
+    assert!(out.success, "the source is admitted: {}", out.stderr);
+
+    // Once canopy may use Secrets, the copy appears without a restart.
+    grant("canopy-faults-secrets", "", "secrets");
+    eventually(
+        &format!("secret {child}/shared"),
+        Duration::from_secs(90),
+        || json(&["get", "secret", "shared", "-n", &child, "-o", "json"]),
+    );
+    eventually("BadConfiguration to clear", WAIT, || {
+        bad_configuration().filter(|c| c["status"] == "False")
+    });
+    for replica in 0..2 {
+        eventually("the kind-ready metric at 1", WAIT, || {
+            (kind_ready_metric(replica, "", "secrets").as_deref() == Some("1")).then_some(())
+        });
+    }
+    both_replicas_stay_ready(Duration::from_secs(1));
+    // With the index synced, the source-conflict check is back: a source whose copy
+    // would overwrite a local Secret in the child is refused.
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "local",
+        "-n",
+        &child,
+        "--from-literal=a=b",
+    ]);
+    let out = apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: local\n  namespace: {root}\n  annotations: {{propagate.canopy.dev/all: \"true\"}}\nstringData: {{token: abc}}\n"
+    ));
+    assert!(
+        !out.success && out.stderr.contains("would be copied into descendants"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_kind_whose_crd_comes_later_is_picked_up_without_a_restart() {
+    setup();
+    let _lock = CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner());
+    grant("canopy-faults-widgets", "faults.canopy.dev", "widgets");
+    configure(&["{group: faults.canopy.dev, resource: widgets, mode: Propagate}"]);
+
+    // Reported as unavailable while the kind is not served. (Looked at without failing
+    // at once, so that on a build without the report the missing copies fail first.)
+    let start = Instant::now();
+    let mut reported = None;
+    while start.elapsed() < Duration::from_secs(20) && reported.is_none() {
+        reported = bad_configuration().filter(|c| {
+            c["status"] == "True"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("widgets.faults.canopy.dev"))
+        });
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    both_replicas_stay_ready(Duration::from_secs(1));
+
+    let out = apply(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.faults.canopy.dev}
+spec:
+  group: faults.canopy.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#,
+    );
+    assert!(out.success, "{}", out.stderr);
+    eventually("the Widget CRD to be served", WAIT, || {
+        kubectl(&["get", "widgets", "-A"]).success.then_some(())
+    });
+    let (root, child) = tree("faults-widgets");
+    eventually("the source Widget", WAIT, || {
+        apply(&format!(
+            "apiVersion: faults.canopy.dev/v1\nkind: Widget\nmetadata: {{name: gear, namespace: {root}}}\nspec: {{teeth: 12}}\n"
+        ))
+        .success
+        .then_some(())
+    });
+    let copy = eventually(&format!("widget {child}/gear"), WAIT, || {
+        json(&["get", "widget", "gear", "-n", &child, "-o", "json"])
+    });
+    assert_eq!(copy["spec"]["teeth"], 12);
+    assert_eq!(
+        copy["metadata"]["labels"]["canopy.dev/inherited-from"],
+        root.as_str()
+    );
+
+    let reported = reported.expect("BadConfiguration named the kind while it was not served");
+    assert_eq!(reported["reason"], "KindUnavailable", "{reported}");
+    eventually("BadConfiguration to clear", WAIT, || {
+        bad_configuration().filter(|c| c["status"] == "False")
+    });
+}
