@@ -21,7 +21,6 @@ use k8s_openapi::api::admissionregistration::v1::{
 use kube::Client;
 use kube::api::Api;
 use kube::core::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tracing::{debug, info, instrument, warn};
 
@@ -147,7 +146,10 @@ pub async fn run(
     // resourceNames): a reset by a `helm upgrade` is repaired at once, not at a resync.
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={configuration}"));
-    let mut events = std::pin::pin!(watcher::watcher(api.clone(), config).default_backoff());
+    let mut events = std::pin::pin!(crate::forest::watch_health::resilient(
+        "validatingwebhookconfiguration".to_owned(),
+        watcher::watcher(api.clone(), config)
+    ));
     let mut current: Option<ValidatingWebhookConfiguration> = None;
     let mut relist: Option<ValidatingWebhookConfiguration> = None;
     let mut listed = false;

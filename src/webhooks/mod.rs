@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use crate::controllers::propagation::Propagation;
 use crate::forest::watch::ClusterState;
+use crate::forest::watch_health;
 pub use anchor::is_reserved_key;
 pub use authorizer::Authorizer;
 use metrics::Metrics;
@@ -102,11 +103,20 @@ impl Webhooks {
         &self.metrics
     }
 
-    /// Ready once the Forest and configuration are loaded.
     /// Ready once the Forest, the configuration and propagation's indexes are loaded (the
-    /// source-conflict check needs the latter).
-    pub fn is_ready(&self) -> bool {
-        *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_synced())
+    /// source-conflict check needs the latter), and while no watch has been failing for
+    /// longer than `READINESS_GRACE` (the model would be stale); else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let loaded =
+            *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_synced());
+        let stalest = watch_health::global().stalest();
+        watch_health::readiness(
+            loaded,
+            stalest
+                .as_ref()
+                .map(|(name, stale)| (name.as_str(), *stale)),
+            watch_health::READINESS_GRACE,
+        )
     }
 
     fn is_canopy(&self, user: &UserInfo) -> bool {
