@@ -30,7 +30,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::Client;
 use kube::api::Api;
 use kube::core::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tracing::{debug, info, instrument, warn};
 
@@ -217,7 +216,10 @@ pub async fn run(
     // resourceNames): a reset by a `helm upgrade` is repaired at once, not at a resync.
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={configuration}"));
-    let mut events = std::pin::pin!(watcher::watcher(api.clone(), config).default_backoff());
+    let mut events = std::pin::pin!(crate::forest::watch_health::resilient(
+        "validatingwebhookconfiguration".to_owned(),
+        watcher::watcher(api.clone(), config)
+    ));
     let mut current: Option<ValidatingWebhookConfiguration> = None;
     let mut relist: Option<ValidatingWebhookConfiguration> = None;
     let mut listed = false;
@@ -244,7 +246,7 @@ pub async fn run(
                     listed = true;
                 }
                 Some(Err(err)) => {
-                    warn!(error = %err, "watching the webhook configuration failed; retrying");
+                    debug!(error = %err, "watching the webhook configuration failed; retrying");
                     continue;
                 }
             },

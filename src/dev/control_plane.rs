@@ -40,6 +40,9 @@ pub struct ControlPlane {
     admin_kubeconfig: PathBuf,
     binaries: Binaries,
     pki: Pki,
+    /// kube-apiserver's arguments, to start it again on the same port and data.
+    apiserver_args: Vec<String>,
+    apiserver_starts: u32,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -92,6 +95,8 @@ impl ControlPlane {
             admin_kubeconfig: dir.join("admin.kubeconfig"),
             binaries,
             pki,
+            apiserver_args: Vec::new(),
+            apiserver_starts: 1,
         };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -140,6 +145,7 @@ impl ControlPlane {
             &apiserver_args,
             &logs,
         )?;
+        plane.apiserver_args = apiserver_args;
 
         let pki = &plane.pki;
         let admin = kubeconfig::render(
@@ -228,6 +234,48 @@ impl ControlPlane {
             tracing::debug!(process = process.name(), "stopping");
             process.stop(Duration::from_secs(10));
         }
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after `grace`), leaving etcd and
+    /// kube-controller-manager running: an apiserver outage. No-op if it is not running.
+    pub fn stop_apiserver(&mut self, grace: Duration) {
+        if let Some(at) = self
+            .processes
+            .iter()
+            .position(|p| p.name() == "kube-apiserver")
+        {
+            let mut process = self.processes.remove(at);
+            tracing::debug!("stopping kube-apiserver");
+            process.stop(grace);
+        }
+    }
+
+    /// Starts kube-apiserver again with the same port, certificates and etcd (so the same
+    /// data), and waits for its `/readyz`. No-op if it is running.
+    pub async fn start_apiserver(&mut self) -> Result<(), DevError> {
+        if self.processes.iter().any(|p| p.name() == "kube-apiserver") {
+            return Ok(());
+        }
+        self.apiserver_starts += 1;
+        let log = self
+            .dir
+            .join("logs")
+            .join(format!("kube-apiserver-{}.log", self.apiserver_starts));
+        let process = ManagedProcess::spawn(
+            "kube-apiserver",
+            &self.binaries.kube_apiserver,
+            &self.apiserver_args,
+            &log,
+        )?;
+        // After etcd, before the controller manager: processes stop in reverse order.
+        let at = self
+            .processes
+            .iter()
+            .position(|p| p.name() == "etcd")
+            .map_or(0, |etcd| etcd + 1);
+        self.processes.insert(at, process);
+        let client = self.client().await?;
+        self.wait_for_readyz(&client).await
     }
 
     fn spawn(

@@ -114,7 +114,7 @@ pub(super) async fn feed(
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, "LimitRange watch failed; retrying with backoff")
+                tracing::debug!(error = %err, "LimitRange watch failed; retrying")
             }
         }
     }

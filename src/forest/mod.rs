@@ -6,6 +6,7 @@ mod halt;
 pub mod limit_ranges;
 mod tree;
 pub mod watch;
+pub mod watch_health;
 
 pub use halt::HaltReason;
 pub use tree::{Forest, NamespaceState};

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume};
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -133,7 +132,10 @@ pub fn start(
     let hierarchies = {
         let stream = reflector::reflector(
             hc_writer,
-            watcher(Api::<HierarchyConfiguration>::all(client.clone())),
+            watcher(
+                "hierarchyconfigurations",
+                Api::<HierarchyConfiguration>::all(client.clone()),
+            ),
         );
         feed(
             stream,
@@ -147,7 +149,10 @@ pub fn start(
     let anchors = {
         let stream = reflector::reflector(
             anchor_writer,
-            watcher(Api::<SubnamespaceAnchor>::all(client.clone())),
+            watcher(
+                "subnamespaceanchors",
+                Api::<SubnamespaceAnchor>::all(client.clone()),
+            ),
         );
         feed(
             stream,
@@ -160,7 +165,10 @@ pub fn start(
     };
     let (tenant_store, tenant_writer) = reflector::store();
     let tenants = feed(
-        reflector::reflector(tenant_writer, watcher(Api::<Tenant>::all(client.clone()))),
+        reflector::reflector(
+            tenant_writer,
+            watcher("tenants", Api::<Tenant>::all(client.clone())),
+        ),
         TenantFeed {
             forest: forest.clone(),
         },
@@ -171,7 +179,10 @@ pub fn start(
     let volumes = feed(
         reflector::reflector(
             volume_writer,
-            watcher(Api::<PersistentVolume>::all(client.clone())),
+            watcher(
+                "persistentvolumes",
+                Api::<PersistentVolume>::all(client.clone()),
+            ),
         ),
         VolumeFeed,
         changes.clone(),
@@ -181,7 +192,7 @@ pub fn start(
     let limit_ranges = {
         let readiness = readiness.clone();
         limit_ranges::feed(
-            watcher(Api::<LimitRange>::all(client.clone())),
+            watcher("limitranges", Api::<LimitRange>::all(client.clone())),
             limit_range_index.clone(),
             move || readiness.listed(),
         )
@@ -213,12 +224,19 @@ pub fn start(
     (state, changes_rx, run)
 }
 
-fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+/// A watch of every object of a kind, with canopy's retries (`watch_health`).
+fn watcher<K>(
+    name: &str,
+    api: Api<K>,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + use<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
-    watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff()
+    super::watch_health::resilient(
+        name.to_owned(),
+        watcher::watcher(api, watcher::Config::default().any_semantic()),
+    )
 }
 
 /// Counts watchers that have finished their first list.
@@ -291,7 +309,7 @@ async fn feed<K, S, F>(
                 vec![Change::All]
             }
             Err(err) => {
-                tracing::warn!(error = %err, "watch failed; retrying with backoff");
+                tracing::debug!(error = %err, "watch failed; retrying (logged once per outage by watch_health)");
                 Vec::new()
             }
         };
@@ -325,7 +343,10 @@ async fn watch_namespaces(
     readiness: Readiness,
 ) {
     // Metadata only: the tree needs names, labels and deletion timestamps, not specs.
-    let stream = watcher(Api::<PartialObjectMeta<Namespace>>::all(client));
+    let stream = watcher(
+        "namespaces",
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+    );
     feed(stream, NamespaceFeed { forest }, changes, readiness).await;
 }
 
@@ -488,11 +509,13 @@ async fn watch_configuration(
     readiness: Readiness,
 ) {
     let api = Api::<CanopyConfiguration>::all(client);
-    let stream = watcher::watcher(
-        api,
-        watcher::Config::default().fields(&format!("metadata.name={CONFIGURATION_NAME}")),
-    )
-    .default_backoff();
+    let stream = super::watch_health::resilient(
+        "canopyconfiguration".to_owned(),
+        watcher::watcher(
+            api,
+            watcher::Config::default().fields(&format!("metadata.name={CONFIGURATION_NAME}")),
+        ),
+    );
     feed(stream, ConfigFeed { forest, config }, changes, readiness).await;
 }
 

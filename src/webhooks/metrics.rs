@@ -54,6 +54,7 @@ impl Metrics {
         let mut root = Registry::default();
         crate::controllers::metrics::global()
             .register(root.sub_registry_with_prefix("canopy_controller"));
+        crate::forest::watch_health::global().register(root.sub_registry_with_prefix("canopy"));
         let registry = root.sub_registry_with_prefix("canopy_admission");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(

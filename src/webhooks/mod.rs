@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use crate::controllers::propagation::Propagation;
 use crate::forest::watch::ClusterState;
+use crate::forest::watch_health;
 pub use anchor::is_reserved_key;
 pub use authorizer::Authorizer;
 use metrics::Metrics;
@@ -103,12 +104,23 @@ impl Webhooks {
     }
 
     /// Ready once the Forest and configuration are loaded and no propagated kind is still
-    /// in its first list (the source-conflict check reads those indexes). A kind canopy
-    /// cannot use (refused by RBAC, not served) never holds readiness up: readiness gates
-    /// every fail-closed webhook, so one unusable kind would block the whole cluster; its
-    /// conflict check is skipped instead (`Propagation::conflicts_for_source`).
-    pub fn is_ready(&self) -> bool {
-        *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_settled())
+    /// in its first list (the source-conflict check reads those indexes), and while no
+    /// watch has been failing for longer than `READINESS_GRACE` (the model would be
+    /// stale); else why not. A kind canopy cannot use (refused by RBAC, not served) never
+    /// holds readiness up: readiness gates every fail-closed webhook, so one unusable kind
+    /// would block the whole cluster; its conflict check is skipped instead
+    /// (`Propagation::conflicts_for_source`).
+    pub fn readiness(&self) -> Result<(), String> {
+        let loaded =
+            *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_settled());
+        let stalest = watch_health::global().stalest();
+        watch_health::readiness(
+            loaded,
+            stalest
+                .as_ref()
+                .map(|(name, stale)| (name.as_str(), *stale)),
+            watch_health::READINESS_GRACE,
+        )
     }
 
     fn is_canopy(&self, user: &UserInfo) -> bool {

@@ -223,15 +223,9 @@ fn routes(
         .and(warp::path("readyz"))
         .and(warp::path::end())
         .and(with)
-        .map(|webhooks: Arc<Webhooks>| {
-            if webhooks.is_ready() {
-                plain(StatusCode::OK, "ok")
-            } else {
-                plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the Forest and configuration are still loading",
-                )
-            }
+        .map(|webhooks: Arc<Webhooks>| match webhooks.readiness() {
+            Ok(()) => plain(StatusCode::OK, "ok"),
+            Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &why),
         });
     bare.or(review)
         .unify()

@@ -264,3 +264,21 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
+
+/// Runs `f` on this test binary's control plane (to stop or start one of its processes),
+/// on a thread and runtime of its own: the caller may be inside a test's runtime.
+pub fn with_plane<R: Send + 'static>(
+    f: impl AsyncFnOnce(&mut ControlPlane) -> R + Send + 'static,
+) -> R {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let mut plane = PLANE.lock().unwrap_or_else(|p| p.into_inner());
+        let plane = plane.as_mut().expect("the control plane is running");
+        runtime.block_on(f(plane))
+    })
+    .join()
+    .expect("the control-plane thread panicked")
+}

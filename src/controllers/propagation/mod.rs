@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::{ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
@@ -32,6 +31,7 @@ use super::queue::{Outcome, WorkQueue};
 use super::writer::Writer;
 use crate::api::{PropagationMode, ResourceStatus, keys};
 use crate::forest::watch::ClusterState;
+use crate::forest::watch_health::resilient;
 use availability::{Availability, WatchHealth};
 use conflicts::Conflicts;
 use copy::Strip;
@@ -575,12 +575,25 @@ fn affected_by(state: &ClusterState, namespace: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `watch` label of a kind's source or copy watch: `sources/roles`,
+/// `copies/networkpolicies.networking.k8s.io`.
+fn watch_name(what: &str, resource: &ApiResource) -> String {
+    if resource.group.is_empty() {
+        format!("{what}/{}", resource.plural)
+    } else {
+        format!("{what}/{}.{}", resource.plural, resource.group)
+    }
+}
+
 async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
     let api: Api<DynamicObject> = Api::all_with(p.client.clone(), &kind.resource);
     let config = watcher::Config::default()
         .labels(&format!("!{}", keys::INHERITED_FROM))
         .any_semantic();
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut stream = std::pin::pin!(resilient(
+        watch_name("sources", &kind.resource),
+        watcher::watcher(api, config)
+    ));
     let mut relist: Vec<DynamicObject> = Vec::new();
     while let Some(event) = stream.next().await {
         match event {
@@ -625,7 +638,7 @@ async fn watch_sources(p: Arc<Propagation>, kind: Arc<Kind>) {
                 kind.listed.send_modify(|l| l.0 = true);
             }
             Err(err) => {
-                warn!(kind = %kinds::display(&kind.key), error = %err, "source watch failed; retrying");
+                debug!(kind = %kinds::display(&kind.key), error = %err, "source watch failed; retrying");
                 kind.watch_failed(Watch::Sources, err.to_string());
             }
         }
@@ -639,7 +652,10 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
     let config = watcher::Config::default()
         .labels(keys::INHERITED_FROM)
         .any_semantic();
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut stream = std::pin::pin!(resilient(
+        watch_name("copies", &kind.resource),
+        watcher::watcher(api, config)
+    ));
     let mut relist: Vec<(String, String, CopyState)> = Vec::new();
     let state_of = |obj: &PartialObjectMeta<DynamicObject>| {
         let ns = obj.metadata.namespace.clone()?;
@@ -688,7 +704,7 @@ async fn watch_copies(p: Arc<Propagation>, kind: Arc<Kind>) {
                 kind.listed.send_modify(|l| l.1 = true);
             }
             Err(err) => {
-                warn!(kind = %kinds::display(&kind.key), error = %err, "copy watch failed; retrying");
+                debug!(kind = %kinds::display(&kind.key), error = %err, "copy watch failed; retrying");
                 kind.watch_failed(Watch::Copies, err.to_string());
             }
         }
