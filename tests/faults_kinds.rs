@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
-use canopy::dev::client_for;
-use canopy::leader::LeaderElectionArgs;
-use canopy::manager::{Halves, WebhookListener, run_with};
-use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok, spawn_on_own_runtime};
+use common::managers::start_two_replicas;
+use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok};
 use common::{start_plane, unique};
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
@@ -30,88 +27,16 @@ static CONFIGURATION: Mutex<()> = Mutex::new(());
 /// The webhook ports of the two replicas, and the CA their certificate chains to.
 static REPLICAS: OnceLock<([u16; 2], String)> = OnceLock::new();
 
-fn start_manager(kubeconfig: std::path::PathBuf, identity: &str, webhooks: WebhookListener) {
-    let identity = identity.to_owned();
-    spawn_on_own_runtime(async move {
-        let client = client_for(&kubeconfig).await.expect("client");
-        let election = LeaderElectionArgs {
-            leader_election_identity: Some(identity.clone()),
-            lease_duration_seconds: 6,
-            ..LeaderElectionArgs::default()
-        };
-        let halves = Halves {
-            controllers: true,
-            webhooks: true,
-        };
-        if let Err(e) = run_with(
-            client,
-            Some(webhooks),
-            halves,
-            Some(election),
-            DEFAULT_WRITE_QPS,
-            canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
-            std::future::pending(),
-        )
-        .await
-        {
-            eprintln!("manager {identity}: {e}");
-        }
-    });
-}
-
-/// Forwards each accepted connection to the next backend in turn (TLS passes through).
-fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
-    spawn_on_own_runtime(async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-            return;
-        };
-        let mut next = 0usize;
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let backend = SocketAddr::from((Ipv4Addr::LOCALHOST, backends[next % 2]));
-            next += 1;
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-}
-
 fn setup() {
     CUSTOM.get_or_init(|| {
         start_plane(|plane| async move {
-            let err = |e: String| canopy::dev::DevError::Canopy(e);
             let prepared = canopy::dev::canopy::prepare(&plane).await?;
             let log = std::env::var_os("CANOPY_TEST_LOG")
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| plane.dir().join("logs").join("canopy.log"));
             common::log_to(&log);
-            let serving = &plane.pki().loopback_serving;
-            let second = WebhookListener::bind(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                serving.cert_pem.as_bytes(),
-                serving.key_pem.as_bytes(),
-            )
-            .await
-            .map_err(|e| err(e.to_string()))?;
-            let port = |l: &WebhookListener| l.local_addr().map_or(0, |a| a.port());
-            let backends = [port(&prepared.webhooks), port(&second)];
+            let backends = start_two_replicas(&plane, prepared).await?;
             let _ = REPLICAS.set((backends, plane.pki().ca.cert_pem.clone()));
-            let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .map_err(|e| err(e.to_string()))?;
-            proxy
-                .set_nonblocking(true)
-                .map_err(|e| err(e.to_string()))?;
-            let proxy_port = proxy.local_addr().map_err(|e| err(e.to_string()))?.port();
-            start_proxy(proxy, backends);
-            let admin = plane.client().await?;
-            canopy::dev::canopy::register_webhooks(&admin, proxy_port, &plane.pki().ca.cert_pem)
-                .await?;
-            let kubeconfig = prepared.manager_kubeconfig.clone();
-            start_manager(kubeconfig.clone(), "manager-a", prepared.webhooks);
-            start_manager(kubeconfig, "manager-b", second);
-            canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
             Ok(plane)
         })
     });

@@ -1,10 +1,14 @@
 //! canopy managers started and stopped by a test binary with a setup of its own.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use canopy::controllers::writer::DEFAULT_WRITE_QPS;
-use canopy::dev::client_for;
+use canopy::dev::canopy::PreparedCanopy;
+use canopy::dev::{ControlPlane, DevError, client_for};
 use canopy::leader::LeaderElectionArgs;
 use canopy::manager::{Halves, WebhookListener, run_with};
 use tokio::sync::oneshot;
@@ -78,4 +82,67 @@ pub fn holder() -> Option<String> {
         "jsonpath={.spec.holderIdentity}",
     ]);
     (out.success && !out.stdout.is_empty()).then_some(out.stdout)
+}
+
+/// Connections the round-robin proxy handed to each replica.
+static CONNECTIONS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// How many connections the proxy of `start_two_replicas` gave each replica.
+pub fn proxy_connections() -> [usize; 2] {
+    [0, 1].map(|i| CONNECTIONS[i].load(Ordering::Relaxed))
+}
+
+/// Two managers, `manager-a` and `manager-b`, both serving the webhooks, which the
+/// apiserver reaches through a round-robin TCP proxy (as a Service spreads connections
+/// over its endpoints; TLS passes through). Returns the two replicas' webhook ports.
+pub async fn start_two_replicas(
+    plane: &ControlPlane,
+    prepared: PreparedCanopy,
+) -> Result<[u16; 2], DevError> {
+    let err = |e: String| DevError::Canopy(e);
+    let serving = &plane.pki().loopback_serving;
+    let second = WebhookListener::bind(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+    )
+    .await
+    .map_err(|e| err(e.to_string()))?;
+    let port = |l: &WebhookListener| l.local_addr().map_or(0, |a| a.port());
+    let backends = [port(&prepared.webhooks), port(&second)];
+    let proxy =
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| err(e.to_string()))?;
+    proxy
+        .set_nonblocking(true)
+        .map_err(|e| err(e.to_string()))?;
+    let proxy_port = proxy.local_addr().map_err(|e| err(e.to_string()))?.port();
+    start_proxy(proxy, backends);
+    let admin = plane.client().await?;
+    canopy::dev::canopy::register_webhooks(&admin, proxy_port, &plane.pki().ca.cert_pem).await?;
+    let kubeconfig = prepared.manager_kubeconfig.clone();
+    start_manager(kubeconfig.clone(), "manager-a", Some(prepared.webhooks));
+    start_manager(kubeconfig, "manager-b", Some(second));
+    canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
+    Ok(backends)
+}
+
+/// Forwards each accepted connection to the next backend in turn.
+fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
+    spawn_on_own_runtime(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let mut next = 0usize;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let index = next % 2;
+            next += 1;
+            CONNECTIONS[index].fetch_add(1, Ordering::Relaxed);
+            let backend = SocketAddr::from((Ipv4Addr::LOCALHOST, backends[index]));
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
 }
