@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::tenants::{anchor, as_owner, as_owner_apply, wait_until_ready};
 use common::{
     apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
     repo_path, unique,
@@ -30,38 +31,7 @@ fn create_tenant(name: &str, max: u32, policy: &str) {
     cluster_with_canopy();
     let out = apply(&sample_tenant(name, max, policy));
     assert!(out.success, "{}", out.stderr);
-    eventually(&format!("tenant {name} to be Ready"), WAIT, || {
-        let t = json(&["get", "tenant", name, "-o", "json"])?;
-        let ready = t["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then_some(())
-    });
-}
-
-/// kubectl as the tenant's owner (a user in the owners group).
-fn as_owner(tenant: &str, args: &[&str]) -> common::Kubectl {
-    let user = format!("{tenant}-bob");
-    let group = format!("{tenant}-admins");
-    let mut all = vec!["--as", user.as_str(), "--as-group", group.as_str()];
-    all.extend_from_slice(args);
-    kubectl(&all)
-}
-
-fn as_owner_apply(tenant: &str, yaml: &str) -> common::Kubectl {
-    let user = format!("{tenant}-bob");
-    let group = format!("{tenant}-admins");
-    kubectl_with_stdin(
-        &["--as", &user, "--as-group", &group, "apply", "-f", "-"],
-        Some(yaml),
-    )
-}
-
-fn anchor(parent: &str, child: &str) -> String {
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {parent}}}\n"
-    )
+    wait_until_ready(name, WAIT);
 }
 
 fn wait_for(kind: &str, ns: &str, name: &str) -> Value {

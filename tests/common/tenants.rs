@@ -16,10 +16,9 @@ pub fn tenant_yaml(name: &str, max: u32, extra: &str) -> String {
     )
 }
 
-pub fn create_tenant(name: &str, max: u32, extra: &str) {
-    let out = apply(&tenant_yaml(name, max, extra));
-    assert!(out.success, "{}", out.stderr);
-    eventually(&format!("tenant {name} to be Ready"), WAIT, || {
+/// Waits up to `timeout` for Tenant `name`'s `Ready` condition to be `True`.
+pub fn wait_until_ready(name: &str, timeout: Duration) {
+    eventually(&format!("tenant {name} to be Ready"), timeout, || {
         let t = json(&["get", "tenant", name, "-o", "json"])?;
         let ready = t["status"]["conditions"]
             .as_array()?
@@ -27,6 +26,12 @@ pub fn create_tenant(name: &str, max: u32, extra: &str) {
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         ready.then_some(())
     });
+}
+
+pub fn create_tenant(name: &str, max: u32, extra: &str) {
+    let out = apply(&tenant_yaml(name, max, extra));
+    assert!(out.success, "{}", out.stderr);
+    wait_until_ready(name, WAIT);
     // The owner binding is in place once the owner may create anchors.
     eventually("the owner's rights in the root", WAIT, || {
         as_owner(
@@ -60,6 +65,11 @@ pub fn as_owner_stdin(tenant: &str, args: &[&str], stdin: &str) -> Kubectl {
     let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
     kubectl_with_stdin(&all, Some(stdin))
+}
+
+/// `kubectl apply -f -` of `yaml` as the tenant's owner.
+pub fn as_owner_apply(tenant: &str, yaml: &str) -> Kubectl {
+    as_owner_stdin(tenant, &["apply", "-f", "-"], yaml)
 }
 
 pub fn anchor(parent: &str, child: &str) -> String {
