@@ -275,14 +275,18 @@ impl Propagation {
         super::metrics::global().set_conflicts(self.conflicts.count());
         self.hierarchy_queue.add_all(changed);
         if self.conflicts_known() {
-            let all: Vec<String> = self
-                .state
-                .forest()
-                .namespaces()
-                .map(str::to_owned)
-                .collect();
+            let all = self.all_namespaces();
             self.hierarchy_queue.add_all(all);
         }
+    }
+
+    /// Every existing namespace, for a pass over all of them.
+    fn all_namespaces(&self) -> Vec<String> {
+        self.state
+            .forest()
+            .namespaces()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn kinds(&self) -> Vec<Arc<Kind>> {
@@ -356,12 +360,7 @@ impl Propagation {
         }
         self.unresolved_mut()
             .retain(|key, _| wanted_keys.contains(key));
-        let all: Vec<String> = self
-            .state
-            .forest()
-            .namespaces()
-            .map(str::to_owned)
-            .collect();
+        let all = self.all_namespaces();
         self.namespaces_changed(&all);
         self.configured
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -397,12 +396,7 @@ impl Propagation {
                         .unwrap_or_else(|p| p.into_inner())
                         .get(&key)
                         .cloned();
-                    let all: Vec<String> = self
-                        .state
-                        .forest()
-                        .namespaces()
-                        .map(str::to_owned)
-                        .collect();
+                    let all = self.all_namespaces();
                     if let Some(kind) = kind {
                         kind.queue.add_all(all);
                     }
