@@ -30,6 +30,36 @@ pub const PROPAGATE_ALL: &str = "propagate.canopy.dev/all";
 
 /// The field manager of every write canopy makes.
 pub const FIELD_MANAGER: &str = "canopy";
+/// The field manager of `CanopyConfiguration.status.resources` (counted by every kind's
+/// propagation, apart from the rest of the status).
+pub const PROPAGATION_FIELD_MANAGER: &str = "canopy-propagation";
+/// On every copy: a digest of everything canopy wrote, so a converged copy is recognised
+/// from its metadata alone (copies are watched metadata-only).
+pub const SOURCE_HASH: &str = "canopy.dev/source-hash";
+
+/// Keeps a SubnamespaceAnchor until canopy has deleted its child namespace.
+pub const ANCHOR_FINALIZER: &str = "canopy.dev/subnamespace";
+/// Keeps a Tenant until canopy has cleaned up after it.
+pub const TENANT_FINALIZER: &str = "canopy.dev/tenant";
+
+/// Whether `key` is a tree, tenant or subnamespace label: only canopy sets them.
+pub fn is_protected_label(key: &str) -> bool {
+    key == TENANT
+        || key == SUBNAMESPACE_OF
+        || key == EXCLUDED_NAMESPACE
+        || ancestor_of_depth_label(key).is_some()
+}
+
+/// Keys in the `kubernetes.io` and `k8s.io` domains (and their subdomains): reserved for
+/// Kubernetes itself, never copied from an anchor onto its namespace.
+pub fn is_reserved_key(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    ["kubernetes.io", "k8s.io"]
+        .iter()
+        .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")))
+}
 
 /// The depth label key that records `ancestor` in a namespace's tree.
 pub fn tree_depth_label(ancestor: &str) -> String {

@@ -5,6 +5,43 @@ use serde::{Deserialize, Serialize};
 
 use super::{Condition, PodSecurityLevel, PolicyMode};
 
+/// The objects a Tenant writes into its root namespace.
+pub const OWNERS_BINDING: &str = "canopy-owners";
+pub const QUOTA: &str = "canopy-quota";
+pub const LIMITS: &str = "canopy-limits";
+pub const ISOLATION: &str = "canopy-isolation";
+/// All of them, with their kinds as `(group, plural, name)`; only canopy may change them.
+pub const ROOT_OBJECTS: [(&str, &str, &str); 4] = [
+    ("rbac.authorization.k8s.io", "rolebindings", OWNERS_BINDING),
+    ("", "resourcequotas", QUOTA),
+    ("", "limitranges", LIMITS),
+    ("networking.k8s.io", "networkpolicies", ISOLATION),
+];
+
+/// Whether an object of `resource` (in `group`) named `name` in a Tenant's root is one
+/// of the Tenant's root objects. By kind too: the propagated-kinds webhook also sees
+/// configured kinds, and a ConfigMap named `canopy-quota` is the owners' own business.
+pub fn is_root_object(group: &str, resource: &str, name: &str) -> bool {
+    ROOT_OBJECTS
+        .iter()
+        .any(|(g, r, n)| *g == group && *r == resource && *n == name)
+}
+
+impl Tenant {
+    /// The root namespace this Tenant declares: `spec.rootNamespace`, else its own name.
+    pub fn root_namespace(&self) -> String {
+        self.spec
+            .root_namespace
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+}
+
+/// The ClusterRole (and binding) that lets a Tenant's owners read it.
+pub fn owner_access_name(tenant: &str) -> String {
+    format!("canopy-tenant-{tenant}")
+}
+
 /// A tenant declared by a cluster admin: a root namespace, its owners, and the policy
 /// that every namespace of its tree gets.
 #[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -10,15 +10,12 @@ use tracing::{debug, info, instrument, warn};
 use super::namespace_labels::new_subnamespace_labels;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
-use crate::api::{AnchorState, PodSecurityLevel, SubnamespaceAnchor};
+use crate::api::{AnchorState, PodSecurityLevel, SubnamespaceAnchor, events, keys, reasons};
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
 
 mod budget;
 pub use budget::NamespaceBudget;
-
-/// Keeps an anchor until canopy has deleted its child namespace.
-pub const ANCHOR_FINALIZER: &str = "canopy.dev/subnamespace";
 
 /// One step of reconciling an anchor, in the order they must happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +48,7 @@ pub struct NamespaceLimit {
 impl NamespaceLimit {
     fn refusal(&self, count: usize) -> Reason {
         Reason {
-            reason: "MaxNamespacesReached",
+            reason: reasons::MAX_NAMESPACES_REACHED,
             message: format!(
                 "tenant {:?} allows at most {} namespaces (root included) and has {count}; \
                  delete one, or ask a cluster admin to raise spec.maxNamespaces of Tenant {:?}",
@@ -73,7 +70,10 @@ pub fn plan_anchor(
     let child = anchor.name_any();
     let child_state = forest.get(&child).filter(|s| s.exists);
     let is_our_child = child_state.is_some_and(|s| s.subnamespace_of.as_deref() == Some(parent));
-    let has_finalizer = anchor.finalizers().iter().any(|f| f == ANCHOR_FINALIZER);
+    let has_finalizer = anchor
+        .finalizers()
+        .iter()
+        .any(|f| f == keys::ANCHOR_FINALIZER);
     let mut actions = Vec::new();
 
     if anchor.metadata.deletion_timestamp.is_some() {
@@ -89,7 +89,7 @@ pub fn plan_anchor(
         actions.push(AnchorAction::AddFinalizer);
     }
     let ok = || Reason {
-        reason: "Created",
+        reason: reasons::CREATED,
         message: format!("namespace {child:?} is a subnamespace of {parent:?}"),
     };
     let (state, reason) = if forest.is_excluded(&child) || forest.is_excluded(parent) {
@@ -98,7 +98,7 @@ pub fn plan_anchor(
              never created there"
         );
         let reason = Reason {
-            reason: "ExcludedNamespace",
+            reason: reasons::EXCLUDED_NAMESPACE,
             message,
         };
         (AnchorState::Forbidden, reason)
@@ -114,7 +114,7 @@ pub fn plan_anchor(
         (
             AnchorState::Conflict,
             Reason {
-                reason: "Conflict",
+                reason: reasons::CONFLICT,
                 message,
             },
         )
@@ -127,9 +127,7 @@ pub fn plan_anchor(
         // Protected labels are refused at admission; an anchor admitted before that rule
         // still never gets canopy to set them on its behalf.
         let mut labels = anchor.spec.labels.clone();
-        labels.retain(|k, _| {
-            !crate::webhooks::is_protected_label(k) && !crate::webhooks::is_reserved_key(k)
-        });
+        labels.retain(|k, _| !keys::is_protected_label(k) && !keys::is_reserved_key(k));
         labels.extend(new_subnamespace_labels(
             forest,
             &child,
@@ -137,7 +135,7 @@ pub fn plan_anchor(
             pod_security,
         ));
         let mut annotations = anchor.spec.annotations.clone();
-        annotations.retain(|k, _| !crate::webhooks::is_reserved_key(k));
+        annotations.retain(|k, _| !keys::is_reserved_key(k));
         actions.push(AnchorAction::CreateChild {
             labels,
             annotations,
@@ -254,14 +252,14 @@ async fn apply(
         anchor
             .finalizers()
             .iter()
-            .filter(|f| *f != ANCHOR_FINALIZER)
+            .filter(|f| *f != keys::ANCHOR_FINALIZER)
             .cloned()
             .collect()
     };
     match action {
         AnchorAction::AddFinalizer => {
             let mut finalizers = anchor.finalizers().to_vec();
-            finalizers.push(ANCHOR_FINALIZER.to_owned());
+            finalizers.push(keys::ANCHOR_FINALIZER.to_owned());
             writer
                 .set_finalizers::<SubnamespaceAnchor>(
                     Some(parent),
@@ -291,7 +289,12 @@ async fn apply(
             info!(child = %child, "created subnamespace");
             let note = format!("created namespace {child:?} under {parent:?}");
             writer
-                .event(anchor.object_ref(&()), false, "SubnamespaceCreated", note)
+                .event(
+                    anchor.object_ref(&()),
+                    false,
+                    events::SUBNAMESPACE_CREATED,
+                    note,
+                )
                 .await;
         }
         AnchorAction::SetChildParent => writer.set_parent(&child, parent).await?,
@@ -338,7 +341,7 @@ mod tests {
         let mut a = SubnamespaceAnchor::new(name, SubnamespaceAnchorSpec::default());
         a.metadata.namespace = Some("team".to_owned());
         if finalized {
-            a.metadata.finalizers = Some(vec![ANCHOR_FINALIZER.to_owned()]);
+            a.metadata.finalizers = Some(vec![keys::ANCHOR_FINALIZER.to_owned()]);
         }
         a
     }

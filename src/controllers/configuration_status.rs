@@ -17,13 +17,10 @@ use super::propagation::Propagation;
 use super::propagation::availability::{self, KIND_UNAVAILABLE};
 use super::propagation::kinds::{KindKey, display};
 use super::writer::Writer;
-use crate::api::{CONFIGURATION_NAME, CanopyConfiguration, ResourceStatus, keys::FIELD_MANAGER};
+use crate::api::{CONFIGURATION_NAME, CanopyConfiguration, ResourceStatus, keys};
 
 /// How often the counts and kinds are compared with what was last written.
 const INTERVAL: Duration = Duration::from_secs(2);
-
-/// The reason of the Event recorded when a kind that could not be used can be again.
-const KIND_AVAILABLE: &str = "KindAvailable";
 
 /// Writes the status whenever it changes (and only then, so GitOps tools see no churn).
 /// Runs on the leader.
@@ -71,7 +68,13 @@ pub async fn run(client: Client, writer: Writer, propagation: Arc<Propagation>) 
             let note = format!("{} is propagated now", display(key));
             let action = format!("Propagate {}", display(key));
             writer
-                .event_with_action(reference.clone(), false, KIND_AVAILABLE, &action, note)
+                .event_with_action(
+                    reference.clone(),
+                    false,
+                    crate::api::events::KIND_AVAILABLE,
+                    &action,
+                    note,
+                )
                 .await;
         }
         reported = news.reported;
@@ -95,7 +98,7 @@ pub async fn run(client: Client, writer: Writer, propagation: Arc<Propagation>) 
             "metadata": {"name": CONFIGURATION_NAME},
             "status": {"resources": desired.0, "conditions": conditions},
         });
-        let params = PatchParams::apply(&format!("{FIELD_MANAGER}-propagation")).force();
+        let params = PatchParams::apply(keys::PROPAGATION_FIELD_MANAGER).force();
         match api
             .patch_status(CONFIGURATION_NAME, &params, &Patch::Apply(&patch))
             .await

@@ -17,7 +17,7 @@ use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{
     ACTIVITIES_HALTED, BAD_CONFIGURATION, HIERARCHY_NAME, HierarchyConfiguration,
-    HierarchyConfigurationStatus, PodSecurityLevel,
+    HierarchyConfigurationStatus, PodSecurityLevel, reasons,
 };
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
@@ -89,7 +89,7 @@ pub fn plan_namespace(
         // while canopy was not running, or by removing the webhook): the namespace stays
         // where it is, in its tree and tenant, as HNC keeps it, and says why.
         problems.push((
-            "SubnamespaceAnchorMissing",
+            reasons::SUBNAMESPACE_ANCHOR_MISSING,
             format!(
                 "the anchor {anchor_parent}/{name} of this subnamespace is missing; the \
                  namespace stays in its tree; re-create the anchor to manage it again \
@@ -101,7 +101,7 @@ pub fn plan_namespace(
         && state.parent.as_deref() != Some(anchor_parent)
     {
         problems.push((
-            "SubnamespaceParentMismatch",
+            reasons::SUBNAMESPACE_PARENT_MISMATCH,
             format!(
                 "this is a subnamespace of {anchor_parent:?} but its parent is {}; \
                  set spec.parent to {anchor_parent:?} or delete the anchor",
@@ -120,7 +120,7 @@ pub fn plan_namespace(
     problems.extend(
         propagation_conflicts
             .into_iter()
-            .map(|c| ("CannotPropagateObject", c)),
+            .map(|c| (reasons::CANNOT_PROPAGATE_OBJECT, c)),
     );
     if let Some((reason, _)) = problems.first() {
         wanted.push(DesiredCondition {

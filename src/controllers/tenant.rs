@@ -16,48 +16,11 @@ use super::namespace_labels::new_root_labels;
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{
-    DeletionPolicy, Owner, OwnerKind, PodSecurityLevel, READY, Tenant, TenantStatus, keys,
+    DeletionPolicy, ISOLATION, LIMITS, OWNERS_BINDING, Owner, OwnerKind, PodSecurityLevel, QUOTA,
+    READY, Tenant, TenantStatus, events, keys, owner_access_name, reasons,
 };
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
-
-/// Keeps a Tenant until its deletion policy has been carried out.
-pub const TENANT_FINALIZER: &str = "canopy.dev/tenant";
-/// The objects a Tenant writes into its root namespace.
-pub const OWNERS_BINDING: &str = "canopy-owners";
-pub const QUOTA: &str = "canopy-quota";
-pub const LIMITS: &str = "canopy-limits";
-pub const ISOLATION: &str = "canopy-isolation";
-/// All of them, with their kinds as `(group, plural, name)`; only canopy may change them.
-pub const ROOT_OBJECTS: [(&str, &str, &str); 4] = [
-    ("rbac.authorization.k8s.io", "rolebindings", OWNERS_BINDING),
-    ("", "resourcequotas", QUOTA),
-    ("", "limitranges", LIMITS),
-    ("networking.k8s.io", "networkpolicies", ISOLATION),
-];
-
-/// Whether an object of `resource` (in `group`) named `name` in a Tenant's root is one
-/// of the Tenant's root objects. By kind too: the propagated-kinds webhook also sees
-/// configured kinds, and a ConfigMap named `canopy-quota` is the owners' own business.
-pub fn is_root_object(group: &str, resource: &str, name: &str) -> bool {
-    ROOT_OBJECTS
-        .iter()
-        .any(|(g, r, n)| *g == group && *r == resource && *n == name)
-}
-
-/// The root namespace a Tenant declares.
-pub fn root_of(tenant: &Tenant) -> String {
-    tenant
-        .spec
-        .root_namespace
-        .clone()
-        .unwrap_or_else(|| tenant.name_any())
-}
-
-/// The ClusterRole (and binding) that lets a Tenant's owners read it.
-pub fn owner_access_name(tenant: &str) -> String {
-    format!("canopy-tenant-{tenant}")
-}
 
 /// An object in the root namespace: written when `Some`, deleted when `None`.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,8 +52,11 @@ pub enum TenantPlan {
 
 pub fn plan_tenant(tenant: &Tenant, forest: &Forest, now: Timestamp) -> TenantPlan {
     let name = tenant.name_any();
-    let root = root_of(tenant);
-    let has_finalizer = tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER);
+    let root = tenant.root_namespace();
+    let has_finalizer = tenant
+        .finalizers()
+        .iter()
+        .any(|f| f == keys::TENANT_FINALIZER);
     if tenant.metadata.deletion_timestamp.is_some() {
         let namespaces_to_delete = match tenant.spec.deletion_policy {
             DeletionPolicy::Cascade if forest.exists(&root) => {
@@ -113,7 +79,7 @@ pub fn plan_tenant(tenant: &Tenant, forest: &Forest, now: Timestamp) -> TenantPl
     let root_state = forest.get(&root).filter(|s| s.exists);
     let blocked = if forest.is_excluded(&root) {
         Some((
-            "RootExcluded",
+            reasons::ROOT_EXCLUDED,
             format!("root namespace {root:?} is excluded from canopy; choose another"),
         ))
     } else if let Some(other) = root_state
@@ -121,12 +87,12 @@ pub fn plan_tenant(tenant: &Tenant, forest: &Forest, now: Timestamp) -> TenantPl
         .filter(|t| *t != name)
     {
         Some((
-            "RootClaimed",
+            reasons::ROOT_CLAIMED,
             format!("namespace {root:?} belongs to tenant {other:?}; choose another root"),
         ))
     } else if forest.tenant_for(&root).is_some_and(|t| t != name) {
         Some((
-            "RootInsideAnotherTenant",
+            reasons::ROOT_INSIDE_ANOTHER_TENANT,
             format!("namespace {root:?} is inside another tenant's tree"),
         ))
     } else {
@@ -161,13 +127,13 @@ pub fn plan_tenant(tenant: &Tenant, forest: &Forest, now: Timestamp) -> TenantPl
         (None, None) => DesiredCondition {
             type_: READY,
             status: false,
-            reason: "RootNamespaceMissing".to_owned(),
+            reason: reasons::ROOT_NAMESPACE_MISSING.to_owned(),
             message: format!("creating root namespace {root:?}"),
         },
         (None, Some(_)) => DesiredCondition {
             type_: READY,
             status: true,
-            reason: "Ready".to_owned(),
+            reason: reasons::READY.to_owned(),
             message: format!(
                 "{} namespace(s); owners bound to {}",
                 namespaces.len(),
@@ -305,7 +271,7 @@ async fn apply(
     level: PodSecurityLevel,
 ) -> Result<(), WriteError> {
     let name = tenant.name_any();
-    let root = root_of(tenant);
+    let root = tenant.root_namespace();
     let resource_version = tenant.resource_version().unwrap_or_default();
     match plan {
         TenantPlan::Delete {
@@ -344,7 +310,7 @@ async fn apply(
                 let finalizers: Vec<String> = tenant
                     .finalizers()
                     .iter()
-                    .filter(|f| *f != TENANT_FINALIZER)
+                    .filter(|f| *f != keys::TENANT_FINALIZER)
                     .cloned()
                     .collect();
                 writer
@@ -362,7 +328,7 @@ async fn apply(
         } => {
             if add_finalizer {
                 let mut finalizers = tenant.finalizers().to_vec();
-                finalizers.push(TENANT_FINALIZER.to_owned());
+                finalizers.push(keys::TENANT_FINALIZER.to_owned());
                 writer
                     .set_finalizers::<Tenant>(None, &name, &finalizers, &resource_version)
                     .await?;
@@ -380,7 +346,12 @@ async fn apply(
                     info!(namespace = %root, "created root namespace");
                     let note = format!("created root namespace {root:?}");
                     writer
-                        .event(tenant.object_ref(&()), false, "RootNamespaceCreated", note)
+                        .event(
+                            tenant.object_ref(&()),
+                            false,
+                            events::ROOT_NAMESPACE_CREATED,
+                            note,
+                        )
                         .await;
                 }
             }

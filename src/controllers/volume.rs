@@ -13,12 +13,6 @@ use crate::api::keys;
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
 
-/// The tenant a volume belongs to: that of its claim's namespace.
-pub fn volume_tenant<'a>(forest: &'a Forest, pv: &PersistentVolume) -> Option<&'a str> {
-    let claim_namespace = pv.spec.as_ref()?.claim_ref.as_ref()?.namespace.as_deref()?;
-    forest.tenant_for(claim_namespace)
-}
-
 /// The label change a volume needs: `Some(Some(t))` set, `Some(None)` remove. Pure.
 pub fn plan_volume(forest: &Forest, pv: &PersistentVolume) -> Option<Option<String>> {
     let current = pv.labels().get(keys::TENANT).map(String::as_str);
@@ -27,7 +21,7 @@ pub fn plan_volume(forest: &Forest, pv: &PersistentVolume) -> Option<Option<Stri
         .as_ref()
         .and_then(|s| s.claim_ref.as_ref())
         .is_some();
-    let desired = volume_tenant(forest, pv);
+    let desired = crate::forest::volume_tenant(forest, pv);
     match (bound, desired) {
         (true, Some(t)) if current != Some(t) => Some(Some(t.to_owned())),
         // Unbound: the volume may be claimed anew; bound outside any tenant: no tenant.

@@ -5,11 +5,13 @@
 mod halt;
 pub mod limit_ranges;
 mod tree;
+mod volumes;
 pub mod watch;
 pub mod watch_health;
 
 pub use halt::HaltReason;
 pub use tree::{Forest, NamespaceState};
+pub use volumes::volume_tenant;
 
 #[cfg(test)]
 mod tests;

@@ -13,8 +13,7 @@ use super::namespace::check_subtree_deletion;
 use super::protected::removed_finalizer;
 use super::review::Verdict;
 use super::tenant::check_namespace_limit;
-use crate::api::AnchorState;
-use crate::controllers::anchor::ANCHOR_FINALIZER;
+use crate::api::{AnchorState, keys};
 use crate::forest::Forest;
 use kube::runtime::reflector::ObjectRef;
 
@@ -66,7 +65,7 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         Operation::Update => removed_finalizer(
             request.old_object.as_ref(),
             request.object.as_ref(),
-            ANCHOR_FINALIZER,
+            keys::ANCHOR_FINALIZER,
             &format!("anchor {parent}/{}", request.name),
         )
         .or_else(|| check_labels(request)),
@@ -89,7 +88,7 @@ fn check_labels(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
         };
         refused.extend(
             map.keys()
-                .filter(|k| super::is_protected_label(k) || is_reserved_key(k))
+                .filter(|k| keys::is_protected_label(k) || keys::is_reserved_key(k))
                 .map(|k| format!("spec.{field}[{k:?}]")),
         );
     }
@@ -101,16 +100,6 @@ fn check_labels(request: &AdmissionRequest<DynamicObject>) -> Option<String> {
             refused.join(", ")
         )
     })
-}
-
-/// Keys in the `kubernetes.io` and `k8s.io` domains (and their subdomains).
-pub fn is_reserved_key(key: &str) -> bool {
-    let Some((prefix, _)) = key.split_once('/') else {
-        return false;
-    };
-    ["kubernetes.io", "k8s.io"]
-        .iter()
-        .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")))
 }
 
 /// Why an anchor `child` may not be created in `parent`, if it may not. Pure.
@@ -170,14 +159,14 @@ mod tests {
 
     #[test]
     fn kubernetes_domain_keys_are_reserved() {
-        assert!(is_reserved_key("pod-security.kubernetes.io/enforce"));
-        assert!(is_reserved_key(
+        assert!(keys::is_reserved_key("pod-security.kubernetes.io/enforce"));
+        assert!(keys::is_reserved_key(
             "scheduler.alpha.kubernetes.io/node-selector"
         ));
-        assert!(is_reserved_key("k8s.io/x"));
-        assert!(!is_reserved_key("team.example.com/owner"));
-        assert!(!is_reserved_key("env"));
-        assert!(!is_reserved_key("notkubernetes.io/x"));
+        assert!(keys::is_reserved_key("k8s.io/x"));
+        assert!(!keys::is_reserved_key("team.example.com/owner"));
+        assert!(!keys::is_reserved_key("env"));
+        assert!(!keys::is_reserved_key("notkubernetes.io/x"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::Webhooks;
 use super::review::Verdict;
 use crate::api::keys;
-use crate::controllers::volume::volume_tenant;
+use crate::forest::volume_tenant;
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
     if !matches!(request.operation, Operation::Create | Operation::Update) {

@@ -29,10 +29,8 @@ use std::sync::Arc;
 use crate::controllers::propagation::Propagation;
 use crate::forest::watch::ClusterState;
 use crate::forest::watch_health;
-pub use anchor::is_reserved_key;
 pub use authorizer::Authorizer;
 use metrics::Metrics;
-pub use protected::is_protected_label;
 use review::Verdict;
 
 /// The paths the webhook configuration points at.

@@ -53,11 +53,7 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         return Verdict::Deny(format!("{kind} {namespace}/{name}: {what}"));
     }
     if let Some(tenant) = webhooks.state.forest().tenant_rooted_at(namespace)
-        && crate::controllers::tenant::is_root_object(
-            &request.resource.group,
-            &request.resource.resource,
-            name,
-        )
+        && crate::api::is_root_object(&request.resource.group, &request.resource.resource, name)
     {
         return Verdict::Deny(format!(
             "{kind} {namespace}/{name} belongs to Tenant {tenant:?} and is written by canopy; \

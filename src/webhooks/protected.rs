@@ -4,14 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::api::keys;
 
-/// Whether `key` is a tree, tenant or subnamespace label.
-pub fn is_protected_label(key: &str) -> bool {
-    key == keys::TENANT
-        || key == keys::SUBNAMESPACE_OF
-        || key == keys::EXCLUDED_NAMESPACE
-        || keys::ancestor_of_depth_label(key).is_some()
-}
-
 /// Why an update by someone other than canopy may not go through: it removes canopy's
 /// finalizer `finalizer`, which would let the object go without canopy's cleanup (an
 /// anchor deleted without its namespace leaves a subnamespace behind, outside canopy's
@@ -42,7 +34,7 @@ pub fn changed_protected_labels(
     let mut changed: Vec<String> = old
         .keys()
         .chain(new.keys())
-        .filter(|k| is_protected_label(k) && old.get(*k) != new.get(*k))
+        .filter(|k| keys::is_protected_label(k) && old.get(*k) != new.get(*k))
         .cloned()
         .collect();
     changed.dedup();

@@ -10,8 +10,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::protected::removed_finalizer;
 use super::review::Verdict;
-use crate::api::Tenant;
-use crate::controllers::tenant::{TENANT_FINALIZER, root_of};
+use crate::api::{Tenant, keys};
 use crate::forest::Forest;
 
 pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) -> Verdict {
@@ -24,7 +23,7 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     if let Some(refusal) = removed_finalizer(
         request.old_object.as_ref(),
         request.object.as_ref(),
-        TENANT_FINALIZER,
+        keys::TENANT_FINALIZER,
         &format!("Tenant {:?}", request.name),
     ) {
         return Verdict::Deny(refusal);
@@ -42,7 +41,7 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         .state()
         .iter()
         .filter(|t| t.name_any() != tenant.name_any())
-        .map(|t| (t.name_any(), root_of(t)))
+        .map(|t| (t.name_any(), t.root_namespace()))
         .collect();
     check_tenant(&webhooks.state.forest(), &tenant, &others).map_or(Verdict::Allow, Verdict::Deny)
 }
@@ -54,7 +53,7 @@ pub fn check_tenant(
     others: &[(String, String)],
 ) -> Option<String> {
     let name = tenant.name_any();
-    let root = root_of(tenant);
+    let root = tenant.root_namespace();
     if forest.is_excluded(&root) {
         return Some(format!(
             "Tenant {name:?}: root namespace {root:?} is excluded from canopy; choose another"

@@ -13,11 +13,8 @@ use super::kinds::{KindKey, display};
 use crate::controllers::conditions::DesiredCondition;
 
 /// The condition type on `CanopyConfiguration.status.conditions`.
-pub const CONDITION: &str = "BadConfiguration";
-/// Its reason while some configured kind cannot be used.
-pub const KIND_UNAVAILABLE: &str = "KindUnavailable";
-/// Its reason while every configured kind is in use.
-pub const ALL_KINDS_AVAILABLE: &str = "AllKindsAvailable";
+pub const CONDITION: &str = crate::api::BAD_CONFIGURATION;
+pub use crate::api::reasons::{ALL_KINDS_AVAILABLE, KIND_UNAVAILABLE};
 
 /// How long a watch error counts after it happened. A watch that keeps failing reports
 /// again at least every 30 s (the watchers' longest backoff); one that recovered without

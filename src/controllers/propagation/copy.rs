@@ -6,11 +6,7 @@ use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::keys;
-
-/// On every copy: a digest of everything canopy wrote, so a converged copy is recognised
-/// from its metadata alone (copies are watched metadata-only).
-pub const SOURCE_HASH: &str = "canopy.dev/source-hash";
+use crate::api::keys::{self, SOURCE_HASH};
 
 /// The labels and annotations copies never carry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

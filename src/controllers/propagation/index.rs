@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use kube::core::{DynamicObject, ObjectMeta};
 
-use super::copy::SOURCE_HASH;
 use crate::api::keys;
+use crate::api::keys::SOURCE_HASH;
 
 /// What canopy needs to know of an existing copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
