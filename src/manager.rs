@@ -188,7 +188,7 @@ pub async fn run_with(
         let shutdown = shutdown.clone();
         async move {
             if let (true, Some(WebhookListener(server))) = (halves.webhooks, webhooks) {
-                let webhooks = Webhooks::new(state, client, username).with_propagation(propagation);
+                let webhooks = Webhooks::new(state, client, username);
                 server.serve(webhooks, shutdown).await;
             }
         }

@@ -11,6 +11,7 @@ mod crds;
 mod hierarchy_configuration;
 pub mod keys;
 mod pod_security;
+mod propagation;
 mod subnamespace_anchor;
 mod tenant;
 
@@ -19,6 +20,7 @@ pub use condition::*;
 pub use crds::{all_crds, crd_file_name, crd_yaml, crds_yaml};
 pub use hierarchy_configuration::*;
 pub use pod_security::PodSecurityLevel;
+pub use propagation::never_propagated;
 pub use subnamespace_anchor::*;
 pub use tenant::*;
 

@@ -15,9 +15,9 @@ use tracing::debug;
 use super::conditions::{self, DesiredCondition};
 use super::propagation::Propagation;
 use super::propagation::availability::{self, KIND_UNAVAILABLE};
-use super::propagation::kinds::{KindKey, display};
 use super::writer::Writer;
 use crate::api::{CONFIGURATION_NAME, CanopyConfiguration, ResourceStatus, keys};
+use crate::forest::propagated::kinds::{KindKey, display};
 
 /// How often the counts and kinds are compared with what was last written.
 const INTERVAL: Duration = Duration::from_secs(2);

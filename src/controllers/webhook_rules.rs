@@ -34,9 +34,9 @@ use kube::runtime::watcher::{self, Event};
 use tracing::{debug, info, instrument, warn};
 
 use super::propagation::Propagation;
-use super::propagation::kinds::default_kinds;
 use super::writer::Writer;
 use crate::api::{PolicyScope, keys};
+use crate::forest::propagated::kinds::default_kinds;
 use crate::forest::watch::ClusterState;
 
 /// The webhook whose rules follow the configuration.

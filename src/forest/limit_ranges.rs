@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::LimitRange;
 use kube::ResourceExt;
-use kube::runtime::watcher::{self, Event};
+
+use super::indexer::Indexer;
 
 /// The LimitRanges of one namespace, shared between the index and the requests reading it.
 pub type NamespaceLimitRanges = Arc<[LimitRange]>;
@@ -92,31 +92,24 @@ impl LimitRangeIndex {
     }
 }
 
-/// Keeps `index` in step with `events`; calls `listed` once, after the first full list.
-pub(super) async fn feed(
-    events: impl Stream<Item = Result<Event<LimitRange>, watcher::Error>>,
-    index: LimitRangeIndex,
-    listed: impl FnOnce(),
-) {
-    let mut events = std::pin::pin!(events);
-    let mut listing: Vec<LimitRange> = Vec::new();
-    let mut listed = Some(listed);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::Apply(lr)) => index.apply(lr),
-            Ok(Event::Delete(lr)) => index.delete(&lr),
-            Ok(Event::Init) => listing.clear(),
-            Ok(Event::InitApply(lr)) => listing.push(lr),
-            Ok(Event::InitDone) => {
-                index.replace_all(std::mem::take(&mut listing));
-                if let Some(listed) = listed.take() {
-                    listed();
-                }
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "LimitRange watch failed; retrying")
-            }
-        }
+/// LimitRanges change nothing any reconciler decides: the webhooks read them at
+/// admission, so the index reports no change.
+impl Indexer<LimitRange> for LimitRangeIndex {
+    type Change = std::convert::Infallible;
+
+    fn apply(&self, limit_range: LimitRange) -> Vec<Self::Change> {
+        LimitRangeIndex::apply(self, limit_range);
+        Vec::new()
+    }
+
+    fn delete(&self, limit_range: LimitRange) -> Vec<Self::Change> {
+        LimitRangeIndex::delete(self, &limit_range);
+        Vec::new()
+    }
+
+    fn reset(&self, listed: Vec<LimitRange>, _first: bool) -> Vec<Self::Change> {
+        self.replace_all(listed);
+        Vec::new()
     }
 }
 

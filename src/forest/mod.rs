@@ -1,9 +1,20 @@
-//! The Forest: the in-memory model of every namespace, its parent, children, tenant and
-//! labels. Watchers write it, reconcilers and webhooks read it; every operation here is
-//! pure and needs no cluster.
+//! The model: everything canopy knows of the cluster, kept in step by its watches.
+//!
+//! - the Forest (`tree.rs`): every namespace, its parent, children, tenant and labels;
+//!   every query on it is pure and needs no cluster;
+//! - the propagated kinds (`propagated/`): per kind, an index of sources and copies;
+//! - the LimitRanges by namespace (`limit_ranges.rs`);
+//! - reflector stores of anchors, HierarchyConfigurations, Tenants and PersistentVolumes,
+//!   and the configuration, together the `ClusterState` (`watch.rs`).
+//!
+//! Every watch feeds its part through one `Indexer` (`indexer.rs`, `feeds.rs`), which
+//! applies events and reports what changed. Reconcilers and webhooks only read the model.
 
+mod feeds;
 mod halt;
+pub mod indexer;
 pub mod limit_ranges;
+pub mod propagated;
 mod tree;
 mod volumes;
 pub mod watch;

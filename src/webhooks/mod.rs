@@ -24,9 +24,6 @@ use kube::Client;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 
-use std::sync::Arc;
-
-use crate::controllers::propagation::Propagation;
 use crate::forest::watch::ClusterState;
 use crate::forest::watch_health;
 pub use authorizer::Authorizer;
@@ -62,8 +59,6 @@ pub struct Webhooks {
     authorizer: Authorizer,
     canopy_username: String,
     metrics: Metrics,
-    /// Propagation's index, for refusing sources that would overwrite local objects.
-    propagation: Option<Arc<Propagation>>,
 }
 
 impl Webhooks {
@@ -75,7 +70,6 @@ impl Webhooks {
             authorizer: Authorizer::new(client),
             canopy_username,
             metrics: Metrics::new(),
-            propagation: None,
         }
     }
 
@@ -87,14 +81,7 @@ impl Webhooks {
             authorizer: Authorizer::detached(),
             canopy_username,
             metrics: Metrics::new(),
-            propagation: None,
         }
-    }
-
-    /// Lets the propagated-kinds webhook see which objects exist where.
-    pub fn with_propagation(mut self, propagation: Arc<Propagation>) -> Self {
-        self.propagation = Some(propagation);
-        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -107,10 +94,9 @@ impl Webhooks {
     /// stale); else why not. A kind canopy cannot use (refused by RBAC, not served) never
     /// holds readiness up: readiness gates every fail-closed webhook, so one unusable kind
     /// would block the whole cluster; its conflict check is skipped instead
-    /// (`Propagation::conflicts_for_source`).
+    /// (`PropagatedKinds::conflicts_for_source`).
     pub fn readiness(&self) -> Result<(), String> {
-        let loaded =
-            *self.state.ready.borrow() && self.propagation.as_ref().is_none_or(|p| p.is_settled());
+        let loaded = *self.state.ready.borrow() && self.state.kinds.is_settled();
         let stalest = watch_health::global().stalest();
         watch_health::readiness(
             loaded,

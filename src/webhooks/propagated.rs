@@ -8,7 +8,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 use super::Webhooks;
 use super::review::Verdict;
 use crate::api::keys;
-use crate::controllers::propagation::SourceCheck;
+use crate::forest::propagated::SourceCheck;
 
 fn inherited_from(obj: Option<&DynamicObject>) -> Option<String> {
     obj?.metadata
@@ -60,17 +60,16 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
              change the Tenant's spec instead"
         ));
     }
-    let Some(propagation) = webhooks.propagation.as_ref() else {
-        return Verdict::Allow;
-    };
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Verdict::Allow;
     }
     let Some(object) = request.object.as_ref() else {
         return Verdict::Allow;
     };
+    let forest = webhooks.state.forest();
     let conflicts_of = |source: &DynamicObject| {
-        propagation.conflicts_for_source(
+        webhooks.state.kinds.conflicts_for_source(
+            &forest,
             &request.resource.group,
             &request.resource.resource,
             namespace,
@@ -80,7 +79,7 @@ pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     let conflicts = match conflicts_of(object) {
         Err(err) => return Verdict::Deny(format!("{kind} {namespace}/{name}: {err}")),
         // canopy cannot read the kind now: the check is skipped, not failed closed (see
-        // `Propagation::conflicts_for_source`); the writer is told.
+        // `PropagatedKinds::conflicts_for_source`); the writer is told.
         Ok(SourceCheck::Unchecked(resource)) => {
             return Verdict::Warn(vec![format!(
                 "{kind} {namespace}/{name}: canopy cannot read {resource} now (see the \

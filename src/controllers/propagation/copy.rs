@@ -1,4 +1,4 @@
-//! What a copy of a source looks like, and whether a source may be copied at all.
+//! What a copy of a source looks like.
 
 use std::collections::BTreeMap;
 
@@ -13,43 +13,6 @@ use crate::api::keys::{self, SOURCE_HASH};
 pub struct Strip {
     pub labels: Vec<String>,
     pub annotations: Vec<String>,
-}
-
-/// Why a source is never propagated, whatever the mode.
-pub fn never_propagated(resource: &ApiResource, source: &DynamicObject) -> Option<&'static str> {
-    let meta = &source.metadata;
-    if meta
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(keys::INHERITED_FROM))
-    {
-        return Some("it is itself a copy");
-    }
-    if meta.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
-        return Some("it has finalizers");
-    }
-    if meta.deletion_timestamp.is_some() {
-        return Some("it is being deleted");
-    }
-    let core = resource.group.is_empty();
-    let secret_type = || {
-        source
-            .data
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    if core && resource.plural == "secrets" {
-        match secret_type() {
-            "kubernetes.io/service-account-token" => return Some("it is a service-account token"),
-            "helm.sh/release.v1" => return Some("it is a Helm release record"),
-            _ => {}
-        }
-    }
-    if core && resource.plural == "configmaps" && meta.name.as_deref() == Some("kube-root-ca.crt") {
-        return Some("every namespace gets its own kube-root-ca.crt");
-    }
-    None
 }
 
 /// The copy of `source` (living in `source_namespace`) that belongs in `namespace`, and
@@ -126,6 +89,7 @@ mod tests {
     use k8s_openapi::api::rbac::v1::RoleBinding;
 
     use super::*;
+    use crate::api::never_propagated;
 
     fn role_binding() -> (ApiResource, DynamicObject) {
         let ar = ApiResource::erase::<RoleBinding>(&());

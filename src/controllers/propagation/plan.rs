@@ -7,11 +7,10 @@ use std::sync::Arc;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-use super::copy::{Strip, desired_copy, never_propagated};
-use super::index::KindIndex;
-use super::selectors::Exceptions;
-use crate::api::PropagationMode;
+use super::copy::{Strip, desired_copy};
+use crate::api::{PropagationMode, never_propagated};
 use crate::forest::Forest;
+use crate::forest::propagated::{Exceptions, KindIndex};
 
 /// A copy to write.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,8 +173,8 @@ mod tests {
     use kube::core::DynamicObject;
     use serde_json::json;
 
-    use super::super::index::CopyState;
     use super::*;
+    use crate::forest::propagated::CopyState;
 
     fn forest() -> Forest {
         let mut f = Forest::new();
