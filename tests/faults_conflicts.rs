@@ -328,7 +328,8 @@ fn a_restart_does_not_flap_a_conflict_condition() {
     // Settled: nothing else is left to write into the root's HierarchyConfiguration.
     std::thread::sleep(Duration::from_secs(3));
     let hc = || json(&["get", "hc", "hierarchy", "-n", &root, "-o", "json"]).expect("hc");
-    let version = hc()["metadata"]["resourceVersion"].clone();
+    let settled = hc();
+    let version = settled["metadata"]["resourceVersion"].clone();
 
     restart_controllers();
     let restarted = Instant::now();
@@ -371,9 +372,9 @@ fn a_restart_does_not_flap_a_conflict_condition() {
         "{polls} polls over {:.1}s",
         restarted.elapsed().as_secs_f64()
     );
+    let after = hc();
     assert_eq!(
-        hc()["metadata"]["resourceVersion"],
-        version,
-        "the HierarchyConfiguration was written again"
+        after["metadata"]["resourceVersion"], version,
+        "the HierarchyConfiguration was written again: before {settled}, after {after}"
     );
 }

@@ -146,10 +146,21 @@ impl Indexer<HierarchyConfiguration> for HierarchyFeed {
         let old_cascade = forest.get(&ns).is_some_and(|s| s.allow_cascading_deletion);
         let new_parent = hc.spec.parent.as_deref().filter(|p| !p.is_empty());
         if old_parent.as_deref() == new_parent && old_cascade == hc.spec.allow_cascading_deletion {
-            // Only the status (or metadata) changed, almost always by canopy's own write
-            // of it: the tree is the same, so nothing needs a look. (A status someone
-            // else changed is written back at the next change of that namespace.)
-            return Vec::new();
+            // The tree is the same. Its status needs a look only while it does not speak
+            // of this generation: canopy's own writes of it, which do, wake nothing. (A
+            // status someone else changed is written back at the next change of that
+            // namespace.)
+            let generation = hc.metadata.generation;
+            let current = hc.status.as_ref().is_none_or(|s| {
+                s.conditions
+                    .iter()
+                    .all(|c| c.observed_generation == generation)
+            });
+            return if current {
+                Vec::new()
+            } else {
+                vec![Change::Namespaces(vec![ns])]
+            };
         }
         forest.set_hierarchy(&ns, new_parent, hc.spec.allow_cascading_deletion);
         vec![Change::Namespaces(around(&forest, &ns, old_parent))]
@@ -360,5 +371,207 @@ impl Indexer<PersistentVolume> for VolumeFeed {
 
     fn reset(&self, _: Vec<PersistentVolume>, first: bool) -> Vec<Change> {
         relisted(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::api::{HierarchyConfigurationSpec, HierarchyConfigurationStatus, TenantSpec};
+    use crate::forest::testing::{labels, tree};
+
+    fn shared(forest: Forest) -> Arc<RwLock<Forest>> {
+        Arc::new(RwLock::new(forest))
+    }
+
+    fn namespace(name: &str, l: &[(&str, &str)]) -> PartialObjectMeta<Namespace> {
+        let mut ns = PartialObjectMeta::<Namespace>::default();
+        ns.metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels(l)),
+            ..ObjectMeta::default()
+        };
+        ns
+    }
+
+    fn hierarchy(ns: &str, parent: Option<&str>) -> HierarchyConfiguration {
+        let mut hc = HierarchyConfiguration::new(
+            HIERARCHY_NAME,
+            HierarchyConfigurationSpec {
+                parent: parent.map(str::to_owned),
+                ..Default::default()
+            },
+        );
+        hc.metadata.namespace = Some(ns.to_owned());
+        hc
+    }
+
+    fn sorted(changes: Vec<Change>) -> Vec<Change> {
+        changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Namespaces(mut names) => {
+                    names.sort();
+                    names.dedup();
+                    Change::Namespaces(names)
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    fn names(list: &[&str]) -> Change {
+        Change::Namespaces(list.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn a_namespace_event_reports_only_what_changed() {
+        let feed = NamespaceFeed {
+            forest: shared(tree("a > b > c")),
+        };
+        // The same labels again (an annotation or canopy's own write): nothing.
+        assert_eq!(feed.apply(namespace("b", &[])), []);
+        // A label change: that namespace alone.
+        assert_eq!(
+            feed.apply(namespace("b", &[("team", "x")])),
+            [names(&["b"])]
+        );
+        // A new namespace: itself (its subtree) and its parent.
+        assert_eq!(sorted(feed.apply(namespace("d", &[]))), [names(&["d"])]);
+        // A deleted one: its subtree and its parent.
+        assert_eq!(
+            sorted(feed.delete(namespace("b", &[]))),
+            [names(&["a", "b", "c"])]
+        );
+    }
+
+    #[test]
+    fn a_subnamespace_event_also_wakes_its_anchor() {
+        let feed = NamespaceFeed {
+            forest: shared(tree("team")),
+        };
+        let changes = feed.apply(namespace("team-dev", &[(keys_sub(), "team")]));
+        assert!(changes.contains(&Change::Anchor {
+            namespace: "team".into(),
+            name: "team-dev".into()
+        }));
+    }
+
+    fn keys_sub() -> &'static str {
+        crate::api::keys::SUBNAMESPACE_OF
+    }
+
+    #[test]
+    fn a_hierarchy_status_write_wakes_nothing_and_a_move_wakes_both_places() {
+        let feed = HierarchyFeed {
+            forest: shared(tree("a > b > c, x")),
+        };
+        let mut with_status = hierarchy("b", Some("a"));
+        with_status.metadata.generation = Some(1);
+        let condition = |generation| crate::api::Condition {
+            type_: crate::api::BAD_CONFIGURATION.into(),
+            status: "True".into(),
+            reason: "x".into(),
+            message: "y".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: generation,
+        };
+        // A status written before canopy knew the generation: it needs writing again.
+        with_status.status = Some(HierarchyConfigurationStatus {
+            children: vec!["c".into()],
+            conditions: vec![condition(None)],
+        });
+        assert_eq!(feed.apply(with_status.clone()), [names(&["b"])]);
+        // One that speaks of this generation (canopy's own write) wakes nothing.
+        with_status.status = Some(HierarchyConfigurationStatus {
+            children: vec!["c".into()],
+            conditions: vec![condition(Some(1))],
+        });
+        assert_eq!(feed.apply(with_status), []);
+        assert_eq!(
+            sorted(feed.apply(hierarchy("b", Some("x")))),
+            [names(&["a", "b", "c", "x"])]
+        );
+        assert_eq!(
+            sorted(feed.delete(hierarchy("b", Some("x")))),
+            [names(&["b", "c", "x"])]
+        );
+    }
+
+    #[test]
+    fn the_configuration_wakes_everything_only_when_its_spec_changes() {
+        let config = Arc::new(RwLock::new(CanopyConfigurationSpec::default()));
+        let feed = ConfigFeed {
+            forest: shared(Forest::new()),
+            config: config.clone(),
+        };
+        let mut obj = CanopyConfiguration::new("config", CanopyConfigurationSpec::default());
+        // A status write leaves the spec as it is.
+        assert_eq!(feed.apply(obj.clone()), []);
+        obj.spec.excluded_namespaces = vec!["kube-system".into(), "ops".into()];
+        assert_eq!(feed.apply(obj.clone()), [Change::All]);
+        assert!(feed.forest.read().is_ok_and(|f| f.is_excluded("ops")));
+        assert_eq!(feed.reset(vec![obj], false), []);
+        // Gone: the defaults.
+        assert_eq!(feed.reset(Vec::new(), false), [Change::All]);
+        assert!(feed.forest.read().is_ok_and(|f| !f.is_excluded("ops")));
+    }
+
+    #[test]
+    fn a_tenant_wakes_its_tree_and_lets_go_of_it_when_deleted() {
+        let feed = TenantFeed {
+            forest: shared(tree("acme > acme-dev, other")),
+        };
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({})).expect("valid spec");
+        let mut tenant = Tenant::new("acme", spec);
+        assert_eq!(
+            sorted(feed.apply(tenant.clone())),
+            [names(&["acme", "acme-dev"]), Change::Tenant("acme".into())]
+        );
+        tenant.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_eq!(
+            sorted(feed.apply(tenant)),
+            [names(&["acme", "acme-dev"]), Change::Tenant("acme".into())]
+        );
+        assert!(
+            feed.forest
+                .read()
+                .is_ok_and(|f| f.tenant_for("acme-dev").is_none())
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_what_was_known_and_only_a_later_one_wakes_everything() {
+        let feed = NamespaceFeed {
+            forest: shared(tree("a > b, gone")),
+        };
+        assert_eq!(
+            feed.reset(vec![namespace("a", &[]), namespace("b", &[])], true),
+            []
+        );
+        assert!(
+            feed.forest
+                .read()
+                .is_ok_and(|f| !f.exists("gone") && f.exists("b"))
+        );
+        assert_eq!(feed.reset(vec![namespace("a", &[])], false), [Change::All]);
+        assert!(feed.forest.read().is_ok_and(|f| !f.exists("b")));
+
+        let anchors = AnchorFeed {
+            forest: shared(tree("team >> old")),
+        };
+        let mut anchor = SubnamespaceAnchor::new("new", Default::default());
+        anchor.metadata.namespace = Some("team".into());
+        anchors.reset(vec![anchor], true);
+        let forest = anchors.forest.read().expect("not poisoned");
+        let held = &forest.get("team").expect("team").anchors;
+        assert!(held.contains("new") && !held.contains("old"), "{held:?}");
     }
 }

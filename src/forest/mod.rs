@@ -15,6 +15,8 @@ mod halt;
 pub mod indexer;
 pub mod limit_ranges;
 pub mod propagated;
+#[cfg(test)]
+pub mod testing;
 mod tree;
 mod volumes;
 pub mod watch;
