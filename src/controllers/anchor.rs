@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use kube::core::ApiResource;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use super::namespace_labels::new_subnamespace_labels;
+use super::ops::{Event, Executed, Op};
 use super::queue::Outcome;
 use super::writer::{WriteError, Writer};
 use crate::api::{AnchorState, PodSecurityLevel, SubnamespaceAnchor, events, keys, reasons};
@@ -179,7 +181,7 @@ pub async fn reconcile_anchor(
                 match budget.reserve(limit, &anchor.name_any(), &counted) {
                     Ok(()) => {
                         let result = apply(writer, &parent, &anchor, action).await;
-                        if !matches!(result, Ok(Step::Continue)) {
+                        if !matches!(result, Ok(Executed::Done)) {
                             budget.release(&limit.tenant, &anchor.name_any());
                         }
                         result
@@ -188,18 +190,17 @@ pub async fn reconcile_anchor(
                         let forbidden = AnchorAction::SetState(AnchorState::Forbidden, refusal);
                         apply(writer, &parent, &anchor, forbidden)
                             .await
-                            .map(|_| Step::Replan)
+                            .map(|_| Executed::Replan)
                     }
                 }
             }
             _ => apply(writer, &parent, &anchor, action).await,
         };
         match step {
-            Ok(Step::Continue) => {}
-            // Someone else's namespace of that name appeared first: never touch it (no
-            // parent is set on it); the next pass, from the watch, reports Conflict.
-            // Or the tenant is full: the anchor is Forbidden and is looked at again later.
-            Ok(Step::Replan) => return Outcome::Retry,
+            Ok(Executed::Done) => {}
+            // Someone else's namespace of that name appeared first, or the tenant is
+            // full (the anchor is Forbidden): look again later.
+            Ok(Executed::Replan) => return Outcome::Retry,
             Err(err) => {
                 if err.is_transient() {
                     debug!(error = %err, "will retry");
@@ -234,87 +235,80 @@ fn namespace_limit(state: &ClusterState, parent: &str) -> Option<NamespaceLimit>
     Some(NamespaceLimit { tenant, max })
 }
 
-/// Whether the remaining actions still hold after one was applied.
-enum Step {
-    Continue,
-    Replan,
-}
-
 async fn apply(
     writer: &Writer,
     parent: &str,
     anchor: &SubnamespaceAnchor,
     action: AnchorAction,
-) -> Result<Step, WriteError> {
+) -> Result<Executed, WriteError> {
+    writer.execute_all(anchor_ops(parent, anchor, action)).await
+}
+
+/// The writes that carry out one action on `anchor` (in namespace `parent`). Pure.
+pub fn anchor_ops(parent: &str, anchor: &SubnamespaceAnchor, action: AnchorAction) -> Vec<Op> {
     let child = anchor.name_any();
-    let resource_version = anchor.resource_version().unwrap_or_default();
-    let without_ours = || -> Vec<String> {
-        anchor
-            .finalizers()
-            .iter()
-            .filter(|f| *f != keys::ANCHOR_FINALIZER)
-            .cloned()
-            .collect()
+    let finalizers = |finalizers: Vec<String>| Op::SetFinalizers {
+        resource: ApiResource::erase::<SubnamespaceAnchor>(&()),
+        namespace: Some(parent.to_owned()),
+        name: child.clone(),
+        finalizers,
+        resource_version: anchor.resource_version().unwrap_or_default(),
     };
     match action {
         AnchorAction::AddFinalizer => {
-            let mut finalizers = anchor.finalizers().to_vec();
-            finalizers.push(keys::ANCHOR_FINALIZER.to_owned());
-            writer
-                .set_finalizers::<SubnamespaceAnchor>(
-                    Some(parent),
-                    &child,
-                    &finalizers,
-                    &resource_version,
-                )
-                .await?;
+            let mut with_ours = anchor.finalizers().to_vec();
+            with_ours.push(keys::ANCHOR_FINALIZER.to_owned());
+            vec![finalizers(with_ours)]
         }
-        AnchorAction::RemoveFinalizer => {
-            writer
-                .set_finalizers::<SubnamespaceAnchor>(
-                    Some(parent),
-                    &child,
-                    &without_ours(),
-                    &resource_version,
-                )
-                .await?;
-        }
+        AnchorAction::RemoveFinalizer => vec![finalizers(
+            anchor
+                .finalizers()
+                .iter()
+                .filter(|f| *f != keys::ANCHOR_FINALIZER)
+                .cloned()
+                .collect(),
+        )],
+        // Someone else's namespace of that name may appear first: it is never touched
+        // (no parent is set on it); the next pass, from the watch, reports Conflict.
         AnchorAction::CreateChild {
             labels,
             annotations,
-        } => {
-            if !writer.create_namespace(&child, labels, annotations).await? {
-                return Ok(Step::Replan);
-            }
-            info!(child = %child, "created subnamespace");
-            let note = format!("created namespace {child:?} under {parent:?}");
-            writer
-                .event(
-                    anchor.object_ref(&()),
-                    false,
-                    events::SUBNAMESPACE_CREATED,
-                    note,
-                )
-                .await;
-        }
-        AnchorAction::SetChildParent => writer.set_parent(&child, parent).await?,
-        AnchorAction::DeleteChild => {
-            info!(child = %child, "deleting subnamespace");
-            writer.delete_namespace(&child).await?;
-        }
+        } => vec![Op::CreateNamespace {
+            name: child.clone(),
+            labels,
+            annotations,
+            created: Some(Event::new(
+                anchor.object_ref(&()),
+                false,
+                events::SUBNAMESPACE_CREATED,
+                format!("created namespace {child:?} under {parent:?}"),
+            )),
+            replan_if_exists: true,
+        }],
+        AnchorAction::SetChildParent => vec![Op::SetParent {
+            namespace: child,
+            parent: parent.to_owned(),
+        }],
+        AnchorAction::DeleteChild => vec![Op::DeleteNamespace { name: child }],
         AnchorAction::SetState(state, reason) => {
-            writer
-                .set_anchor_state(parent, &child, state, reason.reason, &reason.message)
-                .await?;
+            let mut ops = vec![Op::SetAnchorState {
+                namespace: parent.to_owned(),
+                name: child,
+                state,
+                reason: reason.reason,
+                message: reason.message.clone(),
+            }];
             if matches!(state, AnchorState::Conflict | AnchorState::Forbidden) {
-                let reason_name = format!("{state:?}");
-                writer
-                    .event(anchor.object_ref(&()), true, &reason_name, reason.message)
-                    .await;
+                ops.push(Op::Event(Event::new(
+                    anchor.object_ref(&()),
+                    true,
+                    &format!("{state:?}"),
+                    reason.message,
+                )));
             }
+            ops
         }
     }
-    Ok(Step::Continue)
 }
 
 #[cfg(test)]

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::core::ApiResource;
 use kube::{Client, Resource};
 use serde_json::json;
 use tracing::debug;
 
 use super::conditions::{self, DesiredCondition};
+use super::ops::{Event, Op};
 use super::propagation::Propagation;
 use super::propagation::availability::{self, KIND_UNAVAILABLE};
 use super::writer::Writer;
-use crate::api::{CONFIGURATION_NAME, CanopyConfiguration, ResourceStatus, keys};
+use crate::api::{CONFIGURATION_NAME, CanopyConfiguration, ResourceStatus, events, keys};
 use crate::forest::propagated::kinds::{KindKey, display};
 
 /// How often the counts and kinds are compared with what was last written.
@@ -56,31 +58,61 @@ pub async fn run(client: Client, writer: Writer, propagation: Arc<Propagation>) 
                 continue;
             }
         };
-        let reference = current.object_ref(&());
-        for (key, why) in &news.unusable {
-            let note = availability::event_note(&format!("{}: {why}", display(key)));
-            let action = format!("Propagate {}", display(key));
-            writer
-                .event_with_action(reference.clone(), true, KIND_UNAVAILABLE, &action, note)
-                .await;
-        }
-        for key in &news.usable {
-            let note = format!("{} is propagated now", display(key));
-            let action = format!("Propagate {}", display(key));
-            writer
-                .event_with_action(
-                    reference.clone(),
-                    false,
-                    crate::api::events::KIND_AVAILABLE,
-                    &action,
-                    note,
-                )
-                .await;
-        }
+        let rewrite = written.as_ref() != Some(&desired);
+        let ops = configuration_ops(&current, &desired, &news, rewrite, Timestamp::now());
         reported = news.reported;
-        if written.as_ref() == Some(&desired) {
-            continue;
+        let mut done = true;
+        for op in ops {
+            match writer.execute(op).await {
+                Ok(_) => {}
+                // Deleted meanwhile: the defaults are in effect, nowhere to report.
+                Err(err) if err.is_not_found() => {}
+                Err(err) => {
+                    debug!(error = %err, "cannot write the configuration status");
+                    done = false;
+                }
+            }
         }
+        if done {
+            written = Some(desired);
+        }
+    }
+}
+
+/// The writes that report `desired` (the kinds' counts and the `BadConfiguration`
+/// condition) on the configuration `current`: an Event per kind that became unusable or
+/// usable again (`news`), and the status when `rewrite`. Pure.
+fn configuration_ops(
+    current: &CanopyConfiguration,
+    desired: &(Vec<ResourceStatus>, DesiredCondition),
+    news: &availability::Transitions,
+    rewrite: bool,
+    now: Timestamp,
+) -> Vec<Op> {
+    let reference = current.object_ref(&());
+    // One action per kind: Events about different kinds are not folded into one series.
+    let event = |key: &KindKey, warning: bool, reason: &str, note: String| {
+        Op::Event(Event {
+            object: reference.clone(),
+            warning,
+            reason: reason.to_owned(),
+            action: format!("Propagate {}", display(key)),
+            note,
+        })
+    };
+    let mut ops: Vec<Op> = news
+        .unusable
+        .iter()
+        .map(|(key, why)| {
+            let note = availability::event_note(&format!("{}: {why}", display(key)));
+            event(key, true, KIND_UNAVAILABLE, note)
+        })
+        .collect();
+    ops.extend(news.usable.iter().map(|key| {
+        let note = format!("{} is propagated now", display(key));
+        event(key, false, events::KIND_AVAILABLE, note)
+    }));
+    if rewrite {
         let existing = current
             .status
             .as_ref()
@@ -90,22 +122,15 @@ pub async fn run(client: Client, writer: Writer, propagation: Arc<Propagation>) 
             &existing,
             std::slice::from_ref(&desired.1),
             current.metadata.generation,
-            Timestamp::now(),
+            now,
         );
-        let patch = json!({
-            "apiVersion": "canopy.dev/v1alpha1",
-            "kind": "CanopyConfiguration",
-            "metadata": {"name": CONFIGURATION_NAME},
-            "status": {"resources": desired.0, "conditions": conditions},
+        ops.push(Op::ApplyStatus {
+            resource: ApiResource::erase::<CanopyConfiguration>(&()),
+            namespace: None,
+            name: CONFIGURATION_NAME.to_owned(),
+            status: json!({"resources": desired.0, "conditions": conditions}),
+            field_manager: keys::PROPAGATION_FIELD_MANAGER,
         });
-        let params = PatchParams::apply(keys::PROPAGATION_FIELD_MANAGER).force();
-        match api
-            .patch_status(CONFIGURATION_NAME, &params, &Patch::Apply(&patch))
-            .await
-        {
-            Ok(_) => written = Some(desired),
-            Err(kube::Error::Api(s)) if s.code == 404 => written = Some(desired),
-            Err(err) => debug!(error = %err, "cannot write the configuration status"),
-        }
     }
+    ops
 }

@@ -5,19 +5,21 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
+use kube::core::ApiResource;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, instrument};
 
 use super::conditions::{self, DesiredCondition};
 use super::namespace_labels::{desired_labels, label_changes};
+use super::ops::{Event, Op};
 use super::propagation::Propagation;
 use super::propagation::conflicts;
 use super::queue::Outcome;
-use super::writer::{WriteError, Writer};
+use super::writer::Writer;
 use crate::api::{
     ACTIVITIES_HALTED, BAD_CONFIGURATION, HIERARCHY_NAME, HierarchyConfiguration,
-    HierarchyConfigurationStatus, PodSecurityLevel, reasons,
+    HierarchyConfigurationStatus, PodSecurityLevel, keys, reasons,
 };
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
@@ -202,31 +204,39 @@ pub async fn reconcile_namespace(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == ACTIVITIES_HALTED))
         .filter(|_| !was_halted)
         .cloned();
-    Outcome::of_writes(apply(writer, &name, plan, newly_halted.as_ref()).await)
+    let ops = namespace_ops(&name, plan, newly_halted.as_ref());
+    Outcome::of_writes(writer.execute_all(ops).await)
 }
 
-async fn apply(
-    writer: &Writer,
+/// The writes that carry out `plan` for namespace `name`, in order; `newly_halted` is
+/// the `ActivitiesHalted` condition when it is new (users are told once, by an Event,
+/// not at every rewrite of the status). Pure.
+pub fn namespace_ops(
     name: &str,
     plan: NamespacePlan,
     newly_halted: Option<&crate::api::Condition>,
-) -> Result<(), WriteError> {
+) -> Vec<Op> {
+    let mut ops = Vec::new();
     if !plan.set_labels.is_empty() || !plan.remove_labels.is_empty() {
-        writer
-            .patch_namespace_labels(name, &plan.set_labels, &plan.remove_labels)
-            .await?;
+        ops.push(Op::PatchNamespaceLabels {
+            name: name.to_owned(),
+            set: plan.set_labels,
+            remove: plan.remove_labels,
+        });
     }
     if plan.create_hierarchy {
-        writer.ensure_hierarchy(name).await?;
+        ops.push(Op::EnsureHierarchy {
+            namespace: name.to_owned(),
+        });
     }
     if let Some(status) = plan.status {
-        writer
-            .apply_status::<HierarchyConfiguration>(
-                Some(name),
-                HIERARCHY_NAME,
-                &serde_json::json!(status),
-            )
-            .await?;
+        ops.push(Op::ApplyStatus {
+            resource: ApiResource::erase::<HierarchyConfiguration>(&()),
+            namespace: Some(name.to_owned()),
+            name: HIERARCHY_NAME.to_owned(),
+            status: serde_json::json!(status),
+            field_manager: keys::FIELD_MANAGER,
+        });
         if let Some(halted) = newly_halted {
             let reference = ObjectReference {
                 api_version: Some(HierarchyConfiguration::api_version(&()).into_owned()),
@@ -235,12 +245,15 @@ async fn apply(
                 namespace: Some(name.to_owned()),
                 ..ObjectReference::default()
             };
-            writer
-                .event(reference, true, &halted.reason, halted.message.clone())
-                .await;
+            ops.push(Op::Event(Event::new(
+                reference,
+                true,
+                &halted.reason,
+                halted.message.clone(),
+            )));
         }
     }
-    Ok(())
+    ops
 }
 
 /// The namespaces whose HierarchyConfiguration exists, for a full resync.

@@ -7,6 +7,7 @@ mod configuration_status;
 pub mod hierarchy;
 pub mod metrics;
 pub mod namespace_labels;
+pub mod ops;
 pub mod propagation;
 pub mod queue;
 pub mod tenant;

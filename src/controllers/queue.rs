@@ -188,9 +188,10 @@ pub enum Outcome {
 impl Outcome {
     /// The outcome of a reconcile whose writes returned `result`; failures are logged
     /// (quietly when the next attempt is expected to see a different world).
-    pub fn of_writes(result: Result<(), super::writer::WriteError>) -> Self {
+    pub fn of_writes(result: Result<super::ops::Executed, super::writer::WriteError>) -> Self {
         match result {
-            Ok(()) => Self::Success,
+            Ok(super::ops::Executed::Done) => Self::Success,
+            Ok(super::ops::Executed::Replan) => Self::Retry,
             Err(err) => {
                 if err.is_transient() {
                     tracing::debug!(error = %err, "will retry");

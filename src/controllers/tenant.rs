@@ -9,12 +9,13 @@ use kube::core::ApiResource;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use tracing::{debug, info, instrument};
+use tracing::{debug, instrument};
 
 use super::conditions::{self, DesiredCondition};
 use super::namespace_labels::new_root_labels;
+use super::ops::{Event, Op};
 use super::queue::Outcome;
-use super::writer::{WriteError, Writer};
+use super::writer::Writer;
 use crate::api::{
     DeletionPolicy, ISOLATION, LIMITS, OWNERS_BINDING, Owner, OwnerKind, PodSecurityLevel, QUOTA,
     READY, Tenant, TenantStatus, events, keys, owner_access_name, reasons,
@@ -260,62 +261,80 @@ pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: Strin
         return Outcome::Success;
     };
     let plan = plan_tenant(&tenant, &state.forest(), Timestamp::now());
+    if let TenantPlan::Converge {
+        blocked: Some((reason, message)),
+        ..
+    } = &plan
+    {
+        debug!(%reason, %message, "root namespace unusable");
+    }
     let level = state.pod_security_for(&name);
-    Outcome::of_writes(apply(writer, &tenant, plan, level).await)
+    Outcome::of_writes(writer.execute_all(tenant_ops(&tenant, plan, level)).await)
 }
 
-async fn apply(
-    writer: &Writer,
-    tenant: &Tenant,
-    plan: TenantPlan,
-    level: PodSecurityLevel,
-) -> Result<(), WriteError> {
+/// The writes that carry out `plan` for `tenant`, in order. Pure.
+pub fn tenant_ops(tenant: &Tenant, plan: TenantPlan, level: PodSecurityLevel) -> Vec<Op> {
     let name = tenant.name_any();
     let root = tenant.root_namespace();
-    let resource_version = tenant.resource_version().unwrap_or_default();
+    let finalizers = |finalizers: Vec<String>| Op::SetFinalizers {
+        resource: ApiResource::erase::<Tenant>(&()),
+        namespace: None,
+        name: name.clone(),
+        finalizers,
+        resource_version: tenant.resource_version().unwrap_or_default(),
+    };
+    let delete = |resource: ApiResource, namespace: Option<&str>, object: &str| Op::Delete {
+        resource,
+        namespace: namespace.map(str::to_owned),
+        name: object.to_owned(),
+    };
+    let access = owner_access_name(&name);
+    let mut ops = Vec::new();
     match plan {
         TenantPlan::Delete {
             namespaces_to_delete,
             has_finalizer,
         } => {
-            for ns in &namespaces_to_delete {
-                info!(namespace = %ns, "deleting (deletionPolicy: Cascade)");
-                writer.delete_namespace(ns).await?;
-            }
+            // deletionPolicy Cascade: the subtree goes (Orphan leaves the list empty).
+            ops.extend(
+                namespaces_to_delete
+                    .into_iter()
+                    .map(|name| Op::DeleteNamespace { name }),
+            );
             if tenant.spec.deletion_policy == DeletionPolicy::Orphan {
                 // The owners lose their rights; the isolation policy admits by a tenant
                 // label that no namespace carries any more, so it goes too. Quota and
                 // limits stay: they are still good defaults for the namespaces.
-                let binding = ApiResource::erase::<RoleBinding>(&());
-                writer
-                    .delete_object(&binding, Some(&root), OWNERS_BINDING)
-                    .await?;
-                let policy = ApiResource::erase::<NetworkPolicy>(&());
-                writer
-                    .delete_object(&policy, Some(&root), ISOLATION)
-                    .await?;
+                ops.push(delete(
+                    ApiResource::erase::<RoleBinding>(&()),
+                    Some(&root),
+                    OWNERS_BINDING,
+                ));
+                ops.push(delete(
+                    ApiResource::erase::<NetworkPolicy>(&()),
+                    Some(&root),
+                    ISOLATION,
+                ));
             }
-            let access = owner_access_name(&name);
-            writer
-                .delete_object(
-                    &ApiResource::erase::<ClusterRoleBinding>(&()),
-                    None,
-                    &access,
-                )
-                .await?;
-            writer
-                .delete_object(&ApiResource::erase::<ClusterRole>(&()), None, &access)
-                .await?;
+            ops.push(delete(
+                ApiResource::erase::<ClusterRoleBinding>(&()),
+                None,
+                &access,
+            ));
+            ops.push(delete(
+                ApiResource::erase::<ClusterRole>(&()),
+                None,
+                &access,
+            ));
             if has_finalizer {
-                let finalizers: Vec<String> = tenant
-                    .finalizers()
-                    .iter()
-                    .filter(|f| *f != keys::TENANT_FINALIZER)
-                    .cloned()
-                    .collect();
-                writer
-                    .set_finalizers::<Tenant>(None, &name, &finalizers, &resource_version)
-                    .await?;
+                ops.push(finalizers(
+                    tenant
+                        .finalizers()
+                        .iter()
+                        .filter(|f| *f != keys::TENANT_FINALIZER)
+                        .cloned()
+                        .collect(),
+                ));
             }
         }
         TenantPlan::Converge {
@@ -327,77 +346,63 @@ async fn apply(
             status,
         } => {
             if add_finalizer {
-                let mut finalizers = tenant.finalizers().to_vec();
-                finalizers.push(keys::TENANT_FINALIZER.to_owned());
-                writer
-                    .set_finalizers::<Tenant>(None, &name, &finalizers, &resource_version)
-                    .await?;
-            }
-            if let Some((reason, message)) = &blocked {
-                debug!(%reason, %message, "root namespace unusable");
+                let mut with_ours = tenant.finalizers().to_vec();
+                with_ours.push(keys::TENANT_FINALIZER.to_owned());
+                ops.push(finalizers(with_ours));
             }
             if create_root {
                 // Created with the labels it keeps: no request finds it unprotected.
-                let labels = new_root_labels(&name, level);
-                if writer
-                    .create_namespace(&root, labels, Default::default())
-                    .await?
-                {
-                    info!(namespace = %root, "created root namespace");
-                    let note = format!("created root namespace {root:?}");
-                    writer
-                        .event(
-                            tenant.object_ref(&()),
-                            false,
-                            events::ROOT_NAMESPACE_CREATED,
-                            note,
-                        )
-                        .await;
-                }
+                ops.push(Op::CreateNamespace {
+                    name: root.clone(),
+                    labels: new_root_labels(&name, level),
+                    annotations: Default::default(),
+                    created: Some(Event::new(
+                        tenant.object_ref(&()),
+                        false,
+                        events::ROOT_NAMESPACE_CREATED,
+                        format!("created root namespace {root:?}"),
+                    )),
+                    replan_if_exists: false,
+                });
             }
             if blocked.is_none() {
-                for object in objects {
-                    write_root_object(writer, &root, object).await?;
-                }
+                ops.extend(objects.into_iter().map(|o| root_object_op(&root, o)));
                 if let Some((role, binding)) = owner_access {
-                    let access = owner_access_name(&name);
-                    writer
-                        .apply_object(
-                            &ApiResource::erase::<ClusterRole>(&()),
-                            None,
-                            &access,
-                            &role,
-                        )
-                        .await?;
-                    writer
-                        .apply_object(
-                            &ApiResource::erase::<ClusterRoleBinding>(&()),
-                            None,
-                            &access,
-                            &binding,
-                        )
-                        .await?;
+                    for (resource, body) in [
+                        (ApiResource::erase::<ClusterRole>(&()), role),
+                        (ApiResource::erase::<ClusterRoleBinding>(&()), binding),
+                    ] {
+                        ops.push(Op::Apply {
+                            resource,
+                            namespace: None,
+                            name: access.clone(),
+                            body,
+                        });
+                    }
                 }
             }
             if let Some(status) = status {
-                writer
-                    .apply_status::<Tenant>(None, &name, &json!(status))
-                    .await?;
+                ops.push(Op::ApplyStatus {
+                    resource: ApiResource::erase::<Tenant>(&()),
+                    namespace: None,
+                    name: name.clone(),
+                    status: json!(status),
+                    field_manager: keys::FIELD_MANAGER,
+                });
             }
         }
     }
-    Ok(())
+    ops
 }
 
-async fn write_root_object(
-    writer: &Writer,
-    root: &str,
-    object: RootObject,
-) -> Result<(), WriteError> {
+/// Writes a root object, or deletes it when the Tenant no longer asks for it.
+fn root_object_op(root: &str, object: RootObject) -> Op {
     let Some(mut body) = object.body else {
-        return writer
-            .delete_object(&object.resource, Some(root), object.name)
-            .await;
+        return Op::Delete {
+            resource: object.resource,
+            namespace: Some(root.to_owned()),
+            name: object.name.to_owned(),
+        };
     };
     if let Value::Object(map) = &mut body {
         map.insert("apiVersion".into(), json!(object.resource.api_version));
@@ -407,7 +412,211 @@ async fn write_root_object(
             json!({"name": object.name, "namespace": root}),
         );
     }
-    writer
-        .apply_object(&object.resource, Some(root), object.name, &body)
-        .await
+    Op::Apply {
+        resource: object.resource,
+        namespace: Some(root.to_owned()),
+        name: object.name.to_owned(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forest::testing::tree;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn tenant(spec: serde_json::Value) -> Tenant {
+        let spec = serde_json::from_value(spec).expect("valid spec");
+        let mut t = Tenant::new("acme", spec);
+        t.metadata.uid = Some("uid-1".into());
+        t.metadata.resource_version = Some("7".into());
+        t.metadata.generation = Some(1);
+        t
+    }
+
+    fn with_finalizer(mut t: Tenant) -> Tenant {
+        t.metadata.finalizers = Some(vec![keys::TENANT_FINALIZER.into()]);
+        t
+    }
+
+    fn deleted(mut t: Tenant) -> Tenant {
+        t.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        t
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    /// The ops as `verb kind namespace/name`, for comparing plans at a glance.
+    fn summary(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Apply {
+                    resource,
+                    namespace,
+                    name,
+                    ..
+                } => format!(
+                    "apply {} {}/{name}",
+                    resource.kind,
+                    namespace.as_deref().unwrap_or("")
+                ),
+                Op::Delete {
+                    resource,
+                    namespace,
+                    name,
+                } => format!(
+                    "delete {} {}/{name}",
+                    resource.kind,
+                    namespace.as_deref().unwrap_or("")
+                ),
+                Op::DeleteNamespace { name } => format!("delete Namespace {name}"),
+                Op::CreateNamespace { name, .. } => format!("create Namespace {name}"),
+                Op::SetFinalizers { finalizers, .. } => format!("finalizers {finalizers:?}"),
+                Op::ApplyStatus { .. } => "status".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_tenant_gets_its_finalizer_root_objects_access_and_status() {
+        let t = tenant(serde_json::json!({
+            "owners": [{"kind": "User", "name": "alice"}],
+            "namespaceQuota": {"hard": {"pods": "10"}},
+            "networkIsolation": true,
+        }));
+        let plan = plan_tenant(&t, &tree("other"), now());
+        let ops = tenant_ops(&t, plan, PodSecurityLevel::Baseline);
+        assert_eq!(
+            summary(&ops),
+            [
+                "finalizers [\"canopy.dev/tenant\"]",
+                "create Namespace acme",
+                "apply RoleBinding acme/canopy-owners",
+                "apply ResourceQuota acme/canopy-quota",
+                "delete LimitRange acme/canopy-limits",
+                "apply NetworkPolicy acme/canopy-isolation",
+                "apply ClusterRole /canopy-tenant-acme",
+                "apply ClusterRoleBinding /canopy-tenant-acme",
+                "status",
+            ]
+        );
+        let Op::CreateNamespace {
+            labels, created, ..
+        } = &ops[1]
+        else {
+            panic!("{:?}", ops[1]);
+        };
+        assert_eq!(labels[keys::TENANT], "acme");
+        assert!(
+            created
+                .as_ref()
+                .is_some_and(|e| e.reason == events::ROOT_NAMESPACE_CREATED)
+        );
+    }
+
+    #[test]
+    fn a_root_that_belongs_elsewhere_blocks_every_write_but_the_status() {
+        let t = with_finalizer(tenant(serde_json::json!({"rootNamespace": "shared"})));
+        let mut forest = tree("shared");
+        forest.set_tenant_root("other", "shared");
+        let plan = plan_tenant(&t, &forest, now());
+        let TenantPlan::Converge {
+            blocked, status, ..
+        } = &plan
+        else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(
+            blocked.as_ref().map(|b| b.0),
+            Some(reasons::ROOT_INSIDE_ANOTHER_TENANT)
+        );
+        let ready = &status.as_ref().expect("status").conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::ROOT_INSIDE_ANOTHER_TENANT)
+        );
+        assert_eq!(
+            summary(&tenant_ops(&t, plan, PodSecurityLevel::Baseline)),
+            ["status"]
+        );
+    }
+
+    #[test]
+    fn a_converged_tenant_rewrites_nothing_but_its_objects() {
+        let t = with_finalizer(tenant(serde_json::json!({})));
+        let forest = tree("acme* > acme-dev");
+        let first = plan_tenant(&t, &forest, now());
+        let TenantPlan::Converge {
+            status: Some(status),
+            ..
+        } = first
+        else {
+            panic!("{first:?}");
+        };
+        assert_eq!(status.namespaces, ["acme", "acme-dev"]);
+        let mut converged = t.clone();
+        converged.status = Some(status);
+        let again = plan_tenant(&converged, &forest, now());
+        let ops = tenant_ops(&converged, again, PodSecurityLevel::Baseline);
+        assert!(
+            !summary(&ops)
+                .iter()
+                .any(|s| s == "status" || s.starts_with("finalizers")),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn cascade_deletes_the_tree_and_orphan_keeps_it_but_revokes_the_owners() {
+        let forest = tree("acme* > acme-dev > acme-dev-ci, other");
+        let cascade = deleted(with_finalizer(tenant(
+            serde_json::json!({"deletionPolicy": "Cascade"}),
+        )));
+        let ops = tenant_ops(
+            &cascade,
+            plan_tenant(&cascade, &forest, now()),
+            PodSecurityLevel::Baseline,
+        );
+        assert_eq!(
+            summary(&ops),
+            [
+                "delete Namespace acme",
+                "delete Namespace acme-dev",
+                "delete Namespace acme-dev-ci",
+                "delete ClusterRoleBinding /canopy-tenant-acme",
+                "delete ClusterRole /canopy-tenant-acme",
+                "finalizers []",
+            ]
+        );
+        let orphan = deleted(with_finalizer(tenant(
+            serde_json::json!({"deletionPolicy": "Orphan"}),
+        )));
+        let ops = tenant_ops(
+            &orphan,
+            plan_tenant(&orphan, &forest, now()),
+            PodSecurityLevel::Baseline,
+        );
+        assert_eq!(
+            summary(&ops),
+            [
+                "delete RoleBinding acme/canopy-owners",
+                "delete NetworkPolicy acme/canopy-isolation",
+                "delete ClusterRoleBinding /canopy-tenant-acme",
+                "delete ClusterRole /canopy-tenant-acme",
+                "finalizers []",
+            ]
+        );
+        // The finalizer is removed with the resourceVersion read, never blindly.
+        let Some(Op::SetFinalizers {
+            resource_version, ..
+        }) = ops.last()
+        else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(resource_version, "7");
+    }
 }

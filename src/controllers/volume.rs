@@ -5,8 +5,9 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use tracing::{debug, instrument};
+use tracing::instrument;
 
+use super::ops::Op;
 use super::queue::Outcome;
 use super::writer::Writer;
 use crate::api::keys;
@@ -38,13 +39,11 @@ pub async fn reconcile_volume(state: &ClusterState, writer: &Writer, name: Strin
     let Some(change) = plan_volume(&state.forest(), &pv) else {
         return Outcome::Success;
     };
-    match writer.label_volume(&name, change.as_deref()).await {
-        Ok(()) => Outcome::Success,
-        Err(err) => {
-            debug!(error = %err, "will retry");
-            Outcome::Retry
-        }
-    }
+    let label = Op::LabelVolume {
+        name,
+        tenant: change,
+    };
+    Outcome::of_writes(writer.execute_all(vec![label]).await)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use kube::core::ApiResource;
 use kube::runtime::watcher::{self, Event};
 use tracing::{debug, info, instrument, warn};
 
+use super::ops::Op;
 use super::propagation::Propagation;
 use super::writer::Writer;
 use crate::api::{PolicyScope, keys};
@@ -283,11 +284,13 @@ pub async fn run(
         reported_missing = false;
         let scope = state.config().policies.scope;
         if let SelectorPlan::Set(selector) = plan_selector(object, scope) {
-            match writer
-                .set_webhook_selector(&configuration, WORKLOADS_WEBHOOK, &selector)
-                .await
-            {
-                Ok(()) => {
+            let op = Op::SetWebhookSelector {
+                configuration: configuration.clone(),
+                webhook: WORKLOADS_WEBHOOK,
+                selector: selector.clone(),
+            };
+            match writer.execute(op).await {
+                Ok(_) => {
                     for webhook in current
                         .iter_mut()
                         .flat_map(|c| c.webhooks.iter_mut().flatten())
@@ -317,11 +320,13 @@ pub async fn run(
                 )
             }
             RulesPlan::Set(rules) => {
-                match writer
-                    .set_webhook_rules(&configuration, PROPAGATED_WEBHOOK, &rules)
-                    .await
-                {
-                    Ok(()) => {
+                let op = Op::SetWebhookRules {
+                    configuration: configuration.clone(),
+                    webhook: PROPAGATED_WEBHOOK,
+                    rules: rules.clone(),
+                };
+                match writer.execute(op).await {
+                    Ok(_) => {
                         // Until the watch event arrives, remember what was written, so a
                         // resync in between does not write it again.
                         for webhook in current

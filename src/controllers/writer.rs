@@ -8,7 +8,6 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{ApiResource, DynamicObject};
@@ -20,6 +19,7 @@ use kube::{Client, Resource};
 
 use serde_json::{Value, json};
 
+use super::ops::{Executed, Op};
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{
     AnchorState, Condition, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
@@ -46,6 +46,11 @@ impl WriteError {
     pub fn is_namespace_gone(&self) -> bool {
         matches!(&self.source, kube::Error::Api(s) if s.code == 404
             || (s.code == 403 && s.message.contains("being terminated")))
+    }
+
+    /// The object written to does not exist (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(&self.source, kube::Error::Api(s) if s.code == 404)
     }
 
     /// A conflict or a missing object that the next reconcile sees differently.
@@ -101,44 +106,28 @@ impl Writer {
         }
     }
 
-    /// Records a Kubernetes Event on `object` (what `kubectl describe` shows). Events are
-    /// best effort: a failure is logged, never retried.
-    pub async fn event(&self, object: ObjectReference, warning: bool, reason: &str, note: String) {
-        self.event_with_action(object, warning, reason, reason, note)
-            .await;
-    }
-
-    /// Like `event`, with an `action` of its own. Events of one object with the same
-    /// reason and action are folded into one series (its first note kept), so events
-    /// about different things on one object (kinds, on the CanopyConfiguration) need
-    /// different actions.
-    pub async fn event_with_action(
-        &self,
-        object: ObjectReference,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_: if warning {
+    /// Records a Kubernetes Event (what `kubectl describe` shows). Events are best
+    /// effort: a failure is logged, never retried.
+    async fn event(&self, event: super::ops::Event) {
+        let published = Event {
+            type_: if event.warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
+            reason: event.reason.clone(),
+            note: Some(event.note),
+            action: event.action,
             secondary: None,
         };
-        if let Err(err) = self.events.publish(&event, &object).await {
-            tracing::debug!(error = %err, %reason, "cannot record an event");
+        if let Err(err) = self.events.publish(&published, &event.object).await {
+            tracing::debug!(error = %err, reason = %event.reason, "cannot record an event");
         }
     }
 
     /// Server-side applies a propagated copy (forcing: canopy owns copies outright),
     /// within the copy-write rate limit.
-    pub async fn apply_copy(
+    async fn apply_copy(
         &self,
         resource: &ApiResource,
         namespace: &str,
@@ -153,7 +142,7 @@ impl Writer {
 
     /// Server-side applies an object canopy owns outright (a Tenant's root objects, the
     /// owners' ClusterRole); `namespace` is `None` for cluster-scoped kinds.
-    pub async fn apply_object(
+    async fn apply_object(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
@@ -174,7 +163,7 @@ impl Writer {
     }
 
     /// Deletes an object; one already gone is fine.
-    pub async fn delete_object(
+    async fn delete_object(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
@@ -202,20 +191,17 @@ impl Writer {
 
     /// Replaces an object's finalizers, failing with a conflict if it changed since
     /// `resource_version` (so a finalizer someone else added is never dropped).
-    pub async fn set_finalizers<K>(
+    async fn set_finalizers(
         &self,
+        resource: &ApiResource,
         namespace: Option<&str>,
         name: &str,
         finalizers: &[String],
         resource_version: &str,
-    ) -> Result<()>
-    where
-        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
+    ) -> Result<()> {
         let patch =
             json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
-        let resource = ApiResource::erase::<K>(&());
-        self.dynamic(&resource, namespace)
+        self.dynamic(resource, namespace)
             .patch(name, &merge_params(), &Patch::Merge(&patch))
             .await
             .map_err(context(|| {
@@ -226,16 +212,14 @@ impl Writer {
 
     /// Server-side applies an object's whole status (through the status subresource, so
     /// spec and metadata are never touched).
-    pub async fn apply_status<K>(
+    async fn apply_status(
         &self,
+        resource: &ApiResource,
         namespace: Option<&str>,
         name: &str,
         status: &Value,
-    ) -> Result<()>
-    where
-        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let resource = ApiResource::erase::<K>(&());
+        field_manager: &str,
+    ) -> Result<()> {
         let mut metadata = json!({"name": name});
         if let Some(ns) = namespace {
             metadata["namespace"] = json!(ns);
@@ -246,10 +230,10 @@ impl Writer {
             "metadata": metadata,
             "status": status,
         });
-        self.dynamic(&resource, namespace)
+        self.dynamic(resource, namespace)
             .patch_status(
                 name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &PatchParams::apply(field_manager).force(),
                 &Patch::Apply(&patch),
             )
             .await
@@ -263,7 +247,7 @@ impl Writer {
     /// `configuration`. A strategic merge keyed by webhook name (`rules` is an atomic
     /// list): the webhook's clientConfig and every other webhook are left as they are,
     /// whoever wrote them (the caBundle, the tests' URLs).
-    pub async fn set_webhook_rules(
+    async fn set_webhook_rules(
         &self,
         configuration: &str,
         webhook: &str,
@@ -281,7 +265,7 @@ impl Writer {
 
     /// Sets the `namespaceSelector` of `webhook` in the ValidatingWebhookConfiguration
     /// `configuration` (a strategic merge keyed by webhook name: nothing else changes).
-    pub async fn set_webhook_selector(
+    async fn set_webhook_selector(
         &self,
         configuration: &str,
         webhook: &str,
@@ -298,19 +282,14 @@ impl Writer {
     }
 
     /// Deletes a copy, within the copy-write rate limit; one already gone is fine.
-    pub async fn delete_copy(
-        &self,
-        resource: &ApiResource,
-        namespace: &str,
-        name: &str,
-    ) -> Result<()> {
+    async fn delete_copy(&self, resource: &ApiResource, namespace: &str, name: &str) -> Result<()> {
         self.limiter.until_ready().await;
         super::metrics::global().record_write(&resource.plural, "delete");
         self.delete_object(resource, Some(namespace), name).await
     }
 
     /// Sets `set` and removes `remove` among a namespace's labels, leaving all others.
-    pub async fn patch_namespace_labels(
+    async fn patch_namespace_labels(
         &self,
         name: &str,
         set: &BTreeMap<String, String>,
@@ -332,7 +311,7 @@ impl Writer {
     }
 
     /// Sets (or with `None` removes) a PersistentVolume's tenant label.
-    pub async fn label_volume(&self, name: &str, tenant: Option<&str>) -> Result<()> {
+    async fn label_volume(&self, name: &str, tenant: Option<&str>) -> Result<()> {
         let patch = json!({"metadata": {"labels": {crate::api::keys::TENANT: tenant}}});
         Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(self.client.clone())
             .patch(name, &merge_params(), &Patch::Merge(&patch))
@@ -342,7 +321,7 @@ impl Writer {
     }
 
     /// Creates a namespace; `Ok(false)` if one of that name exists already.
-    pub async fn create_namespace(
+    async fn create_namespace(
         &self,
         name: &str,
         labels: BTreeMap<String, String>,
@@ -366,7 +345,7 @@ impl Writer {
         }
     }
 
-    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+    async fn delete_namespace(&self, name: &str) -> Result<()> {
         match Api::<Namespace>::all(self.client.clone())
             .delete(name, &DeleteParams::default())
             .await
@@ -378,7 +357,7 @@ impl Writer {
     }
 
     /// Makes `parent` the parent of `namespace` (server-side apply of `spec.parent` only).
-    pub async fn set_parent(&self, namespace: &str, parent: &str) -> Result<()> {
+    async fn set_parent(&self, namespace: &str, parent: &str) -> Result<()> {
         let patch = json!({
             "apiVersion": HierarchyConfiguration::api_version(&()),
             "kind": HierarchyConfiguration::kind(&()),
@@ -400,7 +379,7 @@ impl Writer {
 
     /// Creates an empty HierarchyConfiguration so its status can be written; a namespace
     /// without one is a root.
-    pub async fn ensure_hierarchy(&self, namespace: &str) -> Result<()> {
+    async fn ensure_hierarchy(&self, namespace: &str) -> Result<()> {
         let hc = HierarchyConfiguration::new(HIERARCHY_NAME, HierarchyConfigurationSpec::default());
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -418,7 +397,7 @@ impl Writer {
         }
     }
 
-    pub async fn set_anchor_state(
+    async fn set_anchor_state(
         &self,
         namespace: &str,
         name: &str,
@@ -448,6 +427,140 @@ impl Writer {
                 format!("writing the status of anchor {namespace}/{name}")
             }))?;
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Carries out `ops` in order. Stops at the first failure, and when one finds the
+    /// cluster differs from what the plan assumed (`Executed::Replan`).
+    pub async fn execute_all(&self, ops: Vec<Op>) -> Result<Executed> {
+        for op in ops {
+            tracing::debug!(?op, "writing");
+            if self.execute(op).await? == Executed::Replan {
+                return Ok(Executed::Replan);
+            }
+        }
+        Ok(Executed::Done)
+    }
+
+    /// Carries out one op.
+    pub async fn execute(&self, op: Op) -> Result<Executed> {
+        match op {
+            Op::Apply {
+                resource,
+                namespace,
+                name,
+                body,
+            } => {
+                self.apply_object(&resource, namespace.as_deref(), &name, &body)
+                    .await?
+            }
+            Op::ApplyCopy {
+                resource,
+                namespace,
+                name,
+                body,
+            } => self.apply_copy(&resource, &namespace, &name, &body).await?,
+            Op::Delete {
+                resource,
+                namespace,
+                name,
+            } => {
+                self.delete_object(&resource, namespace.as_deref(), &name)
+                    .await?
+            }
+            Op::DeleteCopy {
+                resource,
+                namespace,
+                name,
+            } => self.delete_copy(&resource, &namespace, &name).await?,
+            Op::SetFinalizers {
+                resource,
+                namespace,
+                name,
+                finalizers,
+                resource_version,
+            } => {
+                self.set_finalizers(
+                    &resource,
+                    namespace.as_deref(),
+                    &name,
+                    &finalizers,
+                    &resource_version,
+                )
+                .await?
+            }
+            Op::ApplyStatus {
+                resource,
+                namespace,
+                name,
+                status,
+                field_manager,
+            } => {
+                self.apply_status(
+                    &resource,
+                    namespace.as_deref(),
+                    &name,
+                    &status,
+                    field_manager,
+                )
+                .await?
+            }
+            Op::PatchNamespaceLabels { name, set, remove } => {
+                self.patch_namespace_labels(&name, &set, &remove).await?
+            }
+            Op::LabelVolume { name, tenant } => self.label_volume(&name, tenant.as_deref()).await?,
+            Op::CreateNamespace {
+                name,
+                labels,
+                annotations,
+                created,
+                replan_if_exists,
+            } => {
+                if self.create_namespace(&name, labels, annotations).await? {
+                    tracing::info!(namespace = %name, "created namespace");
+                    if let Some(event) = created {
+                        self.event(event).await;
+                    }
+                } else if replan_if_exists {
+                    return Ok(Executed::Replan);
+                }
+            }
+            Op::DeleteNamespace { name } => {
+                tracing::info!(namespace = %name, "deleting namespace");
+                self.delete_namespace(&name).await?
+            }
+            Op::SetParent { namespace, parent } => self.set_parent(&namespace, &parent).await?,
+            Op::EnsureHierarchy { namespace } => self.ensure_hierarchy(&namespace).await?,
+            Op::SetAnchorState {
+                namespace,
+                name,
+                state,
+                reason,
+                message,
+            } => {
+                self.set_anchor_state(&namespace, &name, state, reason, &message)
+                    .await?
+            }
+            Op::SetWebhookRules {
+                configuration,
+                webhook,
+                rules,
+            } => {
+                self.set_webhook_rules(&configuration, webhook, &rules)
+                    .await?
+            }
+            Op::SetWebhookSelector {
+                configuration,
+                webhook,
+                selector,
+            } => {
+                self.set_webhook_selector(&configuration, webhook, &selector)
+                    .await?
+            }
+            Op::Event(event) => self.event(event).await,
+        }
+        Ok(Executed::Done)
     }
 }
 

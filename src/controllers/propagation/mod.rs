@@ -470,39 +470,22 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
     }
     debug!(%namespace, writes = plan.writes.len(), deletes = plan.deletes.len(), "propagating");
     let mut outcome = Outcome::Success;
-    for write in &plan.writes {
-        if let Err(err) = p
-            .writer
-            .apply_copy(&model.resource, &namespace, &write.name, &write.object)
-            .await
-        {
-            if err.is_namespace_gone() {
-                return Outcome::Success;
+    // Every copy is tried, even after one fails: one bad source must not hold back the
+    // others. What a failure means is decided by `plan::after_failure`.
+    for op in plan::copy_ops(&model.resource, &namespace, plan) {
+        let Err(err) = p.writer.execute(op.clone()).await else {
+            continue;
+        };
+        match plan::after_failure(op, plan::Failure::of(&err)) {
+            plan::Recovery::NamespaceGone => return Outcome::Success,
+            plan::Recovery::Replace(delete) => {
+                debug!(%namespace, error = %err, "replacing a copy whose immutable fields changed");
+                // Best effort: the retry writes the copy again either way.
+                let _ = p.writer.execute(delete).await;
             }
-            if err.is_invalid() {
-                // An immutable field changed in the source: replace the copy (delete now,
-                // written again on the retry), as HNC does for a RoleBinding's roleRef.
-                debug!(%namespace, name = %write.name, "replacing a copy whose immutable fields changed");
-                let _ = p
-                    .writer
-                    .delete_copy(&model.resource, &namespace, &write.name)
-                    .await;
-                outcome = Outcome::Retry;
-                continue;
-            }
-            warn!(%namespace, name = %write.name, error = %err, "cannot write copy");
-            outcome = Outcome::Retry;
+            plan::Recovery::Retry => warn!(%namespace, error = %err, "cannot write copy"),
         }
-    }
-    for name in &plan.deletes {
-        if let Err(err) = p
-            .writer
-            .delete_copy(&model.resource, &namespace, name)
-            .await
-        {
-            warn!(%namespace, %name, error = %err, "cannot delete copy");
-            outcome = Outcome::Retry;
-        }
+        outcome = Outcome::Retry;
     }
     outcome
 }

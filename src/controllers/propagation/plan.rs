@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use super::copy::{Strip, desired_copy};
 use crate::api::{PropagationMode, never_propagated};
+use crate::controllers::ops::Op;
+use crate::controllers::writer::WriteError;
 use crate::forest::Forest;
 use crate::forest::propagated::{Exceptions, KindIndex};
 
@@ -163,6 +165,77 @@ pub fn conflicts_in(
             namespace: namespace.to_owned(),
         })
         .collect()
+}
+
+/// The writes of `plan` for `namespace`: its copies, then its deletions. Pure.
+pub fn copy_ops(resource: &ApiResource, namespace: &str, plan: Plan) -> Vec<Op> {
+    let writes = plan.writes.into_iter().map(|w| Op::ApplyCopy {
+        resource: resource.clone(),
+        namespace: namespace.to_owned(),
+        name: w.name,
+        body: w.object,
+    });
+    let deletes = plan.deletes.into_iter().map(|name| Op::DeleteCopy {
+        resource: resource.clone(),
+        namespace: namespace.to_owned(),
+        name,
+    });
+    writes.chain(deletes).collect()
+}
+
+/// How a write of a copy failed, as far as deciding what next is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The namespace is gone or terminating.
+    NamespaceGone,
+    /// The apiserver refused the content (422).
+    Invalid,
+    Other,
+}
+
+impl Failure {
+    pub fn of(err: &WriteError) -> Self {
+        if err.is_namespace_gone() {
+            Self::NamespaceGone
+        } else if err.is_invalid() {
+            Self::Invalid
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// What to do after `op` failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Recovery {
+    /// Nothing more to write in a namespace that is going away: done.
+    NamespaceGone,
+    /// An immutable field (a RoleBinding's roleRef) changed in the source: delete the
+    /// copy now, and retry, which writes it anew. HNC replaces such copies the same way.
+    Replace(Op),
+    /// Retry the namespace later, with backoff.
+    Retry,
+}
+
+/// What a failed write of one copy means for its namespace. Pure.
+pub fn after_failure(op: Op, failure: Failure) -> Recovery {
+    match (failure, op) {
+        (Failure::NamespaceGone, _) => Recovery::NamespaceGone,
+        (
+            Failure::Invalid,
+            Op::ApplyCopy {
+                resource,
+                namespace,
+                name,
+                ..
+            },
+        ) => Recovery::Replace(Op::DeleteCopy {
+            resource,
+            namespace,
+            name,
+        }),
+        _ => Recovery::Retry,
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +494,67 @@ mod tests {
                 .writes
                 .len(),
             1
+        );
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+
+    use super::*;
+
+    fn write(name: &str) -> Op {
+        Op::ApplyCopy {
+            resource: ApiResource::erase::<RoleBinding>(&()),
+            namespace: "acme-dev".into(),
+            name: name.into(),
+            body: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_refused_copy_is_replaced_and_a_gone_namespace_ends_the_plan() {
+        assert_eq!(
+            after_failure(write("devs"), Failure::Invalid),
+            Recovery::Replace(Op::DeleteCopy {
+                resource: ApiResource::erase::<RoleBinding>(&()),
+                namespace: "acme-dev".into(),
+                name: "devs".into(),
+            })
+        );
+        assert_eq!(
+            after_failure(write("devs"), Failure::NamespaceGone),
+            Recovery::NamespaceGone
+        );
+        assert_eq!(
+            after_failure(write("devs"), Failure::Other),
+            Recovery::Retry
+        );
+        // A deletion the apiserver refuses is retried, never "replaced".
+        let delete = Op::DeleteCopy {
+            resource: ApiResource::erase::<RoleBinding>(&()),
+            namespace: "acme-dev".into(),
+            name: "devs".into(),
+        };
+        assert_eq!(after_failure(delete, Failure::Invalid), Recovery::Retry);
+    }
+
+    #[test]
+    fn copies_are_written_before_stale_ones_are_deleted() {
+        let plan = Plan {
+            writes: vec![Write {
+                name: "new".into(),
+                source_namespace: "acme".into(),
+                object: serde_json::json!({}),
+            }],
+            deletes: vec!["old".into()],
+            conflicts: Vec::new(),
+        };
+        let ops = copy_ops(&ApiResource::erase::<RoleBinding>(&()), "acme-dev", plan);
+        assert!(
+            matches!(&ops[..], [Op::ApplyCopy { name: a, .. }, Op::DeleteCopy { name: d, .. }] if a == "new" && d == "old"),
+            "{ops:?}"
         );
     }
 }
