@@ -387,13 +387,14 @@ mod tests {
     }
 
     fn namespace(name: &str, l: &[(&str, &str)]) -> PartialObjectMeta<Namespace> {
-        let mut ns = PartialObjectMeta::<Namespace>::default();
-        ns.metadata = ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(labels(l)),
-            ..ObjectMeta::default()
-        };
-        ns
+        PartialObjectMeta::<Namespace> {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(labels(l)),
+                ..ObjectMeta::default()
+            },
+            ..Default::default()
+        }
     }
 
     fn hierarchy(ns: &str, parent: Option<&str>) -> HierarchyConfiguration {

@@ -481,7 +481,7 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
             plan::Recovery::Replace(delete) => {
                 debug!(%namespace, error = %err, "replacing a copy whose immutable fields changed");
                 // Best effort: the retry writes the copy again either way.
-                let _ = p.writer.execute(delete).await;
+                let _ = p.writer.execute(*delete).await;
             }
             plan::Recovery::Retry => warn!(%namespace, error = %err, "cannot write copy"),
         }

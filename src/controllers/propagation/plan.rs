@@ -212,7 +212,7 @@ pub enum Recovery {
     NamespaceGone,
     /// An immutable field (a RoleBinding's roleRef) changed in the source: delete the
     /// copy now, and retry, which writes it anew. HNC replaces such copies the same way.
-    Replace(Op),
+    Replace(Box<Op>),
     /// Retry the namespace later, with backoff.
     Retry,
 }
@@ -229,11 +229,11 @@ pub fn after_failure(op: Op, failure: Failure) -> Recovery {
                 name,
                 ..
             },
-        ) => Recovery::Replace(Op::DeleteCopy {
+        ) => Recovery::Replace(Box::new(Op::DeleteCopy {
             resource,
             namespace,
             name,
-        }),
+        })),
         _ => Recovery::Retry,
     }
 }
@@ -517,11 +517,11 @@ mod recovery_tests {
     fn a_refused_copy_is_replaced_and_a_gone_namespace_ends_the_plan() {
         assert_eq!(
             after_failure(write("devs"), Failure::Invalid),
-            Recovery::Replace(Op::DeleteCopy {
+            Recovery::Replace(Box::new(Op::DeleteCopy {
                 resource: ApiResource::erase::<RoleBinding>(&()),
                 namespace: "acme-dev".into(),
                 name: "devs".into(),
-            })
+            }))
         );
         assert_eq!(
             after_failure(write("devs"), Failure::NamespaceGone),
