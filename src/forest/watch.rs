@@ -89,6 +89,18 @@ impl ClusterState {
     }
 }
 
+/// The watches of the model, by the name their health is reported under
+/// (`canopy_watch_stale{watch=...}`); each must list once before anything is decided.
+pub const WATCHES: [&str; 7] = [
+    "namespaces",
+    "hierarchyconfigurations",
+    "subnamespaceanchors",
+    "tenants",
+    "persistentvolumes",
+    "limitranges",
+    "canopyconfiguration",
+];
+
 /// Starts the watchers on `client`. Returns the shared state and the stream of changes;
 /// the watchers run until the returned future is dropped.
 pub fn start(
@@ -111,7 +123,7 @@ pub fn start(
     );
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let readiness = Readiness::new(ready_tx, 7);
+    let readiness = Readiness::new(ready_tx, WATCHES.len());
     let feed = || Feed {
         changes: changes.clone(),
         readiness: readiness.clone(),
@@ -273,6 +285,42 @@ impl Readiness {
         use std::sync::atomic::Ordering;
         if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
             let _ = self.tx.send(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WATCHES;
+
+    /// docs/architecture.md says what each watch reads; a watch added here must be
+    /// described there.
+    #[test]
+    fn the_architecture_names_every_watch() {
+        let doc = include_str!("../../docs/architecture.md");
+        let described = [
+            ("namespaces", "| namespace watcher |"),
+            (
+                "hierarchyconfigurations",
+                "| HierarchyConfiguration watcher |",
+            ),
+            ("subnamespaceanchors", "| anchor watcher |"),
+            ("tenants", "| Tenant watcher |"),
+            ("persistentvolumes", "| PersistentVolume watcher |"),
+            ("limitranges", "| LimitRange watcher |"),
+            ("canopyconfiguration", "| configuration watcher |"),
+        ];
+        assert_eq!(
+            described.len(),
+            WATCHES.len(),
+            "describe every watch of WATCHES"
+        );
+        for (watch, row) in described {
+            assert!(WATCHES.contains(&watch), "{watch} is not a watch");
+            assert!(
+                doc.contains(row),
+                "docs/architecture.md lacks the row {row:?}"
+            );
         }
     }
 }

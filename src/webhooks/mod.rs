@@ -43,13 +43,14 @@ pub mod paths {
     pub const TENANT: &str = "validate-tenant";
     pub const CLAIMS: &str = "validate-claims";
 
+    /// Every webhook path the server serves.
+    pub const ALL: [&str; 8] = [
+        HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT, CLAIMS,
+    ];
+
     /// The path as a `'static` label for metrics, if a webhook serves it.
     pub fn known(path: &str) -> Option<&'static str> {
-        [
-            HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT, CLAIMS,
-        ]
-        .into_iter()
-        .find(|known| *known == path)
+        ALL.into_iter().find(|known| *known == path)
     }
 }
 
@@ -134,6 +135,31 @@ impl Webhooks {
 
 #[cfg(test)]
 mod path_tests {
+    /// docs/architecture.md lists the webhook paths; one added here must be listed there.
+    #[test]
+    fn the_architecture_lists_every_path() {
+        let doc = include_str!("../../docs/architecture.md");
+        for path in super::paths::ALL {
+            assert!(
+                doc.contains(&format!("`/{path}`")),
+                "docs/architecture.md lacks /{path}"
+            );
+        }
+        assert!(doc.contains(&format!(
+            "the {} webhook paths",
+            number(super::paths::ALL.len())
+        )));
+    }
+
+    fn number(n: usize) -> &'static str {
+        [
+            "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        ]
+        .get(n)
+        .copied()
+        .unwrap_or("many")
+    }
+
     /// Every path the bundled webhook configuration calls is one the server answers.
     #[test]
     fn every_configured_path_is_served() {
