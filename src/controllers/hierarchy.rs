@@ -279,11 +279,7 @@ mod tests {
     }
 
     fn forest() -> Forest {
-        let mut f = Forest::new();
-        f.set_namespace("a", BTreeMap::new(), false);
-        f.set_namespace("b", BTreeMap::new(), false);
-        f.set_hierarchy("b", Some("a"), false);
-        f
+        crate::forest::testing::tree("a > b")
     }
 
     fn hc(ns: &str, status: Option<HierarchyConfigurationStatus>) -> HierarchyConfiguration {

@@ -97,9 +97,8 @@ mod tests {
     }
 
     fn forest() -> Forest {
-        let mut f = Forest::new();
-        f.set_namespace("acme", BTreeMap::new(), false);
-        f.set_tenant_root("acme", "acme");
+        // acme-dev is anchored in acme but not created yet.
+        let mut f = crate::forest::testing::tree("acme*");
         f.add_anchor("acme", "acme-dev");
         f
     }

@@ -62,9 +62,7 @@ mod tests {
 
     #[test]
     fn a_bound_volume_takes_its_claims_tenant_and_loses_it_when_released() {
-        let mut f = Forest::new();
-        f.set_namespace("acme", BTreeMap::new(), false);
-        f.set_tenant_root("acme", "acme");
+        let f = crate::forest::testing::tree("acme*");
         assert_eq!(
             plan_volume(&f, &pv(Some("acme"), None)),
             Some(Some("acme".into()))

@@ -2,14 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-fn forest(edges: &[(&str, Option<&str>)]) -> Forest {
-    let mut f = Forest::new();
-    for (name, parent) in edges {
-        f.set_namespace(name, BTreeMap::new(), false);
-        f.set_hierarchy(name, *parent, false);
-    }
-    f
-}
+use super::testing::tree;
 
 fn labels(f: &Forest, name: &str) -> Vec<(String, String)> {
     f.tree_labels(name).into_iter().collect()
@@ -24,12 +17,7 @@ fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn ancestors_descendants_and_subtree() {
-    let f = forest(&[
-        ("acme", None),
-        ("acme-dev", Some("acme")),
-        ("acme-prod", Some("acme")),
-        ("acme-dev-ci", Some("acme-dev")),
-    ]);
+    let f = tree("acme > acme-dev > acme-dev-ci, acme > acme-prod");
     assert_eq!(f.ancestors("acme-dev-ci"), ["acme-dev", "acme"]);
     assert_eq!(
         f.descendants("acme"),
@@ -52,14 +40,14 @@ fn ancestors_descendants_and_subtree() {
 
 #[test]
 fn tree_labels_name_every_ancestor_with_its_distance() {
-    let f = forest(&[("a", None), ("b", Some("a")), ("c", Some("b"))]);
+    let f = tree("a > b > c");
     assert_eq!(labels(&f, "c"), l(&[("a", "2"), ("b", "1"), ("c", "0")]));
     assert_eq!(labels(&f, "a"), l(&[("a", "0")]));
 }
 
 #[test]
 fn moving_a_subtree_changes_the_labels_below_it() {
-    let mut f = forest(&[("a", None), ("x", None), ("b", Some("a")), ("c", Some("b"))]);
+    let mut f = tree("a > b > c, x");
     f.set_hierarchy("b", Some("x"), false);
     assert_eq!(labels(&f, "c"), l(&[("b", "1"), ("c", "0"), ("x", "2")]));
     assert!(f.descendants("a").is_empty());
@@ -68,7 +56,7 @@ fn moving_a_subtree_changes_the_labels_below_it() {
 
 #[test]
 fn cycles_are_detected_before_and_after_they_exist() {
-    let mut f = forest(&[("a", None), ("b", Some("a")), ("c", Some("b"))]);
+    let mut f = tree("a > b > c");
     assert_eq!(
         f.cycle_if_parent("a", "c"),
         Some(vec![
@@ -95,7 +83,7 @@ fn cycles_are_detected_before_and_after_they_exist() {
 
 #[test]
 fn a_namespace_below_a_cycle_is_halted_by_its_ancestor() {
-    let mut f = forest(&[("a", Some("b")), ("b", Some("a")), ("leaf", Some("a"))]);
+    let mut f = tree("b > a > leaf, a > b");
     f.set_namespace("leaf", BTreeMap::new(), false);
     assert_eq!(f.cycle("leaf"), None);
     assert!(matches!(
@@ -106,7 +94,8 @@ fn a_namespace_below_a_cycle_is_halted_by_its_ancestor() {
 
 #[test]
 fn missing_and_excluded_parents_halt() {
-    let mut f = forest(&[("orphan", Some("gone")), ("child", Some("orphan"))]);
+    let mut f = tree("gone > orphan > child");
+    f.remove_namespace("gone");
     assert_eq!(
         f.halted("orphan"),
         Some(HaltReason::ParentMissing {
@@ -137,7 +126,8 @@ fn missing_and_excluded_parents_halt() {
 
 #[test]
 fn healing_clears_the_halt() {
-    let mut f = forest(&[("child", Some("parent"))]);
+    let mut f = tree("parent > child");
+    f.remove_namespace("parent");
     assert!(f.halted("child").is_some());
     f.set_namespace("parent", BTreeMap::new(), false);
     assert_eq!(f.halted("child"), None);
@@ -146,7 +136,7 @@ fn healing_clears_the_halt() {
 
 #[test]
 fn removed_namespaces_are_forgotten_once_unreferenced() {
-    let mut f = forest(&[("a", None), ("b", Some("a"))]);
+    let mut f = tree("a > b");
     f.remove_namespace("b");
     assert_eq!(f.descendants("a"), Vec::<&str>::new());
     assert!(f.get("b").is_none());
@@ -156,7 +146,7 @@ fn removed_namespaces_are_forgotten_once_unreferenced() {
 
 #[test]
 fn a_deleted_parent_stays_known_while_children_point_at_it() {
-    let mut f = forest(&[("a", None), ("b", Some("a"))]);
+    let mut f = tree("a > b");
     f.remove_namespace("a");
     assert!(!f.exists("a"));
     assert_eq!(f.children("a").collect::<Vec<_>>(), ["b"]);
@@ -178,7 +168,7 @@ fn tenant_and_subnamespace_labels_are_read() {
 
 #[test]
 fn cascading_deletion_is_inherited() {
-    let mut f = forest(&[("a", None), ("b", Some("a")), ("c", Some("b"))]);
+    let mut f = tree("a > b > c");
     assert!(!f.allows_cascading_deletion("c"));
     f.set_hierarchy("a", None, true);
     assert!(f.allows_cascading_deletion("c"));
@@ -225,7 +215,7 @@ fn wide_tree_of_five_thousand_children() {
 
 #[test]
 fn namespaces_belong_to_the_tenant_rooted_above_them() {
-    let mut f = forest(&[("acme", None), ("acme-dev", Some("acme")), ("loose", None)]);
+    let mut f = tree("acme > acme-dev, loose");
     f.set_tenant_root("acme", "acme");
     assert_eq!(f.tenant_for("acme-dev"), Some("acme"));
     assert_eq!(f.tenant_for("loose"), None);

@@ -148,9 +148,7 @@ mod tests {
 
     #[test]
     fn an_existing_unrelated_namespace_cannot_be_claimed() {
-        let mut f = Forest::new();
-        f.set_namespace("team", BTreeMap::new(), false);
-        f.set_namespace("taken", BTreeMap::new(), false);
+        let mut f = crate::forest::testing::tree("team, taken");
         assert!(check_create(&f, "team", "taken").is_some_and(|r| r.contains("already exists")));
         assert_eq!(check_create(&f, "team", "free"), None);
         f.set_namespace("mine", sub_of("team"), false);
@@ -179,19 +177,13 @@ mod tests {
 
     #[test]
     fn deleting_an_anchor_with_grandchildren_needs_cascading_deletion() {
-        let mut f = Forest::new();
-        f.set_namespace("team", BTreeMap::new(), false);
-        f.set_namespace("team-dev", sub_of("team"), false);
-        f.set_hierarchy("team-dev", Some("team"), false);
-        f.add_anchor("team", "team-dev");
+        let f = crate::forest::testing::tree("team >> team-dev");
         assert_eq!(
             check_delete(&f, "team", "team-dev"),
             None,
             "no grandchildren"
         );
-        f.set_namespace("team-dev-ci", sub_of("team-dev"), false);
-        f.set_hierarchy("team-dev-ci", Some("team-dev"), false);
-        f.add_anchor("team-dev", "team-dev-ci");
+        let mut f = crate::forest::testing::tree("team >> team-dev >> team-dev-ci");
         assert!(check_delete(&f, "team", "team-dev").is_some_and(|r| r.contains("team-dev-ci")));
         f.set_hierarchy("team", None, true);
         assert_eq!(check_delete(&f, "team", "team-dev"), None);

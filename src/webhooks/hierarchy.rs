@@ -261,18 +261,7 @@ mod tests {
     use super::*;
 
     fn forest() -> Forest {
-        let mut f = Forest::new();
-        for (ns, parent) in [
-            ("root", None),
-            ("a", Some("root")),
-            ("a1", Some("a")),
-            ("b", Some("root")),
-            ("other", None),
-        ] {
-            f.set_namespace(ns, BTreeMap::new(), false);
-            f.set_hierarchy(ns, parent, false);
-        }
-        f
+        crate::forest::testing::tree("root > a > a1, root > b, other")
     }
 
     fn consent(ns: &[&str]) -> Result<Consent, String> {

@@ -127,13 +127,7 @@ mod tests {
     use super::*;
 
     fn forest() -> Forest {
-        let mut f = Forest::new();
-        f.set_namespace("team", BTreeMap::new(), false);
-        let sub = BTreeMap::from([("canopy.dev/subnamespace-of".to_owned(), "team".to_owned())]);
-        f.set_namespace("team-dev", sub, false);
-        f.set_hierarchy("team-dev", Some("team"), false);
-        f.add_anchor("team", "team-dev");
-        f
+        crate::forest::testing::tree("team >> team-dev")
     }
 
     #[test]

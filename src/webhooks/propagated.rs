@@ -132,16 +132,12 @@ pub fn new_conflicts(old: Option<&[String]>, new: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::api::CanopyConfigurationSpec;
-    use crate::forest::Forest;
     use crate::forest::watch::ClusterState;
     use kube::core::admission::AdmissionReview;
     use serde_json::{Value, json};
 
     fn webhooks() -> Webhooks {
-        let mut forest = Forest::new();
-        forest.set_namespace("acme", Default::default(), false);
-        forest.set_namespace("acme-dev", Default::default(), false);
-        forest.set_tenant_root("acme", "acme");
+        let forest = crate::forest::testing::tree("acme*, acme-dev");
         Webhooks::detached(
             ClusterState::detached(forest, CanopyConfigurationSpec::default()),
             "system:serviceaccount:canopy-system:canopy".into(),

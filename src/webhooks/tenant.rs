@@ -105,7 +105,6 @@ pub fn check_namespace_limit(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::api::TenantSpec;
@@ -133,12 +132,7 @@ mod tests {
 
     #[test]
     fn the_namespace_limit_counts_the_root() {
-        let mut f = Forest::new();
-        for (ns, parent) in [("acme", None), ("acme-dev", Some("acme"))] {
-            f.set_namespace(ns, BTreeMap::new(), false);
-            f.set_hierarchy(ns, parent, false);
-        }
-        f.set_tenant_root("acme", "acme");
+        let f = crate::forest::testing::tree("acme* > acme-dev");
         let none = BTreeSet::new();
         let limited = tenant("acme", None, Some(2));
         assert!(

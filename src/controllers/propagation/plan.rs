@@ -250,16 +250,7 @@ mod tests {
     use crate::forest::propagated::CopyState;
 
     fn forest() -> Forest {
-        let mut f = Forest::new();
-        for (ns, parent) in [
-            ("acme", None),
-            ("acme-dev", Some("acme")),
-            ("acme-dev-ci", Some("acme-dev")),
-        ] {
-            f.set_namespace(ns, BTreeMap::new(), false);
-            f.set_hierarchy(ns, parent, false);
-        }
-        f
+        crate::forest::testing::tree("acme > acme-dev > acme-dev-ci")
     }
 
     fn rb(ns: &str, name: &str, role: &str, annotations: serde_json::Value) -> DynamicObject {
