@@ -193,29 +193,27 @@ pub async fn reconcile_namespace(
         return Outcome::Success;
     }
     debug!(?plan, "writing");
-    // Tell users when a namespace becomes halted (not on every rewrite of the status).
     let was_halted = hierarchy
         .as_ref()
         .and_then(|h| h.status.as_ref())
         .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == ACTIVITIES_HALTED));
+    Outcome::of_writes(
+        writer
+            .execute_all(namespace_ops(&name, plan, was_halted))
+            .await,
+    )
+}
+
+/// The writes that carry out `plan` for namespace `name`, in order. A namespace that
+/// becomes halted (`was_halted` false) gets a Warning Event: users are told once, not at
+/// every rewrite of the status. Pure.
+pub fn namespace_ops(name: &str, plan: NamespacePlan, was_halted: bool) -> Vec<Op> {
     let newly_halted = plan
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == ACTIVITIES_HALTED))
         .filter(|_| !was_halted)
         .cloned();
-    let ops = namespace_ops(&name, plan, newly_halted.as_ref());
-    Outcome::of_writes(writer.execute_all(ops).await)
-}
-
-/// The writes that carry out `plan` for namespace `name`, in order; `newly_halted` is
-/// the `ActivitiesHalted` condition when it is new (users are told once, by an Event,
-/// not at every rewrite of the status). Pure.
-pub fn namespace_ops(
-    name: &str,
-    plan: NamespacePlan,
-    newly_halted: Option<&crate::api::Condition>,
-) -> Vec<Op> {
     let mut ops = Vec::new();
     if !plan.set_labels.is_empty() || !plan.remove_labels.is_empty() {
         ops.push(Op::PatchNamespaceLabels {
@@ -305,6 +303,54 @@ mod tests {
         assert_eq!(
             parent.status.map(|s| s.children),
             Some(vec!["b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn labels_come_first_then_the_hierarchy_then_its_status_and_a_halt_is_told_once() {
+        // "a" has a child to report and no HierarchyConfiguration yet.
+        let plan = plan_namespace(&forest(), "a", None, Some(&[]), baseline, now());
+        let kinds = |ops: &[Op]| -> Vec<&'static str> {
+            ops.iter()
+                .map(|op| match op {
+                    Op::PatchNamespaceLabels { .. } => "labels",
+                    Op::EnsureHierarchy { .. } => "create hierarchy",
+                    Op::ApplyStatus { .. } => "status",
+                    Op::Event(_) => "event",
+                    _ => "other",
+                })
+                .collect()
+        };
+        assert_eq!(
+            kinds(&namespace_ops("a", plan, false)),
+            ["labels", "create hierarchy", "status"]
+        );
+
+        // A namespace in a cycle is halted: an Event the first time, not on a rewrite.
+        let mut cycle = crate::forest::testing::tree("x > y, y > x");
+        cycle.set_namespace("x", BTreeMap::new(), false);
+        let halted = || {
+            plan_namespace(
+                &cycle,
+                "x",
+                Some(&hc("x", None)),
+                Some(&[]),
+                baseline,
+                now(),
+            )
+        };
+        let first = namespace_ops("x", halted(), false);
+        let Some(Op::Event(event)) = first.last() else {
+            panic!("{first:?}");
+        };
+        assert!(
+            event.warning && event.reason == reasons::IN_CYCLE,
+            "{event:?}"
+        );
+        assert!(
+            !namespace_ops("x", halted(), true)
+                .iter()
+                .any(|op| matches!(op, Op::Event(_)))
         );
     }
 
