@@ -1,10 +1,10 @@
 //! Propagation: every source object of a propagated kind is copied into every
 //! descendant of its namespace, and copies that no longer belong are removed.
 //!
-//! Per kind, two watches feed a `KindIndex`: sources (full objects, label-filtered to
-//! non-copies) and copies (metadata only, label-filtered to copies), so memory grows with
-//! what canopy owns. A work queue of namespaces per kind runs `plan::plan_namespace` and
-//! hands the difference to the writer.
+//! This controller decides which kinds propagate (the configuration, resolved through
+//! discovery) and starts and stops them in the model (`forest::propagated`), which indexes
+//! each kind's sources and copies. Per kind, a work queue of the namespaces the model
+//! reports dirty runs `plan::plan_namespace` and hands its `Op`s to the writer.
 
 pub mod availability;
 pub mod conflicts;
