@@ -37,7 +37,7 @@ use std::num::NonZeroU32;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy::api::{HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec, keys};
@@ -54,6 +54,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -697,10 +698,7 @@ impl Observer {
                                 continue;
                             };
                             if name == SOURCE_NAME && wanted.contains(&ns) {
-                                seen.lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .entry((k, ns))
-                                    .or_insert_with(Instant::now);
+                                seen.lock().entry((k, ns)).or_insert_with(Instant::now);
                             }
                         }
                         Ok(Event::InitDone) => {
@@ -731,7 +729,7 @@ impl Observer {
         manager: &mut Manager,
     ) -> Result<Arrivals, BoxError> {
         loop {
-            let have = self.seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let have = self.seen.lock().len();
             if have >= self.expected {
                 break;
             }
@@ -747,7 +745,6 @@ impl Observer {
         let mut times: Vec<Duration> = self
             .seen
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|t| t.saturating_duration_since(t0))
             .collect();
@@ -813,7 +810,7 @@ async fn baseline(
             let name = name.to_owned();
             workers.spawn(async move {
                 loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let next = queue.lock().pop_front();
                     let Some((ns, object)) = next else {
                         return Ok::<_, kube::Error>(());
                     };

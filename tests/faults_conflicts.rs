@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use canopy::controllers::writer::DEFAULT_WRITE_QPS;
@@ -19,6 +19,7 @@ use common::{
     CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
     spawn_on_own_runtime, start_plane, unique,
 };
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -86,7 +87,7 @@ static MANAGER_KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn setup() -> MutexGuard<'static, ()> {
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let serial = SERIAL.lock();
     CUSTOM.get_or_init(|| {
         start_plane(|plane| async move {
             let prepared = canopy::dev::canopy::prepare(&plane).await?;
@@ -120,8 +121,7 @@ fn setup() -> MutexGuard<'static, ()> {
                     }
                 });
             }
-            *CONTROLLERS.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Controllers::start(kubeconfig));
+            *CONTROLLERS.lock() = Some(Controllers::start(kubeconfig));
             canopy::dev::canopy::wait_for_webhooks(&plane.client().await?, WAIT).await?;
             Ok(plane)
         })
@@ -130,7 +130,7 @@ fn setup() -> MutexGuard<'static, ()> {
 }
 
 fn restart_controllers() {
-    let mut slot = CONTROLLERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = CONTROLLERS.lock();
     if let Some(running) = slot.take() {
         running.stop();
     }

@@ -9,12 +9,13 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::managers::start_two_replicas;
 use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok};
 use common::{start_plane, unique};
+use parking_lot::Mutex;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -207,7 +208,7 @@ fn namespace_webhook_answers() {
 #[test]
 fn an_unreadable_kind_keeps_every_replica_ready_and_is_picked_up_once_granted() {
     setup();
-    let _lock = CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner());
+    let _lock = CONFIGURATION.lock();
     both_replicas_become_ready();
 
     // canopy has no right to list Secrets.
@@ -306,7 +307,7 @@ fn an_unreadable_kind_keeps_every_replica_ready_and_is_picked_up_once_granted() 
 #[test]
 fn a_kind_whose_crd_comes_later_is_picked_up_without_a_restart() {
     setup();
-    let _lock = CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner());
+    let _lock = CONFIGURATION.lock();
     grant("canopy-faults-widgets", "faults.canopy.dev", "widgets");
     configure(&["{group: faults.canopy.dev, resource: widgets, mode: Propagate}"]);
 

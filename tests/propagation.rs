@@ -12,10 +12,10 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The tests share one cluster and its one CanopyConfiguration: those that change it hold
 /// this lock, so each sees the kinds it configured.
-static CONFIGURATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static CONFIGURATION: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-fn configuration_lock() -> std::sync::MutexGuard<'static, ()> {
-    CONFIGURATION.lock().unwrap_or_else(|p| p.into_inner())
+fn configuration_lock() -> parking_lot::MutexGuard<'static, ()> {
+    CONFIGURATION.lock()
 }
 
 /// The default kinds plus `extra` (`{group: .., resource: .., mode: ..}` lines).

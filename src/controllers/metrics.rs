@@ -3,9 +3,10 @@
 //! `GET /metrics`.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,7 +139,7 @@ impl ControllerMetrics {
     /// Sets `propagation_kind_ready` for every configured kind, `(group, resource)`, and
     /// drops the series of kinds no longer configured.
     pub fn set_kinds_ready(&self, kinds: &[((String, String), bool)]) {
-        let mut known = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.kinds.lock();
         let now: BTreeSet<KindLabels> = kinds
             .iter()
             .map(|((group, resource), _)| KindLabels {

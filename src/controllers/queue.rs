@@ -4,9 +4,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 /// Delay before the first retry of a failed key; doubled per failure up to `MAX_BACKOFF`.
@@ -61,9 +62,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State<K>> {
         // A worker that panicked while holding the lock left consistent sets behind.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Queues `key` unless it is already waiting.

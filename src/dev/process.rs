@@ -3,13 +3,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 
 use super::DevError;
 
@@ -128,11 +129,10 @@ fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
         Mutex::new(tx)
     });
     let (reply_tx, reply_rx) = mpsc::channel();
-    let send_result = match sender.lock() {
-        Ok(tx) => tx.send((cmd, reply_tx)),
-        Err(poisoned) => poisoned.into_inner().send((cmd, reply_tx)),
-    };
-    send_result.map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    sender
+        .lock()
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     reply_rx
         .recv()
         .map_err(|_| std::io::Error::other("the spawner thread did not answer"))?

@@ -3,11 +3,12 @@
 //! canopy's own writes (a status, labels that are already right) do not wake it again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
 use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
+use parking_lot::RwLock;
 
 use super::Forest;
 use super::indexer::Indexer;
@@ -40,8 +41,8 @@ fn relisted(first: bool) -> Vec<Change> {
     if first { Vec::new() } else { vec![Change::All] }
 }
 
-pub(super) fn write(forest: &RwLock<Forest>) -> std::sync::RwLockWriteGuard<'_, Forest> {
-    forest.write().unwrap_or_else(|p| p.into_inner())
+pub(super) fn write(forest: &RwLock<Forest>) -> parking_lot::RwLockWriteGuard<'_, Forest> {
+    forest.write()
 }
 
 /// Namespaces whose derived state depends on `name`'s place: its subtree and its parent.
@@ -261,7 +262,7 @@ impl ConfigFeed {
     /// Takes `spec` as the configuration; everything is looked at again only when it
     /// differs (canopy's own writes of the status leave it as it is).
     fn set(&self, spec: CanopyConfigurationSpec) -> Vec<Change> {
-        let mut config = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut config = self.config.write();
         if *config == spec {
             return Vec::new();
         }
@@ -515,11 +516,11 @@ mod tests {
         assert_eq!(feed.apply(obj.clone()), []);
         obj.spec.excluded_namespaces = vec!["kube-system".into(), "ops".into()];
         assert_eq!(feed.apply(obj.clone()), [Change::All]);
-        assert!(feed.forest.read().is_ok_and(|f| f.is_excluded("ops")));
+        assert!(feed.forest.read().is_excluded("ops"));
         assert_eq!(feed.reset(vec![obj], false), []);
         // Gone: the defaults.
         assert_eq!(feed.reset(Vec::new(), false), [Change::All]);
-        assert!(feed.forest.read().is_ok_and(|f| !f.is_excluded("ops")));
+        assert!(!feed.forest.read().is_excluded("ops"));
     }
 
     #[test]
@@ -541,11 +542,7 @@ mod tests {
             sorted(feed.apply(tenant)),
             [names(&["acme", "acme-dev"]), Change::Tenant("acme".into())]
         );
-        assert!(
-            feed.forest
-                .read()
-                .is_ok_and(|f| f.tenant_for("acme-dev").is_none())
-        );
+        assert!(feed.forest.read().tenant_for("acme-dev").is_none());
     }
 
     #[test]
@@ -557,13 +554,12 @@ mod tests {
             feed.reset(vec![namespace("a", &[]), namespace("b", &[])], true),
             []
         );
-        assert!(
-            feed.forest
-                .read()
-                .is_ok_and(|f| !f.exists("gone") && f.exists("b"))
-        );
+        assert!({
+            let f = feed.forest.read();
+            !f.exists("gone") && f.exists("b")
+        });
         assert_eq!(feed.reset(vec![namespace("a", &[])], false), [Change::All]);
-        assert!(feed.forest.read().is_ok_and(|f| !f.exists("b")));
+        assert!(!feed.forest.read().exists("b"));
 
         let anchors = AnchorFeed {
             forest: shared(tree("team >> old")),
@@ -571,7 +567,7 @@ mod tests {
         let mut anchor = SubnamespaceAnchor::new("new", Default::default());
         anchor.metadata.namespace = Some("team".into());
         anchors.reset(vec![anchor], true);
-        let forest = anchors.forest.read().expect("not poisoned");
+        let forest = anchors.forest.read();
         let held = &forest.get("team").expect("team").anchors;
         assert!(held.contains("new") && !held.contains("old"), "{held:?}");
     }

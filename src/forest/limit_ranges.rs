@@ -5,10 +5,11 @@
 //! Here a request costs one map lookup and one `Arc` clone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LimitRange;
 use kube::ResourceExt;
+use parking_lot::RwLock;
 
 use super::indexer::Indexer;
 
@@ -82,13 +83,12 @@ impl LimitRangeIndex {
             .collect();
     }
 
-    // A poisoned lock still holds a consistent map: every write is a single assignment.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NamespaceLimitRanges>> {
-        self.by_namespace.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, HashMap<String, NamespaceLimitRanges>> {
+        self.by_namespace.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, NamespaceLimitRanges>> {
-        self.by_namespace.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> parking_lot::RwLockWriteGuard<'_, HashMap<String, NamespaceLimitRanges>> {
+        self.by_namespace.write()
     }
 }
 

@@ -2,7 +2,7 @@
 //! `Indexer` (`feeds.rs`, `limit_ranges.rs`), into the Forest and the stores that make up
 //! the `ClusterState`; what changed goes to the reconcilers as `Change`s.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume};
@@ -10,6 +10,7 @@ use kube::Client;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 
 use super::Forest;
@@ -44,17 +45,13 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// Reads the Forest; a poisoned lock (a panicked writer) still holds a consistent tree
-    /// because every update completes before the guard drops.
-    pub fn forest(&self) -> std::sync::RwLockReadGuard<'_, Forest> {
-        self.forest.read().unwrap_or_else(|p| p.into_inner())
+    /// Reads the Forest.
+    pub fn forest(&self) -> parking_lot::RwLockReadGuard<'_, Forest> {
+        self.forest.read()
     }
 
     pub fn config(&self) -> CanopyConfigurationSpec {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.config.read().clone()
     }
 
     /// The Pod Security level of Tenant `tenant`'s namespaces: its own, else the
@@ -63,12 +60,7 @@ impl ClusterState {
         self.tenants
             .get(&ObjectRef::new(tenant))
             .and_then(|t| t.spec.pod_security)
-            .unwrap_or_else(|| {
-                self.config
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .pod_security
-            })
+            .unwrap_or_else(|| self.config.read().pod_security)
     }
 
     /// A state fed by no watcher, already ready: for benchmarks and tests of the webhook
@@ -114,13 +106,7 @@ pub fn start(
     let config = Arc::new(RwLock::new(CanopyConfigurationSpec::default()));
     // Until the configuration is read, its defaults hold (`ConfigFeed` reports only a
     // difference from what is set here).
-    super::feeds::write(&forest).set_excluded(
-        config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .excluded_namespaces
-            .clone(),
-    );
+    super::feeds::write(&forest).set_excluded(config.read().excluded_namespaces.clone());
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = watch::channel(false);
     let readiness = Readiness::new(ready_tx, WATCHES.len());

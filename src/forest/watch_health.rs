@@ -21,12 +21,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -151,9 +152,8 @@ impl WatchHealth {
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Option<Instant>)>> {
-        // Every update is a single assignment: a poisoned map is still consistent.
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, (String, Option<Instant>)>> {
+        self.watches.lock()
     }
 
     fn add(&self, name: &str) -> u64 {

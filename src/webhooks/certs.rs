@@ -3,7 +3,7 @@
 //! before it expires without a restart, and the CA patched into the webhook
 //! configuration's caBundle.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -11,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use parking_lot::RwLock;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -136,12 +137,7 @@ pub struct RotatingCertificate {
 
 impl ResolvesServerCert for RotatingCertificate {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current.read().clone())
     }
 }
 
@@ -216,11 +212,7 @@ impl CertManager {
             if ca_changed || issued.elapsed() >= renew_after {
                 match issue_leaf(&ca, &self.hosts, validity) {
                     Ok(leaf) => {
-                        *self
-                            .resolver
-                            .current
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner()) = Arc::new(leaf);
+                        *self.resolver.current.write() = Arc::new(leaf);
                         issued = tokio::time::Instant::now();
                         self.ca = ca;
                         info!(ca_changed, "rotated the webhook serving certificate");

@@ -55,7 +55,7 @@ pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>
     });
 
     let no_groups = Vec::new();
-    let config = state.config.read().unwrap_or_else(|p| p.into_inner());
+    let config = state.config.read();
     let input = PolicyInput {
         group: &request.kind.group,
         kind: &request.kind.kind,

@@ -2,7 +2,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use canopy::dev::canopy::PreparedCanopy;
 use canopy::dev::{ControlPlane, DevError, client_for};
 use canopy::leader::LeaderElectionArgs;
 use canopy::manager::{Halves, WebhookListener, run_with};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{kubectl, spawn_on_own_runtime};
@@ -22,10 +22,7 @@ static STOPS: Mutex<Vec<(String, oneshot::Sender<()>)>> = Mutex::new(Vec::new())
 /// as `identity`; it serves the webhooks on `webhooks` when given.
 pub fn start_manager(kubeconfig: PathBuf, identity: &str, webhooks: Option<WebhookListener>) {
     let (stop, stopped) = oneshot::channel::<()>();
-    STOPS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((identity.to_owned(), stop));
+    STOPS.lock().push((identity.to_owned(), stop));
     let identity = identity.to_owned();
     spawn_on_own_runtime(async move {
         let client = client_for(&kubeconfig).await.expect("client");
@@ -60,7 +57,7 @@ pub fn start_manager(kubeconfig: PathBuf, identity: &str, webhooks: Option<Webho
 /// Stops the manager `identity` as SIGTERM would (it releases the Lease on the way out).
 pub fn stop_manager(identity: &str) {
     let stop = {
-        let mut stops = STOPS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stops = STOPS.lock();
         let at = stops
             .iter()
             .position(|(id, _)| id == identity)

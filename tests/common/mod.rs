@@ -8,11 +8,12 @@ pub mod tenants;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for, install_crds};
+use parking_lot::Mutex;
 
 /// What the tests need of the shared control plane; the plane itself stays in `PLANE`.
 #[derive(Clone, Debug)]
@@ -97,7 +98,7 @@ pub fn log_to(path: &Path) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(Mutex::new(file))
+        .with_writer(std::sync::Mutex::new(file))
         .try_init();
 }
 
@@ -130,7 +131,7 @@ where
             kubectl: plane.binaries().kubectl.clone(),
             server: plane.server().to_owned(),
         };
-        *PLANE.lock().unwrap_or_else(|p| p.into_inner()) = Some(plane);
+        *PLANE.lock() = Some(plane);
         // SAFETY: registering a plain `extern "C" fn` with atexit(3).
         unsafe {
             nix::libc::atexit(stop_plane_at_exit);
@@ -140,7 +141,7 @@ where
 }
 
 extern "C" fn stop_plane_at_exit() {
-    let plane = PLANE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let plane = PLANE.lock().take();
     drop(plane);
 }
 
@@ -275,7 +276,7 @@ pub fn with_plane<R: Send + 'static>(
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let mut plane = PLANE.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plane = PLANE.lock();
         let plane = plane.as_mut().expect("the control plane is running");
         runtime.block_on(f(plane))
     })

@@ -8,7 +8,8 @@
 //! namespaces in the Forest plus the creates still in flight, under one lock.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use super::{NamespaceLimit, Reason};
 
@@ -31,7 +32,7 @@ impl NamespaceBudget {
         child: &str,
         counted: &BTreeSet<String>,
     ) -> Result<(), Reason> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = self.in_flight.lock();
         let pending = in_flight.entry(limit.tenant.clone()).or_default();
         // Creates the Forest has caught up with are counted there now.
         pending.retain(|ns| !counted.contains(ns));
@@ -48,7 +49,7 @@ impl NamespaceBudget {
 
     /// Gives back the place of a create that did not happen.
     pub fn release(&self, tenant: &str, child: &str) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = self.in_flight.lock();
         if let Some(pending) = in_flight.get_mut(tenant) {
             pending.remove(child);
         }

@@ -1,7 +1,8 @@
 //! Sources that could not be copied somewhere, reported on the source's namespace.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use super::kinds::KindKey;
 use super::plan::Conflict;
@@ -23,7 +24,7 @@ impl Conflicts {
         namespace: &str,
         conflicts: Vec<Conflict>,
     ) -> BTreeSet<String> {
-        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.by_target.lock();
         let key = (kind.clone(), namespace.to_owned());
         let old = if conflicts.is_empty() {
             map.remove(&key).unwrap_or_default()
@@ -41,17 +42,12 @@ impl Conflicts {
 
     /// How many copies cannot be written, over all kinds and namespaces.
     pub fn count(&self) -> usize {
-        self.by_target
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.by_target.lock().values().map(Vec::len).sum()
     }
 
     /// One line per object from `source_namespace` that could not be propagated, sorted.
     pub fn messages_for(&self, source_namespace: &str) -> Vec<String> {
-        let map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.by_target.lock();
         let mut lines: Vec<String> = map
             .iter()
             .flat_map(|((kind, _), conflicts)| {

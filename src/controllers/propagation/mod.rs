@@ -12,12 +12,13 @@ pub mod copy;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::core::ApiResource;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, instrument, warn};
@@ -171,12 +172,7 @@ impl Propagation {
     }
 
     fn kinds(&self) -> Vec<Arc<Kind>> {
-        self.kinds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.kinds.lock().values().cloned().collect()
     }
 
     /// These namespaces' place or labels changed: re-plan them for every kind.
@@ -193,7 +189,7 @@ impl Propagation {
         let wanted = kinds::modes(&self.state.config().resources);
         let wanted_keys: BTreeSet<KindKey> = wanted.iter().map(|(k, _)| k.clone()).collect();
         let stale: Vec<Arc<Kind>> = {
-            let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kinds = self.kinds.lock();
             let stale_keys: Vec<KindKey> = kinds
                 .keys()
                 .filter(|k| !wanted_keys.contains(k))
@@ -207,18 +203,10 @@ impl Propagation {
             info!(group = %key.0, resource = %key.1, "no longer propagated");
             self.models().stop(key);
             kind.queue.close();
-            kind.workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .abort_all();
+            kind.workers.lock().abort_all();
         }
         for (key, mode) in wanted {
-            let existing = self
-                .kinds
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned();
+            let existing = self.kinds.lock().get(&key).cloned();
             match existing {
                 Some(kind) => {
                     if kind.model.set_mode(mode) {
@@ -247,8 +235,8 @@ impl Propagation {
 
     fn unresolved_mut(
         &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<KindKey, (PropagationMode, String)>> {
-        self.unresolved.lock().unwrap_or_else(|p| p.into_inner())
+    ) -> parking_lot::MutexGuard<'_, BTreeMap<KindKey, (PropagationMode, String)>> {
+        self.unresolved.lock()
     }
 
     /// Looks up again, through discovery, every configured kind that could not be
@@ -268,12 +256,7 @@ impl Propagation {
                     self.unresolved_mut().remove(&key);
                     info!(kind = %kinds::display(&key), "the kind is served now");
                     self.start_kind(key.clone(), resource, mode);
-                    let kind = self
-                        .kinds
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&key)
-                        .cloned();
+                    let kind = self.kinds.lock().get(&key).cloned();
                     let all = self.all_namespaces();
                     if let Some(kind) = kind {
                         kind.queue.add_all(all);
@@ -357,12 +340,8 @@ impl Propagation {
         });
         kind.workers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .spawn(run_workers(self.clone(), kind.clone()));
-        self.kinds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, kind);
+        self.kinds.lock().insert(key, kind);
     }
 
     /// Namespaces waiting to be re-planned, over all kinds.

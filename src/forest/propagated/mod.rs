@@ -9,14 +9,15 @@ pub mod kinds;
 pub mod selectors;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -58,22 +59,22 @@ pub struct KindModel {
 
 impl KindModel {
     pub fn mode(&self) -> PropagationMode {
-        *self.mode.read().unwrap_or_else(|p| p.into_inner())
+        *self.mode.read()
     }
 
     /// Sets the mode; whether it changed.
     pub fn set_mode(&self, mode: PropagationMode) -> bool {
-        let mut current = self.mode.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.mode.write();
         std::mem::replace(&mut *current, mode) != mode
     }
 
     /// Reads the index.
-    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, KindIndex> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+    pub fn index(&self) -> parking_lot::RwLockReadGuard<'_, KindIndex> {
+        self.index.read()
     }
 
-    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, KindIndex> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+    fn index_mut(&self) -> parking_lot::RwLockWriteGuard<'_, KindIndex> {
+        self.index.write()
     }
 
     pub fn is_listed(&self) -> bool {
@@ -87,7 +88,7 @@ impl KindModel {
     }
 
     fn watch_ok(&self, which: Watch, list_done: bool) {
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut health = self.health.lock();
         let h = &mut health[which as usize];
         h.error = None;
         h.listed |= list_done;
@@ -101,12 +102,12 @@ impl KindModel {
     }
 
     fn watch_failed(&self, which: Watch, error: String) {
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut health = self.health.lock();
         health[which as usize].error = Some((error, Instant::now()));
     }
 
     pub fn availability(&self) -> Availability {
-        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let health = self.health.lock();
         let now = Instant::now();
         let view = |h: &Health| WatchHealth {
             listed: h.listed,
@@ -174,7 +175,7 @@ impl PropagatedKinds {
             watches: Mutex::new(JoinSet::new()),
         });
         {
-            let mut watches = kind.watches.lock().unwrap_or_else(|p| p.into_inner());
+            let mut watches = kind.watches.lock();
             watches.spawn(watch_sources(
                 client.clone(),
                 kind.clone(),
@@ -190,10 +191,7 @@ impl PropagatedKinds {
     /// Stops indexing a kind dropped from the configuration.
     pub fn stop(&self, key: &KindKey) -> Option<Arc<KindModel>> {
         let kind = self.lock().remove(key)?;
-        kind.watches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .abort_all();
+        kind.watches.lock().abort_all();
         Some(kind)
     }
 
@@ -269,8 +267,8 @@ impl PropagatedKinds {
         ))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KindKey, Arc<KindModel>>> {
-        self.kinds.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<KindKey, Arc<KindModel>>> {
+        self.kinds.lock()
     }
 }
 
@@ -304,7 +302,7 @@ struct SourceFeed {
 
 impl SourceFeed {
     fn affected(&self, namespaces: impl IntoIterator<Item = String>) -> Vec<String> {
-        let forest = self.forest.read().unwrap_or_else(|p| p.into_inner());
+        let forest = self.forest.read();
         let mut out = BTreeSet::new();
         for ns in namespaces {
             out.extend(forest.subtree(&ns).into_iter().map(str::to_owned));
