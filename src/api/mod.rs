@@ -8,6 +8,7 @@
 mod canopy_configuration;
 mod condition;
 mod crds;
+pub mod errors;
 mod hierarchy_configuration;
 pub mod keys;
 mod pod_security;

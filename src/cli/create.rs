@@ -4,7 +4,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::cluster::not_found;
-use super::error::{CliError, Request, has_code};
+use super::error::{CliError, Request};
+use crate::api::errors;
 use crate::api::{SubnamespaceAnchor, SubnamespaceAnchorSpec};
 
 const RESOURCE: &str = "subnamespaceanchors.canopy.dev";
@@ -22,11 +23,11 @@ pub async fn run(client: &Client, parent: &str, child: &str) -> Result<String, C
         Ok(_) => Ok(format!(
             "Successfully created {child:?} subnamespace anchor in {parent:?} namespace\n"
         )),
-        Err(e) if has_code(&e, 409) => Err(CliError::new(format!(
+        Err(e) if errors::is_already_exists(&e) => Err(CliError::new(format!(
             "subnamespace anchor {child:?} already exists in {parent:?} namespace"
         ))),
         // The apiserver answers 404 for a create in a namespace that does not exist.
-        Err(e) if has_code(&e, 404) => Err(not_found(parent)),
+        Err(e) if errors::is_not_found(&e) => Err(not_found(parent)),
         Err(e) => Err(Request::namespaced("create", RESOURCE, parent).error(e)),
     }
 }

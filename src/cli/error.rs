@@ -111,11 +111,6 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Whether the apiserver answered with this HTTP status.
-pub fn has_code(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
 /// An error with its causes, `outer: inner: innermost`, since the outer layers of a
 /// connection error ("client error (Connect)") alone do not tell what went wrong.
 pub fn with_sources(err: &dyn std::error::Error) -> String {

@@ -7,7 +7,8 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::cluster::not_found;
-use super::error::{CliError, Request, has_code};
+use super::error::{CliError, Request};
+use crate::api::errors;
 use crate::api::{HIERARCHY_NAME, HierarchyConfiguration};
 
 /// The field manager of the plugin's writes, so `managedFields` tells them from canopy's.
@@ -111,7 +112,7 @@ pub async fn run(client: &Client, namespace: &str, args: &SetArgs) -> Result<Str
         .await
     {
         Ok(_) => Ok(report),
-        Err(e) if has_code(&e, 404) => Err(not_found(namespace)),
+        Err(e) if errors::is_not_found(&e) => Err(not_found(namespace)),
         Err(e) => Err(Request::namespaced("patch", RESOURCE, namespace).error(e)),
     }
 }
@@ -124,7 +125,7 @@ async fn require_namespace(client: &Client, namespace: &str) -> Result<(), CliEr
     match namespaces.get_opt(namespace).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(not_found(namespace)),
-        Err(e) if has_code(&e, 403) => Ok(()),
+        Err(e) if errors::is_forbidden(&e) => Ok(()),
         Err(e) => Err(Request::cluster("get", "namespaces").error(e)),
     }
 }

@@ -10,7 +10,8 @@ use kube::api::{ListParams, ObjectMeta, PartialObjectMeta};
 use kube::{Api, Client};
 
 use super::cluster::Snapshot;
-use super::error::{CliError, Request, has_code};
+use super::error::{CliError, Request};
+use crate::api::errors;
 use crate::api::{HIERARCHY_NAME, HierarchyConfiguration, SubnamespaceAnchor, keys};
 
 /// What could be read of one namespace.
@@ -133,7 +134,7 @@ async fn visit(client: &Client, ns: &str) -> Result<Option<Visit>, CliError> {
     let namespace = match namespaces.get_metadata_opt(ns).await {
         Ok(None) => return Ok(None),
         Ok(found) => found,
-        Err(e) if has_code(&e, 403) => None,
+        Err(e) if errors::is_forbidden(&e) => None,
         Err(e) => return Err(Request::cluster("get", "namespaces").error(e)),
     };
     let hierarchies: Api<HierarchyConfiguration> = Api::namespaced(client.clone(), ns);

@@ -20,6 +20,7 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 use super::ops::{Executed, Op};
+use crate::api::errors;
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{
     AnchorState, Condition, HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec,
@@ -39,23 +40,29 @@ impl WriteError {
     /// The apiserver refused the content: for a copy, an immutable field (a RoleBinding's
     /// roleRef) changed in its source.
     pub fn is_invalid(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(s) if s.code == 422)
+        errors::is_invalid(&self.source)
     }
 
     /// The target namespace is gone or going: nothing to write into.
     pub fn is_namespace_gone(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(s) if s.code == 404
-            || (s.code == 403 && s.message.contains("being terminated")))
+        errors::is_not_found(&self.source)
+            || (errors::is_forbidden(&self.source)
+                && errors::status(&self.source)
+                    .is_some_and(|s| s.message.contains("being terminated")))
     }
 
     /// The object written to does not exist (any more).
     pub fn is_not_found(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(s) if s.code == 404)
+        errors::is_not_found(&self.source)
     }
 
     /// A conflict or a missing object that the next reconcile sees differently.
     pub fn is_transient(&self) -> bool {
-        matches!(&self.source, kube::Error::Api(s) if s.code == 409 || s.code == 404 || s.code >= 500)
+        let source = &self.source;
+        errors::is_conflict(source)
+            || errors::is_already_exists(source)
+            || errors::is_not_found(source)
+            || errors::is_server_error(source)
     }
 }
 
@@ -175,7 +182,7 @@ impl Writer {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) if errors::is_not_found(&e) => Ok(()),
             Err(e) => Err(context(|| {
                 format!("deleting {} {}", resource.kind, qualified(namespace, name))
             })(e)),
@@ -340,7 +347,7 @@ impl Writer {
             .await
         {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) if errors::is_already_exists(&e) => Ok(false),
             Err(e) => Err(context(|| format!("creating namespace {name}"))(e)),
         }
     }
@@ -351,7 +358,7 @@ impl Writer {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) if errors::is_not_found(&e) => Ok(()),
             Err(e) => Err(context(|| format!("deleting namespace {name}"))(e)),
         }
     }
@@ -390,7 +397,7 @@ impl Writer {
             .await
         {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) if errors::is_already_exists(&e) => Ok(()),
             Err(e) => Err(context(|| {
                 format!("creating the HierarchyConfiguration of {namespace}")
             })(e)),

@@ -55,14 +55,14 @@ pub enum Failure {
 
 impl Failure {
     pub fn of(err: &watcher::Error) -> Self {
-        let status_code = match err {
-            watcher::Error::WatchError(status) => Some(status.code),
-            watcher::Error::InitialListFailed(kube::Error::Api(status))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-            | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        let status = match err {
+            watcher::Error::WatchError(status) => Some(&**status),
+            watcher::Error::InitialListFailed(err)
+            | watcher::Error::WatchStartFailed(err)
+            | watcher::Error::WatchFailed(err) => crate::api::errors::status(err),
             _ => None,
         };
-        if status_code == Some(410) {
+        if status.is_some_and(crate::api::errors::is_gone) {
             Self::Gone
         } else {
             Self::Other

@@ -307,7 +307,7 @@ async fn load_or_create_ca(client: &Client, namespace: &str, name: &str) -> Resu
             Ok(ca)
         }
         // Another replica filled it first: use theirs.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
+        Err(e) if crate::api::errors::is_conflict(&e) => {
             let stored = api
                 .get(name)
                 .await
