@@ -58,6 +58,11 @@ fmt:
 lint:
 	cargo clippy --all-targets -- -D warnings
 
+## import-graph: the module graph of src/ has one direction and no cycles (hack/import-graph.py)
+.PHONY: import-graph
+import-graph:
+	python3 hack/import-graph.py
+
 ## unit: the tests that need no control plane
 unit:
 	cargo test --lib --bins

@@ -3,8 +3,8 @@
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use super::cluster::not_found;
 use super::error::{CliError, Request};
+use super::snapshot::not_found;
 use crate::api::errors;
 use crate::api::{SubnamespaceAnchor, SubnamespaceAnchorSpec};
 

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::cluster::{self, Snapshot};
+use super::cluster;
 use super::error::{CliError, Request};
+use super::snapshot::Snapshot;
 use crate::api::{AnchorState, SubnamespaceAnchor};
 
 /// An anchor in the described namespace and the state canopy reported for it.
@@ -142,7 +143,7 @@ fn field(out: &mut String, key: &str, value: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::fixtures::*;
+    use super::super::snapshot::fixtures::*;
     use super::*;
     use crate::api::keys;
 

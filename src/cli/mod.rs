@@ -8,6 +8,7 @@ mod create;
 mod describe;
 mod error;
 mod set;
+mod snapshot;
 mod tree;
 mod walk;
 

@@ -6,8 +6,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::cluster::not_found;
 use super::error::{CliError, Request};
+use super::snapshot::not_found;
 use crate::api::errors;
 use crate::api::{HIERARCHY_NAME, HierarchyConfiguration};
 

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use kube::Client;
 
-use super::cluster::{self, Snapshot};
+use super::cluster;
 use super::error::CliError;
+use super::snapshot::Snapshot;
 use crate::api::{ACTIVITIES_HALTED, BAD_CONFIGURATION, reasons};
 use crate::forest::Forest;
 
@@ -272,7 +273,7 @@ impl<'a> Renderer<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::fixtures::*;
+    use super::super::snapshot::fixtures::*;
     use super::*;
 
     fn snapshot(edges: &[(&str, Option<&str>)]) -> Snapshot {

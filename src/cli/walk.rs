@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, ObjectMeta, PartialObjectMeta};
 use kube::{Api, Client};
 
-use super::cluster::Snapshot;
 use super::error::{CliError, Request};
+use super::snapshot::{Snapshot, not_found};
 use crate::api::errors;
 use crate::api::{HIERARCHY_NAME, HierarchyConfiguration, SubnamespaceAnchor, keys};
 
@@ -29,7 +29,7 @@ pub async fn walk(client: &Client, start: &str) -> Result<Snapshot, CliError> {
     let mut visits: BTreeMap<String, Visit> = BTreeMap::new();
     let first = visit(client, start)
         .await?
-        .ok_or_else(|| super::cluster::not_found(start))?;
+        .ok_or_else(|| not_found(start))?;
     // Each with the namespace whose status listed it as a child.
     let mut queue: VecDeque<(String, String)> = children(start, &first).into();
     let mut up = parent(&first);
@@ -159,7 +159,7 @@ async fn visit(client: &Client, ns: &str) -> Result<Option<Visit>, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::fixtures::*;
+    use super::super::snapshot::fixtures::*;
     use super::*;
     use crate::api::HierarchyConfigurationStatus;
 

@@ -173,21 +173,6 @@ pub fn global() -> &'static ControllerMetrics {
     METRICS.get_or_init(ControllerMetrics::new)
 }
 
-/// Runs one reconcile and records its outcome and duration under `controller`.
-pub async fn timed(
-    controller: &str,
-    reconcile: impl Future<Output = super::queue::Outcome>,
-) -> super::queue::Outcome {
-    let started = std::time::Instant::now();
-    let outcome = reconcile.await;
-    global().record_reconcile(
-        controller,
-        outcome == super::queue::Outcome::Success,
-        started.elapsed(),
-    );
-    outcome
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

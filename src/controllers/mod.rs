@@ -164,7 +164,7 @@ pub async fn run(
         namespaces.run(CONCURRENCY, move |name| {
             let (state, writer, propagation) = (state.clone(), writer.clone(), propagation.clone());
             async move {
-                metrics::timed(
+                queue::timed(
                     "namespace",
                     hierarchy::reconcile_namespace(&state, &writer, &propagation, name),
                 )
@@ -179,7 +179,7 @@ pub async fn run(
             let (state, writer, budget) = (state.clone(), writer.clone(), budget.clone());
             async move {
                 let reconcile = anchor::reconcile_anchor(&state, &writer, &budget, key);
-                metrics::timed("anchor", reconcile).await
+                queue::timed("anchor", reconcile).await
             }
         })
     };
@@ -188,17 +188,14 @@ pub async fn run(
         volume_queue.run(CONCURRENCY, move |name| {
             let (state, writer) = (state.clone(), writer.clone());
             async move {
-                metrics::timed("volume", volume::reconcile_volume(&state, &writer, name)).await
+                queue::timed("volume", volume::reconcile_volume(&state, &writer, name)).await
             }
         })
     };
-    let tenant_workers =
-        tenant_queue.run(CONCURRENCY, move |name| {
-            let (state, writer) = (state.clone(), writer.clone());
-            async move {
-                metrics::timed("tenant", tenant::reconcile_tenant(&state, &writer, name)).await
-            }
-        });
+    let tenant_workers = tenant_queue.run(CONCURRENCY, move |name| {
+        let (state, writer) = (state.clone(), writer.clone());
+        async move { queue::timed("tenant", tenant::reconcile_tenant(&state, &writer, name)).await }
+    });
     tokio::join!(
         dispatch,
         namespace_workers,

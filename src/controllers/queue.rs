@@ -178,6 +178,20 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     }
 }
 
+/// Runs one reconcile and records its outcome and duration under `controller`. Here, not
+/// in `metrics`, so that the metrics name nothing of the controllers (`metrics` ->
+/// `queue` -> `writer` -> `metrics` was a cycle).
+pub async fn timed(controller: &str, reconcile: impl Future<Output = Outcome>) -> Outcome {
+    let started = std::time::Instant::now();
+    let outcome = reconcile.await;
+    super::metrics::global().record_reconcile(
+        controller,
+        outcome == Outcome::Success,
+        started.elapsed(),
+    );
+    outcome
+}
+
 /// How handling a key went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

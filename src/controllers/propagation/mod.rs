@@ -420,7 +420,7 @@ async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
     queue
         .run(CONCURRENCY, move |namespace| {
             let (p, kind) = (p.clone(), kind.clone());
-            async move { super::metrics::timed("propagation", reconcile(&p, &kind, namespace)).await }
+            async move { super::queue::timed("propagation", reconcile(&p, &kind, namespace)).await }
         })
         .await;
 }
