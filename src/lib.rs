@@ -1,6 +1,7 @@
 //! canopy: Kubernetes multi-tenancy with namespace trees, tenants, self-service
 //! subnamespaces, policy propagation and admission checks.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controllers;

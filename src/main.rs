@@ -68,7 +68,8 @@ fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
-    use canopy::manager::{Halves, WebhookListener, run_with};
+    use canopy::admin::AdminListener;
+    use canopy::manager::{Halves, Listeners, WebhookListener, run_with};
     let halves = Halves {
         controllers: !args.webhooks_only,
         webhooks: !args.controllers_only,
@@ -89,13 +90,18 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
     } else {
         Some(WebhookListener::from_args(&args).await?)
     };
+    // Bound before anything runs, so a port in use fails the start, not a probe later.
+    let admin = AdminListener::bind(args.admin_addr)?;
     let election = args
         .leader_election
         .leader_elect
         .then(|| args.leader_election.clone());
     run_with(
         client,
-        listener,
+        Listeners {
+            webhooks: listener,
+            admin: Some(admin),
+        },
         halves,
         election,
         args.write_qps,

@@ -1,14 +1,16 @@
 //! `canopy manager`: the controllers and the webhook server in one process, sharing one
-//! set of watchers and one Forest.
+//! set of watchers, one Forest and one metrics registry, served on the admin port.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::info;
 
+use crate::admin::{self, AdminListener, Metrics, Readiness};
 use crate::controllers;
 use crate::controllers::propagation::Propagation;
 use crate::controllers::writer::{DEFAULT_WRITE_QPS, Writer};
@@ -24,6 +26,10 @@ pub struct ManagerArgs {
     /// Where the webhook server listens.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), whichever
+    /// halves run.
+    #[arg(long, default_value = admin::DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
     /// PEM certificate chain the webhook server presents.
     #[arg(long, required_unless_present_any = ["controllers_only", "self_signed_certificates"])]
     pub tls_cert_file: Option<PathBuf>,
@@ -57,6 +63,8 @@ pub enum ManagerError {
     },
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
     #[error(transparent)]
@@ -104,6 +112,30 @@ impl WebhookListener {
     }
 }
 
+/// The sockets a manager serves on, bound by the caller (so it knows the ports): the
+/// webhooks' (HTTPS, served when the webhook half runs) and the admin port's.
+#[derive(Default)]
+pub struct Listeners {
+    pub webhooks: Option<WebhookListener>,
+    pub admin: Option<AdminListener>,
+}
+
+impl Listeners {
+    /// Only the webhook server, no admin port.
+    pub fn webhooks(listener: WebhookListener) -> Self {
+        Self {
+            webhooks: Some(listener),
+            admin: None,
+        }
+    }
+
+    /// Serves the admin port on `admin` too.
+    pub fn with_admin(mut self, admin: AdminListener) -> Self {
+        self.admin = Some(admin);
+        self
+    }
+}
+
 /// Which halves to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Halves {
@@ -114,13 +146,13 @@ pub struct Halves {
 /// Runs until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    webhooks: Option<WebhookListener>,
+    listeners: Listeners,
     halves: Halves,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
     run_with(
         client,
-        webhooks,
+        listeners,
         halves,
         None,
         DEFAULT_WRITE_QPS,
@@ -134,9 +166,12 @@ pub async fn run(
 /// (without it, this process is the only writer and leads at once); the leader keeps the
 /// `propagated.canopy.dev` rules of the ValidatingWebhookConfiguration
 /// `webhook_configuration`.
+///
+/// The process's metrics registry is made here and its parts handed to the watchers, the
+/// writer and the webhooks; the admin port (if `listeners` has one) serves it.
 pub async fn run_with(
     client: Client,
-    webhooks: Option<WebhookListener>,
+    listeners: Listeners,
     halves: Halves,
     election: Option<LeaderElectionArgs>,
     write_qps: u32,
@@ -145,7 +180,8 @@ pub async fn run_with(
 ) -> Result<(), ManagerError> {
     let username = whoami(&client).await?;
     info!(%username, "canopy manager starting");
-    let (state, changes, watchers) = watch::start(client.clone());
+    let metrics = Arc::new(Metrics::new());
+    let (state, changes, watchers) = watch::start(client.clone(), metrics.watches.clone());
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
     let (leader_tx, leader) = tokio::sync::watch::channel(false);
@@ -166,7 +202,8 @@ pub async fn run_with(
             }
         }
     };
-    let writer = Writer::with_qps(client.clone(), write_qps);
+    let writer =
+        Writer::with_qps(client.clone(), write_qps).with_metrics(metrics.controllers.clone());
     // The webhooks read propagation's index too (to refuse conflicting sources), so its
     // watchers run on every replica; only the leader writes.
     let propagation = Propagation::new(
@@ -175,6 +212,16 @@ pub async fn run_with(
         writer.clone(),
         leader.clone(),
     );
+    let admin = {
+        let shutdown = shutdown.clone();
+        let readiness = Readiness::new(state.clone());
+        let metrics = metrics.clone();
+        async move {
+            if let Some(listener) = listeners.admin {
+                listener.serve(metrics, readiness, shutdown).await;
+            }
+        }
+    };
     let controllers = controllers::run(
         client.clone(),
         state.clone(),
@@ -187,8 +234,9 @@ pub async fn run_with(
     let serve = {
         let shutdown = shutdown.clone();
         async move {
-            if let (true, Some(WebhookListener(server))) = (halves.webhooks, webhooks) {
-                let webhooks = Webhooks::new(state, client, username);
+            if let (true, Some(WebhookListener(server))) = (halves.webhooks, listeners.webhooks) {
+                let webhooks =
+                    Webhooks::new(state, client, username).with_metrics(metrics.admission.clone());
                 server.serve(webhooks, shutdown).await;
             }
         }
@@ -199,6 +247,7 @@ pub async fn run_with(
         tokio::spawn(watchers),
         tokio::spawn(controllers),
         tokio::spawn(serve),
+        tokio::spawn(admin),
     ];
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
     let outcome = tokio::select! {

@@ -683,7 +683,8 @@ fn metrics_count_decisions() {
         ),
         &["uses hostPath"],
     );
-    let (status, text) = https(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    // On the admin port (plain HTTP), not the webhook port.
+    let (status, text) = common::http_get(common::admin_port(), "/metrics");
     assert_eq!(status, 200, "{text}");
     for series in [
         r#"canopy_admission_policy_decisions_total{policy="hostPath",mode="Enforce",outcome="violated"}"#,

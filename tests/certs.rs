@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use canopy::dev::client_for;
-use canopy::manager::{Halves, WebhookListener, run};
+use canopy::manager::{Halves, Listeners, WebhookListener, run};
 use canopy::webhooks::certs::{CertArgs, CertManager};
 use common::{CUSTOM, eventually, spawn_on_own_runtime, start_plane};
 
@@ -59,7 +59,8 @@ fn the_manager_publishes_its_ca_and_rotates_its_certificate_without_a_restart() 
                     controllers: true,
                     webhooks: true,
                 };
-                let _ = run(client, Some(listener), halves, std::future::pending()).await;
+                let listeners = Listeners::webhooks(listener);
+                let _ = run(client, listeners, halves, std::future::pending()).await;
             });
             canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
             Ok(plane)

@@ -75,6 +75,8 @@ impl Manager {
         let mut command = Command::new(env!("CARGO_BIN_EXE_canopy"));
         command
             .args(["manager", "--controllers", "--leader-elect=false"])
+            // Any free port: nothing here reads it, and the default may be taken.
+            .args(["--admin-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &self.kubeconfig)
             .env(
                 "RUST_LOG",

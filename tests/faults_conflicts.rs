@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::client_for;
-use canopy::manager::{Halves, run_with};
+use canopy::manager::{Halves, Listeners, run_with};
 use canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION;
 use common::{
     CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
@@ -27,6 +27,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A controllers-only manager on a thread of its own.
 struct Controllers {
+    /// Its admin port (`/metrics`, `/healthz`, `/readyz`).
+    admin_port: u16,
     stop: oneshot::Sender<()>,
     /// Sent once the manager returned and its runtime (with every task) is gone.
     stopped: mpsc::Receiver<()>,
@@ -36,6 +38,8 @@ impl Controllers {
     fn start(kubeconfig: PathBuf) -> Self {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped) = mpsc::channel();
+        let admin = common::loopback_admin_listener();
+        let admin_port = admin.local_addr().map_or(0, |a| a.port());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -54,7 +58,10 @@ impl Controllers {
                 // No election: this is the only controllers manager running.
                 if let Err(e) = run_with(
                     client,
-                    None,
+                    Listeners {
+                        webhooks: None,
+                        admin: Some(admin),
+                    },
                     halves,
                     None,
                     DEFAULT_WRITE_QPS,
@@ -69,7 +76,11 @@ impl Controllers {
             drop(runtime);
             let _ = stopped_tx.send(());
         });
-        Self { stop, stopped }
+        Self {
+            admin_port,
+            stop,
+            stopped,
+        }
     }
 
     fn stop(self) {
@@ -108,7 +119,7 @@ fn setup() -> MutexGuard<'static, ()> {
                     };
                     if let Err(e) = run_with(
                         client,
-                        Some(listener),
+                        Listeners::webhooks(listener),
                         halves,
                         None,
                         DEFAULT_WRITE_QPS,
@@ -127,6 +138,45 @@ fn setup() -> MutexGuard<'static, ()> {
         })
     });
     serial
+}
+
+/// A manager running only the controllers (no webhook server, so no webhook port) serves
+/// `/metrics`, `/healthz` and `/readyz` on its admin port.
+#[test]
+fn a_controllers_only_manager_serves_metrics_and_probes() {
+    let _serial = setup();
+    let port = CONTROLLERS
+        .lock()
+        .as_ref()
+        .map(|c| c.admin_port)
+        .expect("the controllers manager runs");
+    assert_eq!(common::http_get(port, "/healthz"), (200, "ok\n".to_owned()));
+    eventually("the controllers manager to be ready", WAIT, || {
+        (common::http_get(port, "/readyz") == (200, "ok\n".to_owned())).then_some(())
+    });
+    let metrics = eventually("a namespace reconciled, on /metrics", WAIT, || {
+        let (status, text) = common::http_get(port, "/metrics");
+        (status == 200
+            && text.contains(
+                r#"canopy_controller_reconciles_total{controller="namespace",outcome="success"}"#,
+            ))
+        .then_some(text)
+    });
+    for series in [
+        r#"canopy_controller_queue_depth{controller="namespace"}"#,
+        r#"canopy_watch_stale{watch="namespaces"} 0"#,
+        "canopy_controller_propagation_conflicts ",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    // Reviews are counted by the webhook half, which this manager does not run.
+    assert!(
+        !metrics.contains("canopy_admission_reviews_total{"),
+        "{metrics}"
+    );
 }
 
 fn restart_controllers() {

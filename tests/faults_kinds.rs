@@ -8,25 +8,22 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::managers::start_two_replicas;
 use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok};
 use common::{start_plane, unique};
 use parking_lot::Mutex;
-use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The tests change the one CanopyConfiguration: one at a time.
 static CONFIGURATION: Mutex<()> = Mutex::new(());
 
-/// The webhook ports of the two replicas, and the CA their certificate chains to.
-static REPLICAS: OnceLock<([u16; 2], String)> = OnceLock::new();
+/// The admin ports (`/metrics`, `/readyz`) of the two replicas.
+static REPLICAS: OnceLock<[u16; 2]> = OnceLock::new();
 
 fn setup() {
     CUSTOM.get_or_init(|| {
@@ -36,60 +33,17 @@ fn setup() {
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| plane.dir().join("logs").join("canopy.log"));
             common::log_to(&log);
-            let backends = start_two_replicas(&plane, prepared).await?;
-            let _ = REPLICAS.set((backends, plane.pki().ca.cert_pem.clone()));
+            let replicas = start_two_replicas(&plane, prepared).await?;
+            let _ = REPLICAS.set(replicas.admin_ports);
             Ok(plane)
         })
     });
 }
 
-/// `GET path` on one replica's webhook port: the status code and the body.
+/// `GET path` on one replica's admin port: the status code and the body.
 fn get_from_replica(replica: usize, path: &str) -> (u16, String) {
-    let (ports, ca) = REPLICAS.get().expect("setup() ran").clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-            roots
-                .add(cert.expect("the CA parses"))
-                .expect("the CA is usable");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ports[replica]))
-            .await
-            .expect("the replica listens");
-        let name = rustls_pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
-        let mut tls = connector.connect(name, tcp).await.expect("a TLS session");
-        tls.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("the request is sent");
-        let mut response = Vec::new();
-        let _ = tls.read_to_end(&mut response).await;
-        let response = String::from_utf8_lossy(&response).into_owned();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
+    let ports = REPLICAS.get().expect("setup() ran");
+    common::http_get(ports[replica], path)
 }
 
 /// Asserts that both replicas answer `/readyz` with 200 for `period`.

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use canopy::manager::Listeners;
 use common::managers::{holder, start_manager, stop_manager};
 use common::{CUSTOM, apply, eventually, kubectl, kubectl_ok, start_plane, unique};
 
@@ -20,7 +21,11 @@ fn setup() {
             > = kube::Api::all(admin);
             let _ = configs.delete("canopy", &Default::default()).await;
             drop(prepared.webhooks);
-            start_manager(prepared.manager_kubeconfig.clone(), "manager-a", None);
+            start_manager(
+                prepared.manager_kubeconfig.clone(),
+                "manager-a",
+                Listeners::default(),
+            );
             Ok(plane)
         })
     });
@@ -39,7 +44,7 @@ fn propagation_goes_on_under_the_other_replica_when_the_leader_stops() {
             .to_owned();
         dir.join("canopy-manager.kubeconfig")
     };
-    start_manager(kubeconfig, "manager-b", None);
+    start_manager(kubeconfig, "manager-b", Listeners::default());
 
     let root = unique("ha");
     let child = format!("{root}-c");

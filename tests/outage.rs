@@ -18,7 +18,7 @@ fn setup() {
             start_manager(
                 prepared.manager_kubeconfig.clone(),
                 "only",
-                Some(prepared.webhooks),
+                canopy::manager::Listeners::webhooks(prepared.webhooks),
             );
             canopy::dev::canopy::wait_for_webhooks(&plane.client().await?, Duration::from_secs(60))
                 .await?;

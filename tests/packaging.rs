@@ -245,11 +245,14 @@ fn check_manager(objects: &[Value], namespace: &str, what: &str) {
     }
     assert_eq!(c["ports"][0]["name"], "webhook", "{what}");
     assert_eq!(c["ports"][0]["containerPort"], 9443, "{what}");
+    assert_eq!(c["ports"][1]["name"], "admin", "{what}");
+    assert_eq!(c["ports"][1]["containerPort"], 8080, "{what}");
+    // The probes use the admin port, which every manager serves (plain HTTP).
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["path"], path, "{what}: {probe}");
-        assert_eq!(get["port"], "webhook", "{what}: {probe}");
-        assert_eq!(get["scheme"], "HTTPS", "{what}: {probe}");
+        assert_eq!(get["port"], "admin", "{what}: {probe}");
+        assert_eq!(get["scheme"], "HTTP", "{what}: {probe}");
     }
 
     // The arguments are ones `canopy manager` accepts, and name the mounted files.
@@ -262,6 +265,7 @@ fn check_manager(objects: &[Value], namespace: &str, what: &str) {
     assert_eq!(args.first(), Some(&"manager"), "{what}: {args:?}");
     let parsed = parse_manager_args(&args[1..]);
     assert_eq!(parsed.webhook_addr.port(), 9443, "{what}");
+    assert_eq!(parsed.admin_addr.port(), 8080, "{what}");
     assert!(!parsed.controllers_only && !parsed.webhooks_only, "{what}");
     let mount = c["volumeMounts"]
         .as_array()
@@ -682,8 +686,29 @@ fn chart_certificate_options() {
         format!("{OTHER_NAMESPACE}/canopy-webhook")
     );
     let monitor = find(&rendered, "ServiceMonitor", "canopy");
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "https");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "http");
+    // It scrapes the admin port of the manager's Pods through a Service of its own.
+    let metrics = find(&rendered, "Service", "canopy-metrics");
+    assert!(selects(
+        &monitor["spec"]["selector"]["matchLabels"],
+        &metrics["metadata"]["labels"]
+    ));
+    let webhook = find(&rendered, "Service", "canopy-webhook");
+    assert!(!selects(
+        &monitor["spec"]["selector"]["matchLabels"],
+        &webhook["metadata"]["labels"]
+    ));
+    assert_eq!(
+        metrics["spec"]["ports"],
+        json!([{"name": "metrics", "port": 8080, "targetPort": "admin", "protocol": "TCP"}])
+    );
+    let manager = find(&rendered, "Deployment", "canopy-manager");
+    assert!(selects(
+        &metrics["spec"]["selector"],
+        &manager["spec"]["template"]["metadata"]["labels"]
+    ));
 
     // An issuer of the operator's: no self-signed one.
     let rendered = objects(&helm_template(

@@ -1,9 +1,10 @@
 //! Prometheus metrics of the controllers: reconciles, errors, queue depth, latency and
-//! writes. Process-wide (one manager per process), served with the webhook metrics at
-//! `GET /metrics`.
+//! writes. The manager makes one `ControllerMetrics`, registers it with the process's
+//! registry (served at `GET /metrics` on the admin port) and hands it to the writer, which
+//! every reconciler already holds. This module names nothing else of the crate, so
+//! anything may record into it.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -56,8 +57,14 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 15))
 }
 
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ControllerMetrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             reconciles: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
@@ -165,12 +172,6 @@ impl ControllerMetrics {
     pub fn set_conflicts(&self, count: usize) {
         self.conflicts.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-}
-
-/// The process's controller metrics.
-pub fn global() -> &'static ControllerMetrics {
-    static METRICS: OnceLock<ControllerMetrics> = OnceLock::new();
-    METRICS.get_or_init(ControllerMetrics::new)
 }
 
 #[cfg(test)]

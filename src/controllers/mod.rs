@@ -146,11 +146,11 @@ pub async fn run(
             tenant_queue.clone(),
             propagation.clone(),
         );
+        let m = writer.metrics().clone();
         async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let m = metrics::global();
                 m.set_queue_depth("namespace", namespaces.len());
                 m.set_queue_depth("anchor", anchors.len());
                 m.set_queue_depth("tenant", tenants.len());
@@ -165,6 +165,7 @@ pub async fn run(
             let (state, writer, propagation) = (state.clone(), writer.clone(), propagation.clone());
             async move {
                 queue::timed(
+                    writer.metrics(),
                     "namespace",
                     hierarchy::reconcile_namespace(&state, &writer, &propagation, name),
                 )
@@ -179,7 +180,7 @@ pub async fn run(
             let (state, writer, budget) = (state.clone(), writer.clone(), budget.clone());
             async move {
                 let reconcile = anchor::reconcile_anchor(&state, &writer, &budget, key);
-                queue::timed("anchor", reconcile).await
+                queue::timed(writer.metrics(), "anchor", reconcile).await
             }
         })
     };
@@ -188,13 +189,17 @@ pub async fn run(
         volume_queue.run(CONCURRENCY, move |name| {
             let (state, writer) = (state.clone(), writer.clone());
             async move {
-                queue::timed("volume", volume::reconcile_volume(&state, &writer, name)).await
+                let reconcile = volume::reconcile_volume(&state, &writer, name);
+                queue::timed(writer.metrics(), "volume", reconcile).await
             }
         })
     };
     let tenant_workers = tenant_queue.run(CONCURRENCY, move |name| {
         let (state, writer) = (state.clone(), writer.clone());
-        async move { queue::timed("tenant", tenant::reconcile_tenant(&state, &writer, name)).await }
+        async move {
+            let reconcile = tenant::reconcile_tenant(&state, &writer, name);
+            queue::timed(writer.metrics(), "tenant", reconcile).await
+        }
     });
     tokio::join!(
         dispatch,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::metrics::ControllerMetrics;
+
 /// Delay before the first retry of a failed key; doubled per failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -178,17 +180,17 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     }
 }
 
-/// Runs one reconcile and records its outcome and duration under `controller`. Here, not
-/// in `metrics`, so that the metrics name nothing of the controllers (`metrics` ->
-/// `queue` -> `writer` -> `metrics` was a cycle).
-pub async fn timed(controller: &str, reconcile: impl Future<Output = Outcome>) -> Outcome {
+/// Runs one reconcile and records its outcome and duration in `metrics` under
+/// `controller`. Here, not in `metrics`, so that the metrics name nothing of the
+/// controllers (`metrics` -> `queue` -> `writer` -> `metrics` was a cycle).
+pub async fn timed(
+    metrics: &ControllerMetrics,
+    controller: &str,
+    reconcile: impl Future<Output = Outcome>,
+) -> Outcome {
     let started = std::time::Instant::now();
     let outcome = reconcile.await;
-    super::metrics::global().record_reconcile(
-        controller,
-        outcome == Outcome::Success,
-        started.elapsed(),
-    );
+    metrics.record_reconcile(controller, outcome == Outcome::Success, started.elapsed());
     outcome
 }
 

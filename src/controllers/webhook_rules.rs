@@ -218,6 +218,7 @@ pub async fn run(
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={configuration}"));
     let mut events = std::pin::pin!(crate::forest::watch_health::resilient(
+        &state.health,
         "validatingwebhookconfiguration".to_owned(),
         watcher::watcher(api.clone(), config)
     ));

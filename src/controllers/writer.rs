@@ -19,6 +19,7 @@ use kube::{Client, Resource};
 
 use serde_json::{Value, json};
 
+use super::metrics::ControllerMetrics;
 use super::ops::{Executed, Op};
 use crate::api::errors;
 use crate::api::keys::FIELD_MANAGER;
@@ -89,6 +90,9 @@ pub struct Writer {
     client: Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     events: Recorder,
+    /// The controllers' metrics travel with the writer, the one handle every reconciler
+    /// and propagation already holds.
+    metrics: Arc<ControllerMetrics>,
 }
 
 /// Copy writes per second when nothing else is configured.
@@ -110,7 +114,19 @@ impl Writer {
             events: Recorder::new(client.clone(), reporter),
             client,
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(qps))),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records writes (and, through `metrics()`, reconciles) in `metrics` instead of a
+    /// set of its own that nobody serves.
+    pub fn with_metrics(mut self, metrics: Arc<ControllerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<ControllerMetrics> {
+        &self.metrics
     }
 
     /// Records a Kubernetes Event (what `kubectl describe` shows). Events are best
@@ -142,7 +158,7 @@ impl Writer {
         copy: &Value,
     ) -> Result<()> {
         self.limiter.until_ready().await;
-        super::metrics::global().record_write(&resource.plural, "apply");
+        self.metrics.record_write(&resource.plural, "apply");
         self.apply_object(resource, Some(namespace), name, copy)
             .await
     }
@@ -291,7 +307,7 @@ impl Writer {
     /// Deletes a copy, within the copy-write rate limit; one already gone is fine.
     async fn delete_copy(&self, resource: &ApiResource, namespace: &str, name: &str) -> Result<()> {
         self.limiter.until_ready().await;
-        super::metrics::global().record_write(&resource.plural, "delete");
+        self.metrics.record_write(&resource.plural, "delete");
         self.delete_object(resource, Some(namespace), name).await
     }
 

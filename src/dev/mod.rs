@@ -94,10 +94,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let admin = plane.client().await?;
     let prepared = canopy::prepare(&plane).await?;
     let manager_client = client_for(&prepared.manager_kubeconfig).await?;
+    // canopy's /metrics, /healthz and /readyz, on a free loopback port (logged).
+    let admin_port =
+        crate::admin::AdminListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    tracing::info!(addr = ?admin_port.local_addr(), "canopy's admin port");
     let (stop_manager, stopped) = tokio::sync::oneshot::channel::<()>();
     let manager = tokio::spawn(crate::manager::run(
         manager_client,
-        Some(prepared.webhooks),
+        crate::manager::Listeners::webhooks(prepared.webhooks).with_admin(admin_port),
         crate::manager::Halves {
             controllers: true,
             webhooks: true,

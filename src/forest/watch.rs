@@ -19,6 +19,7 @@ use super::feeds::{AnchorFeed, ConfigFeed, HierarchyFeed, NamespaceFeed, TenantF
 use super::indexer::{self, Indexer};
 use super::limit_ranges::LimitRangeIndex;
 use super::propagated::PropagatedKinds;
+use super::watch_health::{self, WatchHealth};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
     PodSecurityLevel, SubnamespaceAnchor, Tenant,
@@ -42,6 +43,9 @@ pub struct ClusterState {
     pub kinds: Arc<PropagatedKinds>,
     /// True once every watcher has listed its kind once.
     pub ready: watch::Receiver<bool>,
+    /// Whether the watches feeding this state (the Forest's and the propagated kinds')
+    /// are failing: for `/readyz` and `canopy_watch_stale`.
+    pub health: Arc<WatchHealth>,
 }
 
 impl ClusterState {
@@ -77,6 +81,7 @@ impl ClusterState {
             volumes: reflector::store().0,
             kinds: Arc::new(PropagatedKinds::settled()),
             ready,
+            health: Arc::new(WatchHealth::new()),
         }
     }
 }
@@ -93,10 +98,12 @@ pub const WATCHES: [&str; 7] = [
     "canopyconfiguration",
 ];
 
-/// Starts the watchers on `client`. Returns the shared state and the stream of changes;
-/// the watchers run until the returned future is dropped.
+/// Starts the watchers on `client`, reporting their health to `health` (as the
+/// propagated kinds started later do). Returns the shared state and the stream of
+/// changes; the watchers run until the returned future is dropped.
 pub fn start(
     client: Client,
+    health: Arc<WatchHealth>,
 ) -> (
     ClusterState,
     mpsc::UnboundedReceiver<Change>,
@@ -117,6 +124,7 @@ pub fn start(
 
     let namespaces = feed().run(
         watcher(
+            &health,
             "namespaces",
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         ),
@@ -128,7 +136,7 @@ pub fn start(
     let hierarchies = feed().run(
         reflector::reflector(
             hc_writer,
-            watcher("hierarchyconfigurations", Api::all(client.clone())),
+            watcher(&health, "hierarchyconfigurations", Api::all(client.clone())),
         ),
         HierarchyFeed {
             forest: forest.clone(),
@@ -138,7 +146,7 @@ pub fn start(
     let anchors = feed().run(
         reflector::reflector(
             anchor_writer,
-            watcher("subnamespaceanchors", Api::all(client.clone())),
+            watcher(&health, "subnamespaceanchors", Api::all(client.clone())),
         ),
         AnchorFeed {
             forest: forest.clone(),
@@ -146,7 +154,10 @@ pub fn start(
     );
     let (tenant_store, tenant_writer) = reflector::store();
     let tenants = feed().run(
-        reflector::reflector(tenant_writer, watcher("tenants", Api::all(client.clone()))),
+        reflector::reflector(
+            tenant_writer,
+            watcher(&health, "tenants", Api::all(client.clone())),
+        ),
         TenantFeed {
             forest: forest.clone(),
         },
@@ -155,12 +166,13 @@ pub fn start(
     let volumes = feed().run(
         reflector::reflector(
             volume_writer,
-            watcher("persistentvolumes", Api::all(client.clone())),
+            watcher(&health, "persistentvolumes", Api::all(client.clone())),
         ),
         VolumeFeed,
     );
     let configuration = feed().run(
-        super::watch_health::resilient(
+        watch_health::resilient(
+            &health,
             "canopyconfiguration".to_owned(),
             watcher::watcher(
                 Api::<CanopyConfiguration>::all(client.clone()),
@@ -176,7 +188,7 @@ pub fn start(
     let limit_ranges = {
         let readiness = readiness.clone();
         indexer::run(
-            watcher("limitranges", Api::<LimitRange>::all(client)),
+            watcher(&health, "limitranges", Api::<LimitRange>::all(client)),
             limit_range_index.clone(),
             |never| match never {},
             move || readiness.listed(),
@@ -191,8 +203,9 @@ pub fn start(
         tenants: tenant_store,
         limit_ranges: limit_range_index,
         volumes: volume_store,
-        kinds: Arc::new(PropagatedKinds::default()),
+        kinds: Arc::new(PropagatedKinds::reporting_to(health.clone())),
         ready: ready_rx,
+        health,
     };
     let run = async move {
         tokio::join!(
@@ -238,6 +251,7 @@ impl Feed {
 
 /// A watch of every object of a kind, with canopy's retries (`watch_health`).
 fn watcher<K>(
+    health: &Arc<WatchHealth>,
     name: &str,
     api: Api<K>,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + use<K>
@@ -245,7 +259,8 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
-    super::watch_health::resilient(
+    watch_health::resilient(
+        health,
         name.to_owned(),
         watcher::watcher(api, watcher::Config::default().any_semantic()),
     )

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,9 @@ struct WatchLabels {
     watch: String,
 }
 
-/// Every running watch's health, process-wide (like the controller metrics).
+/// Every running watch's health. The manager makes one and hands it to every watch (the
+/// Forest's and the propagated kinds', through `ClusterState::health`), to `/readyz` and
+/// to `/metrics`.
 pub struct WatchHealth {
     next: AtomicU64,
     /// By registration: the watch's name and since when it is stale.
@@ -135,8 +137,14 @@ pub struct WatchHealth {
     stale: Family<WatchLabels, Gauge>,
 }
 
+impl Default for WatchHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WatchHealth {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             next: AtomicU64::new(0),
             watches: Mutex::new(HashMap::new()),
@@ -205,19 +213,16 @@ impl WatchHealth {
     }
 }
 
-/// The process's watch health.
-pub fn global() -> &'static WatchHealth {
-    static HEALTH: OnceLock<WatchHealth> = OnceLock::new();
-    HEALTH.get_or_init(WatchHealth::new)
-}
-
 /// Unregisters a watch when its stream is dropped (a kind no longer propagated, a
 /// manager stopping).
-struct Registration(u64);
+struct Registration {
+    health: Arc<WatchHealth>,
+    id: u64,
+}
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        global().remove(self.0);
+        self.health.remove(self.id);
     }
 }
 
@@ -243,7 +248,9 @@ impl<S> Resilient<S> {
                 down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "watch recovered"
             );
-            global().set_stale(self.registration.0, None);
+            self.registration
+                .health
+                .set_stale(self.registration.id, None);
         }
         self.failures = 0;
         self.gone = false;
@@ -257,7 +264,9 @@ impl<S> Resilient<S> {
         if self.stale_since.is_none() {
             let now = Instant::now();
             self.stale_since = Some(now);
-            global().set_stale(self.registration.0, Some(now));
+            self.registration
+                .health
+                .set_stale(self.registration.id, Some(now));
             tracing::warn!(watch = %self.name, error = %err, "watch failed; retrying, the model may be stale until it recovers");
         } else {
             tracing::debug!(watch = %self.name, error = %err, failures = self.failures, "watch failed again");
@@ -275,17 +284,21 @@ fn jitter() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// `stream` (a kube-runtime watcher) with canopy's retries and staleness tracking, under
-/// `name` (the `watch` label). Errors are logged here and not passed on.
+/// `stream` (a kube-runtime watcher) with canopy's retries and staleness tracking in
+/// `health`, under `name` (the `watch` label). Errors are logged here and passed on.
 pub fn resilient<K, S>(
+    health: &Arc<WatchHealth>,
     name: String,
     stream: S,
-) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + use<K, S>
 where
     K: Send + 'static,
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
 {
-    let registration = Registration(global().add(&name));
+    let registration = Registration {
+        health: health.clone(),
+        id: health.add(&name),
+    };
     let state = Resilient {
         name,
         stream: Box::pin(stream),
@@ -424,8 +437,8 @@ mod tests {
         )))
     }
 
-    fn stale(name: &str) -> bool {
-        global()
+    fn stale(health: &WatchHealth, name: &str) -> bool {
+        health
             .lock()
             .values()
             .any(|(n, s)| n == name && s.is_some())
@@ -443,34 +456,36 @@ mod tests {
             Ok(Event::InitDone),
         ];
         let (tx, rx) = futures::channel::mpsc::unbounded::<Item>();
-        let mut out = std::pin::pin!(resilient("test-swallow".to_owned(), rx));
+        let health = Arc::new(WatchHealth::new());
+        let mut out = std::pin::pin!(resilient(&health, "test-swallow".to_owned(), rx));
         for item in items {
             tx.unbounded_send(item).expect("open");
         }
         let start = tokio::time::Instant::now();
         assert!(matches!(out.next().await, Some(Ok(Event::Apply(1)))));
-        assert!(!stale("test-swallow"));
+        assert!(!stale(&health, "test-swallow"));
         // Two failures (200 ms, 400 ms, jittered), then a 410 that relists at once; each
         // error is passed on for the consumer to report.
         for _ in 0..3 {
             assert!(matches!(out.next().await, Some(Err(_))));
-            assert!(stale("test-swallow"));
+            assert!(stale(&health, "test-swallow"));
         }
         assert!(matches!(out.next().await, Some(Ok(Event::Init))));
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(450), "{waited:?}");
         assert!(waited <= Duration::from_millis(750), "{waited:?}");
-        assert!(stale("test-swallow"), "stale while relisting");
+        assert!(stale(&health, "test-swallow"), "stale while relisting");
         assert!(matches!(out.next().await, Some(Ok(Event::InitApply(2)))));
-        assert!(stale("test-swallow"));
+        assert!(stale(&health, "test-swallow"));
         assert!(matches!(out.next().await, Some(Ok(Event::InitDone))));
-        assert!(!stale("test-swallow"));
+        assert!(!stale(&health, "test-swallow"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_retry_counts_as_recovered() {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Item>();
-        let mut out = std::pin::pin!(resilient("test-quiet".to_owned(), rx));
+        let health = Arc::new(WatchHealth::new());
+        let mut out = std::pin::pin!(resilient(&health, "test-quiet".to_owned(), rx));
         tx.unbounded_send(refused()).expect("open");
         assert!(
             matches!(out.next().await, Some(Err(_))),
@@ -479,7 +494,7 @@ mod tests {
         // Nothing follows the failure: after the retry and SETTLE, the watch is healthy.
         let next = tokio::time::timeout(Duration::from_secs(10), out.next()).await;
         assert!(next.is_err(), "no item");
-        assert!(!stale("test-quiet"));
-        assert!(global().stalest().is_none_or(|(n, _)| n != "test-quiet"));
+        assert!(!stale(&health, "test-quiet"));
+        assert!(health.stalest().is_none());
     }
 }

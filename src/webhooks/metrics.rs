@@ -1,4 +1,4 @@
-//! Prometheus metrics of the webhook server, served at `GET /metrics`.
+//! Prometheus metrics of the webhook server, served at `GET /metrics` on the admin port.
 //!
 //! Label values are fixed strings (policy and mode names, webhook paths the server knows),
 //! never taken from a request, so a caller cannot grow the series without bound.
@@ -35,7 +35,6 @@ struct WebhookLabels {
 }
 
 pub struct Metrics {
-    registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     reviews: Family<ReviewLabels, Counter>,
     bad_requests: Counter,
@@ -50,47 +49,41 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        // One registry for the whole process, so `/metrics` is a single exposition.
-        let mut root = Registry::default();
-        crate::controllers::metrics::global()
-            .register(root.sub_registry_with_prefix("canopy_controller"));
-        crate::forest::watch_health::global().register(root.sub_registry_with_prefix("canopy"));
-        let registry = root.sub_registry_with_prefix("canopy_admission");
-        let decisions = Family::<DecisionLabels, Counter>::default();
+        Self {
+            decisions: Family::default(),
+            reviews: Family::default(),
+            bad_requests: Counter::default(),
+            // 50 µs to about 0.8 s: a review takes tens of microseconds, the apiserver
+            // gives up after the webhook's timeout of a few seconds.
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+            }),
+        }
+    }
+
+    /// Adds the series to `registry` (under its prefix, `canopy_admission` in the
+    /// manager's registry).
+    pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "policy_decisions",
             "Admission policy decisions by policy, effective mode and outcome",
-            decisions.clone(),
+            self.decisions.clone(),
         );
-        let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "reviews",
             "AdmissionReviews answered, by webhook and verdict",
-            reviews.clone(),
+            self.reviews.clone(),
         );
-        let bad_requests = Counter::default();
         registry.register(
             "bad_requests",
             "Requests answered with HTTP 400 (not a usable AdmissionReview)",
-            bad_requests.clone(),
+            self.bad_requests.clone(),
         );
-        // 50 µs to about 0.8 s: a review takes tens of microseconds, the apiserver gives up
-        // after the webhook's timeout of a few seconds.
-        let latency = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
-        });
         registry.register(
             "review_duration_seconds",
             "Time from a request body to the encoded answer, by webhook",
-            latency.clone(),
+            self.latency.clone(),
         );
-        Self {
-            registry: root,
-            decisions,
-            reviews,
-            bad_requests,
-            latency,
-        }
     }
 
     /// Counts what each policy decided for one request.
@@ -129,13 +122,6 @@ impl Metrics {
     pub fn record_bad_request(&self) {
         self.bad_requests.inc();
     }
-
-    /// The text exposition format.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
-    }
 }
 
 fn mode_name(mode: PolicyMode) -> &'static str {
@@ -164,7 +150,10 @@ mod tests {
         };
         metrics.record_policies(&[report.clone(), report]);
         metrics.record_review("validate-workloads", "denied", Duration::from_micros(80));
-        let text = metrics.encode().expect("encodes");
+        let mut registry = Registry::with_prefix("canopy_admission");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
         assert!(
             text.contains(
                 r#"canopy_admission_policy_decisions_total{policy="hostPath",mode="Enforce",outcome="violated"} 2"#

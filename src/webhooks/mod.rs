@@ -1,5 +1,6 @@
 //! Admission webhooks: the policies (pure functions), the tree and tenancy checks, and
-//! the HTTPS server that serves them.
+//! the HTTPS server that serves them (webhooks only; `/metrics` and the probes are on the
+//! admin port, `crate::admin`).
 
 mod anchor;
 mod authorizer;
@@ -19,13 +20,15 @@ mod tenant;
 #[cfg(test)]
 mod robustness_tests;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::authentication::v1::UserInfo;
+
 use kube::Client;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 
 use crate::forest::watch::ClusterState;
-use crate::forest::watch_health;
 pub use authorizer::Authorizer;
 use metrics::Metrics;
 use review::Verdict;
@@ -59,7 +62,7 @@ pub struct Webhooks {
     state: ClusterState,
     authorizer: Authorizer,
     canopy_username: String,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 impl Webhooks {
@@ -70,7 +73,7 @@ impl Webhooks {
             state,
             authorizer: Authorizer::new(client),
             canopy_username,
-            metrics: Metrics::new(),
+            metrics: Arc::default(),
         }
     }
 
@@ -81,31 +84,19 @@ impl Webhooks {
             state,
             authorizer: Authorizer::detached(),
             canopy_username,
-            metrics: Metrics::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records the reviews in `metrics` (the manager's, which `/metrics` serves) instead
+    /// of a set of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    /// Ready once the Forest and configuration are loaded and no propagated kind is still
-    /// in its first list (the source-conflict check reads those indexes), and while no
-    /// watch has been failing for longer than `READINESS_GRACE` (the model would be
-    /// stale); else why not. A kind canopy cannot use (refused by RBAC, not served) never
-    /// holds readiness up: readiness gates every fail-closed webhook, so one unusable kind
-    /// would block the whole cluster; its conflict check is skipped instead
-    /// (`PropagatedKinds::conflicts_for_source`).
-    pub fn readiness(&self) -> Result<(), String> {
-        let loaded = *self.state.ready.borrow() && self.state.kinds.is_settled();
-        let stalest = watch_health::global().stalest();
-        watch_health::readiness(
-            loaded,
-            stalest
-                .as_ref()
-                .map(|(name, stale)| (name.as_str(), *stale)),
-            watch_health::READINESS_GRACE,
-        )
     }
 
     fn is_canopy(&self, user: &UserInfo) -> bool {

@@ -1,5 +1,6 @@
-//! The HTTPS server: warp routes behind our own tokio-rustls accept loop (warp 0.4 has no
-//! TLS), HTTP/1.1 and HTTP/2.
+//! The HTTPS server of the webhooks: warp routes behind our own tokio-rustls accept loop
+//! (warp 0.4 has no TLS), HTTP/1.1 and HTTP/2. `/metrics` and the probes are served by
+//! `crate::admin` on a plain port of their own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -167,10 +168,7 @@ fn routes(
     options: ServeOptions,
 ) -> impl Filter<Extract = (Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let webhooks = Arc::new(webhooks);
-    let with = {
-        let webhooks = webhooks.clone();
-        warp::any().map(move || webhooks.clone())
-    };
+    let with = warp::any().map(move || webhooks.clone());
     let bare = warp::post()
         .and(warp::path(BARE_ALLOWED_PATH))
         .and(warp::path::end())
@@ -190,50 +188,13 @@ fn routes(
         .and(warp::path::end())
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .and(with.clone())
+        .and(with)
         .then(
             |path: String, body: bytes::Bytes, webhooks: Arc<Webhooks>| async move {
                 answer(&webhooks, &path, &body).await.into_reply()
             },
         );
-    let metrics = warp::get()
-        .and(warp::path("metrics"))
-        .and(warp::path::end())
-        .and(with.clone())
-        .map(
-            |webhooks: Arc<Webhooks>| match webhooks.metrics().encode() {
-                Ok(text) => {
-                    let mut response = plain(StatusCode::OK, text.trim_end());
-                    response.headers_mut().insert(
-                        warp::http::header::CONTENT_TYPE,
-                        warp::http::HeaderValue::from_static(
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
-                    );
-                    response
-                }
-                Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
-            },
-        );
-    let healthz = warp::get()
-        .and(warp::path("healthz"))
-        .and(warp::path::end())
-        .map(|| plain(StatusCode::OK, "ok"));
-    let readyz = warp::get()
-        .and(warp::path("readyz"))
-        .and(warp::path::end())
-        .and(with)
-        .map(|webhooks: Arc<Webhooks>| match webhooks.readiness() {
-            Ok(()) => plain(StatusCode::OK, "ok"),
-            Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &why),
-        });
     bare.or(review)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
         .unify()
         .recover(
             |rejection: warp::Rejection| async move { Ok::<_, Infallible>(rejected(rejection)) },
@@ -317,7 +278,7 @@ fn json(body: String) -> Reply {
     response
 }
 
-fn plain(status: StatusCode, text: &str) -> Reply {
+pub(crate) fn plain(status: StatusCode, text: &str) -> Reply {
     let mut response = warp::reply::Response::new(format!("{text}\n").into());
     *response.status_mut() = status;
     response
@@ -340,7 +301,7 @@ fn rejected(rejection: warp::Rejection) -> Reply {
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         plain(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST for reviews, GET for probes",
+            "use POST; /metrics and the probes are on the admin port",
         )
     } else {
         plain(

@@ -9,7 +9,7 @@ use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::canopy::PreparedCanopy;
 use canopy::dev::{ControlPlane, DevError, client_for};
 use canopy::leader::LeaderElectionArgs;
-use canopy::manager::{Halves, WebhookListener, run_with};
+use canopy::manager::{Halves, Listeners, WebhookListener, run_with};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -19,8 +19,8 @@ use super::{kubectl, spawn_on_own_runtime};
 static STOPS: Mutex<Vec<(String, oneshot::Sender<()>)>> = Mutex::new(Vec::new());
 
 /// Starts a manager as canopy's ServiceAccount (`kubeconfig`), campaigning for the Lease
-/// as `identity`; it serves the webhooks on `webhooks` when given.
-pub fn start_manager(kubeconfig: PathBuf, identity: &str, webhooks: Option<WebhookListener>) {
+/// as `identity`; it serves the webhooks and the admin port on `listeners` when given.
+pub fn start_manager(kubeconfig: PathBuf, identity: &str, listeners: Listeners) {
     let (stop, stopped) = oneshot::channel::<()>();
     STOPS.lock().push((identity.to_owned(), stop));
     let identity = identity.to_owned();
@@ -33,14 +33,14 @@ pub fn start_manager(kubeconfig: PathBuf, identity: &str, webhooks: Option<Webho
         };
         let halves = Halves {
             controllers: true,
-            webhooks: webhooks.is_some(),
+            webhooks: listeners.webhooks.is_some(),
         };
         let shutdown = async move {
             let _ = stopped.await;
         };
         if let Err(e) = run_with(
             client,
-            webhooks,
+            listeners,
             halves,
             Some(election),
             DEFAULT_WRITE_QPS,
@@ -91,11 +91,11 @@ pub fn proxy_connections() -> [usize; 2] {
 
 /// Two managers, `manager-a` and `manager-b`, both serving the webhooks, which the
 /// apiserver reaches through a round-robin TCP proxy (as a Service spreads connections
-/// over its endpoints; TLS passes through). Returns the two replicas' webhook ports.
+/// over its endpoints; TLS passes through). Returns the two replicas' ports.
 pub async fn start_two_replicas(
     plane: &ControlPlane,
     prepared: PreparedCanopy,
-) -> Result<[u16; 2], DevError> {
+) -> Result<Replicas, DevError> {
     let err = |e: String| DevError::Canopy(e);
     let serving = &plane.pki().loopback_serving;
     let second = WebhookListener::bind(
@@ -117,10 +117,36 @@ pub async fn start_two_replicas(
     let admin = plane.client().await?;
     canopy::dev::canopy::register_webhooks(&admin, proxy_port, &plane.pki().ca.cert_pem).await?;
     let kubeconfig = prepared.manager_kubeconfig.clone();
-    start_manager(kubeconfig.clone(), "manager-a", Some(prepared.webhooks));
-    start_manager(kubeconfig, "manager-b", Some(second));
+    let admins = [
+        super::loopback_admin_listener(),
+        super::loopback_admin_listener(),
+    ];
+    let admin_ports = [&admins[0], &admins[1]].map(|l| l.local_addr().map_or(0, |a| a.port()));
+    let [admin_a, admin_b] = admins;
+    start_manager(
+        kubeconfig.clone(),
+        "manager-a",
+        Listeners::webhooks(prepared.webhooks).with_admin(admin_a),
+    );
+    start_manager(
+        kubeconfig,
+        "manager-b",
+        Listeners::webhooks(second).with_admin(admin_b),
+    );
     canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
-    Ok(backends)
+    Ok(Replicas {
+        webhook_ports: backends,
+        admin_ports,
+    })
+}
+
+/// The ports of the two replicas of `start_two_replicas`.
+#[derive(Clone, Copy, Debug)]
+pub struct Replicas {
+    /// Their webhook servers (HTTPS), behind the proxy.
+    pub webhook_ports: [u16; 2],
+    /// Their admin ports (`/metrics`, `/healthz`, `/readyz`, plain HTTP).
+    pub admin_ports: [u16; 2],
 }
 
 /// Forwards each accepted connection to the next backend in turn.

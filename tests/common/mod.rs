@@ -55,7 +55,10 @@ pub fn cluster_with_canopy() -> &'static Cluster {
                 .unwrap_or_else(|| plane.dir().join("logs").join("canopy.log"));
             log_to(&log);
             let kubeconfig = prepared.manager_kubeconfig.clone();
-            let listener = prepared.webhooks;
+            let admin = loopback_admin_listener();
+            let _ = ADMIN_PORT.set(admin.local_addr().map_or(0, |a| a.port()));
+            let listeners =
+                canopy::manager::Listeners::webhooks(prepared.webhooks).with_admin(admin);
             spawn_on_own_runtime(async move {
                 let client = client_for(&kubeconfig).await.expect("the manager's client");
                 let halves = canopy::manager::Halves {
@@ -63,8 +66,7 @@ pub fn cluster_with_canopy() -> &'static Cluster {
                     webhooks: true,
                 };
                 if let Err(e) =
-                    canopy::manager::run(client, Some(listener), halves, std::future::pending())
-                        .await
+                    canopy::manager::run(client, listeners, halves, std::future::pending()).await
                 {
                     eprintln!("canopy manager failed: {e}");
                 }
@@ -74,6 +76,52 @@ pub fn cluster_with_canopy() -> &'static Cluster {
             Ok(plane)
         })
     })
+}
+
+/// The admin port (`/metrics`, `/healthz`, `/readyz`) of the manager that
+/// `cluster_with_canopy` runs.
+static ADMIN_PORT: OnceLock<u16> = OnceLock::new();
+
+/// The admin port of `cluster_with_canopy`'s manager.
+pub fn admin_port() -> u16 {
+    *ADMIN_PORT.get().expect("cluster_with_canopy() ran")
+}
+
+/// An admin listener on a free loopback port (the manager serves it; read the port with
+/// `local_addr`).
+pub fn loopback_admin_listener() -> canopy::admin::AdminListener {
+    canopy::admin::AdminListener::bind(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    )))
+    .expect("a free loopback port")
+}
+
+/// `GET path` on a loopback port over plain HTTP/1.1: the status code and the body (status
+/// 0 when nothing answers).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)) else {
+        return (0, String::new());
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if tcp.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = Vec::new();
+    let _ = tcp.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Runs `work` (a manager, usually) on a runtime of its own, on a thread that lives as long

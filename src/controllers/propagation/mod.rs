@@ -150,7 +150,7 @@ impl Propagation {
             }
         }
         kind.conflicts_known.store(true, Ordering::SeqCst);
-        super::metrics::global().set_conflicts(self.conflicts.count());
+        self.writer.metrics().set_conflicts(self.conflicts.count());
         self.hierarchy_queue.add_all(changed);
         if self.conflicts_known() {
             let all = self.all_namespaces();
@@ -401,7 +401,7 @@ pub async fn keep_kinds_available(p: Arc<Propagation>) {
             .into_iter()
             .map(|(key, a)| (key, a == Availability::Ready))
             .collect();
-        super::metrics::global().set_kinds_ready(&ready);
+        p.writer.metrics().set_kinds_ready(&ready);
     }
 }
 
@@ -420,7 +420,10 @@ async fn run_workers(p: Arc<Propagation>, kind: Arc<Kind>) {
     queue
         .run(CONCURRENCY, move |namespace| {
             let (p, kind) = (p.clone(), kind.clone());
-            async move { super::queue::timed("propagation", reconcile(&p, &kind, namespace)).await }
+            async move {
+                let metrics = p.writer.metrics().clone();
+                super::queue::timed(&metrics, "propagation", reconcile(&p, &kind, namespace)).await
+            }
         })
         .await;
 }
@@ -443,7 +446,7 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
         .conflicts
         .set(&model.key, &namespace, plan.conflicts.clone());
     p.hierarchy_queue.add_all(changed);
-    super::metrics::global().set_conflicts(p.conflicts.count());
+    p.writer.metrics().set_conflicts(p.conflicts.count());
     if plan.is_empty() {
         return Outcome::Success;
     }

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::Forest;
 use super::indexer::{self, Indexer};
-use super::watch_health::resilient;
+use super::watch_health::{self, resilient};
 use crate::api::{PropagationMode, keys, never_propagated};
 pub use health::{Availability, ERROR_FRESH, WatchHealth, availability, settled};
 pub use index::{CopyState, KindIndex};
@@ -130,6 +130,9 @@ impl KindModel {
 #[derive(Default)]
 pub struct PropagatedKinds {
     kinds: Mutex<HashMap<KindKey, Arc<KindModel>>>,
+    /// Where the kinds' watches report whether they fail (the manager's, served on
+    /// `/metrics` and read by `/readyz`).
+    stale: Arc<watch_health::WatchHealth>,
     /// The configuration has been read and every configured kind started at least once.
     configured: AtomicBool,
 }
@@ -137,6 +140,14 @@ pub struct PropagatedKinds {
 impl PropagatedKinds {
     /// A registry with no kinds whose configuration counts as read: for a model fed by no
     /// watcher (benchmarks, tests of the webhooks without a cluster).
+    /// No kinds yet; their watches will report to `stale`.
+    pub fn reporting_to(stale: Arc<watch_health::WatchHealth>) -> Self {
+        Self {
+            stale,
+            ..Self::default()
+        }
+    }
+
     pub fn settled() -> Self {
         let kinds = Self::default();
         kinds.set_configured();
@@ -178,11 +189,17 @@ impl PropagatedKinds {
             let mut watches = kind.watches.lock();
             watches.spawn(watch_sources(
                 client.clone(),
+                self.stale.clone(),
                 kind.clone(),
                 forest,
                 dirty.clone(),
             ));
-            watches.spawn(watch_copies(client.clone(), kind.clone(), dirty));
+            watches.spawn(watch_copies(
+                client.clone(),
+                self.stale.clone(),
+                kind.clone(),
+                dirty,
+            ));
         }
         self.lock().insert(key, kind.clone());
         kind
@@ -417,6 +434,7 @@ impl Indexer<PartialObjectMeta<DynamicObject>> for CopyFeed {
 
 async fn watch_sources(
     client: Client,
+    stale: Arc<watch_health::WatchHealth>,
     kind: Arc<KindModel>,
     forest: Arc<RwLock<Forest>>,
     dirty: impl Fn(Vec<String>),
@@ -426,19 +444,26 @@ async fn watch_sources(
         .labels(&format!("!{}", keys::INHERITED_FROM))
         .any_semantic();
     let events = resilient(
+        &stale,
         watch_name("sources", &kind.resource),
         watcher::watcher(api, config),
     );
     indexer::run(events, SourceFeed { kind, forest }, dirty, || {}).await;
 }
 
-async fn watch_copies(client: Client, kind: Arc<KindModel>, dirty: impl Fn(Vec<String>)) {
+async fn watch_copies(
+    client: Client,
+    stale: Arc<watch_health::WatchHealth>,
+    kind: Arc<KindModel>,
+    dirty: impl Fn(Vec<String>),
+) {
     // Metadata only: a copy's content is known from its hash annotation.
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &kind.resource);
     let config = watcher::Config::default()
         .labels(keys::INHERITED_FROM)
         .any_semantic();
     let events = resilient(
+        &stale,
         watch_name("copies", &kind.resource),
         watcher::watcher(api, config),
     );
