@@ -6,6 +6,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
+use common::objects::set_parent;
 use common::{Kubectl, apply, cluster, kubectl, kubectl_ok, unique};
 use serde_json::Value;
 
@@ -69,14 +70,6 @@ fn namespace(name: &str, subnamespace_of: Option<&str>) {
     }
 }
 
-fn hierarchy(namespace: &str, parent: &str) {
-    let out = apply(&format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\n\
-         metadata: {{name: hierarchy, namespace: {namespace}}}\nspec: {{parent: {parent}}}\n"
-    ));
-    assert!(out.success, "{}", out.stderr);
-}
-
 fn hierarchy_spec(namespace: &str) -> Value {
     let json = kubectl_ok(&["get", "hc", "hierarchy", "-n", namespace, "-o", "json"]);
     let hc: Value = serde_json::from_str(&json).expect("kubectl prints JSON");
@@ -96,9 +89,9 @@ fn small_tree() -> String {
     namespace(&a, Some(&root));
     namespace(&b, None);
     namespace(&ax, None);
-    hierarchy(&a, &root);
-    hierarchy(&b, &root);
-    hierarchy(&ax, &a);
+    set_parent(&a, &root);
+    set_parent(&b, &root);
+    set_parent(&ax, &a);
     kubectl_ok(&[
         "patch",
         "hc",
@@ -155,8 +148,8 @@ fn tree_prints_a_cycle_once_and_marks_it() {
     namespace(&x, None);
     namespace(&y, None);
     // Nothing refuses a cycle here: no canopy webhook runs in these tests.
-    hierarchy(&x, &y);
-    hierarchy(&y, &x);
+    set_parent(&x, &y);
+    set_parent(&y, &x);
     let out = canopy_ok(&["tree", &x]);
     assert!(
         out.starts_with(&format!(
@@ -244,7 +237,7 @@ fn set_writes_the_parent_and_cascading_deletion() {
 fn set_takes_over_a_parent_written_by_kubectl() {
     let ns = unique("takeover");
     namespace(&ns, None);
-    hierarchy(&ns, "somewhere");
+    set_parent(&ns, "somewhere");
     canopy_ok(&["set", &ns, "--root"]);
     assert!(hierarchy_spec(&ns)["parent"].is_null());
     let tree = canopy_ok(&["tree", &ns]);

@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{apply, eventually, kubectl, kubectl_ok, unique};
+use common::objects::wait_until_gone;
+use common::{apply, eventually, kubectl_ok, unique};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,10 +28,7 @@ fn deleted_namespace_disappears() {
     ]);
     kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
     // Without the namespace controller it would stay Terminating forever.
-    eventually("the namespace to be gone", WAIT, || {
-        let out = kubectl(&["get", "namespace", &ns]);
-        (!out.success && out.stderr.contains("NotFound")).then_some(())
-    });
+    wait_until_gone("namespace", None, &ns, WAIT);
 }
 
 #[test]
@@ -79,14 +77,8 @@ spec:
     });
 
     kubectl_ok(&["delete", "deployment", "web", "-n", &ns, "--wait=false"]);
-    eventually(
-        "the garbage collector to delete the ReplicaSet",
-        WAIT,
-        || {
-            let out = kubectl(&["get", "replicaset", &replicaset, "-n", &ns]);
-            (!out.success && out.stderr.contains("NotFound")).then_some(())
-        },
-    );
+    // The garbage collector deletes the ReplicaSet.
+    wait_until_gone("replicaset", Some(&ns), &replicaset, WAIT);
 }
 
 #[test]

@@ -15,8 +15,9 @@ use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::client_for;
 use canopy::manager::{Halves, Listeners, run_with};
 use canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION;
+use common::objects::set_parent;
 use common::{
-    CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
+    CUSTOM, Kubectl, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
     spawn_on_own_runtime, start_plane, unique,
 };
 use parking_lot::{Mutex, MutexGuard};
@@ -186,13 +187,6 @@ fn restart_controllers() {
     }
     let kubeconfig = MANAGER_KUBECONFIG.get().expect("set up").clone();
     *slot = Some(Controllers::start(kubeconfig));
-}
-
-fn set_parent(child: &str, parent: &str) {
-    let out = apply(&format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {child}}}\nspec: {{parent: {parent}}}\n"
-    ));
-    assert!(out.success, "{}", out.stderr);
 }
 
 /// The `BadConfiguration` condition of `namespace` when it reports a conflict in `target`.

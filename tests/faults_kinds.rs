@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::managers::start_two_replicas;
+use common::objects::{configure_kinds, create_namespace, make_subnamespace};
 use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok};
 use common::{start_plane, unique};
 use parking_lot::Mutex;
@@ -87,16 +88,6 @@ fn kind_ready_metric(replica: usize, group: &str, resource: &str) -> Option<Stri
         .map(str::to_owned)
 }
 
-/// The default kinds plus `extra` (`{group: .., resource: .., mode: ..}` lines).
-fn configure(extra: &[&str]) {
-    let mut yaml = "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\nspec:\n  resources:\n  - {group: '', resource: resourcequotas, mode: Propagate}\n  - {group: networking.k8s.io, resource: networkpolicies, mode: Propagate}\n  - {group: '', resource: limitranges, mode: Propagate}\n".to_owned();
-    for line in extra {
-        yaml.push_str(&format!("  - {line}\n"));
-    }
-    let out = apply(&yaml);
-    assert!(out.success, "{}", out.stderr);
-}
-
 /// The `BadConfiguration` condition of the CanopyConfiguration, if written.
 fn bad_configuration() -> Option<Value> {
     let config = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
@@ -134,15 +125,9 @@ subjects: [{{kind: ServiceAccount, name: canopy, namespace: canopy-system}}]
 /// webhook must admit and the leader must act on); returns their names.
 fn tree(prefix: &str) -> (String, String) {
     let root = unique(prefix);
-    kubectl_ok(&["create", "namespace", &root]);
+    create_namespace(&root);
     let child = format!("{root}-child");
-    let out = apply(&format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {root}}}\n"
-    ));
-    assert!(out.success, "the anchor is admitted: {}", out.stderr);
-    eventually(&format!("namespace {child}"), WAIT, || {
-        json(&["get", "namespace", &child, "-o", "json"])
-    });
+    make_subnamespace(&root, &child, WAIT);
     (root, child)
 }
 
@@ -166,7 +151,7 @@ fn an_unreadable_kind_keeps_every_replica_ready_and_is_picked_up_once_granted() 
     both_replicas_become_ready();
 
     // canopy has no right to list Secrets.
-    configure(&["{group: '', resource: secrets, mode: AllowPropagate}"]);
+    configure_kinds(&["{group: '', resource: secrets, mode: AllowPropagate}"]);
     // The leader resolved the kind: its rule is in the propagated webhook.
     eventually("secrets in the propagated webhook's rules", WAIT, || {
         let config = json(&[
@@ -263,7 +248,7 @@ fn a_kind_whose_crd_comes_later_is_picked_up_without_a_restart() {
     setup();
     let _lock = CONFIGURATION.lock();
     grant("canopy-faults-widgets", "faults.canopy.dev", "widgets");
-    configure(&["{group: faults.canopy.dev, resource: widgets, mode: Propagate}"]);
+    configure_kinds(&["{group: faults.canopy.dev, resource: widgets, mode: Propagate}"]);
 
     // Reported as unavailable while the kind is not served. (Looked at without failing
     // at once, so that on a build without the report the missing copies fail first.)

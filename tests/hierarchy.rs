@@ -5,38 +5,24 @@ mod common;
 
 use std::time::Duration;
 
+use common::objects::{
+    self, namespace_labels, set_parent, try_set_parent, wait_until_anchor_ok, wait_until_gone,
+};
 use common::{apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, unique};
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 const CANOPY_SA: &str = "system:serviceaccount:canopy-system:canopy";
 
-fn labels(ns: &str) -> Option<Value> {
-    json(&["get", "namespace", ns, "-o", "json"]).map(|n| n["metadata"]["labels"].clone())
-}
-
+/// A namespace, with canopy running.
 fn create_namespace(name: &str) {
     cluster_with_canopy();
-    kubectl_ok(&["create", "namespace", name]);
-}
-
-fn set_parent(ns: &str, parent: &str) -> common::Kubectl {
-    apply(&format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {ns}}}\nspec: {{parent: {parent}}}\n"
-    ))
+    objects::create_namespace(name);
 }
 
 fn anchor(parent: &str, child: &str) -> common::Kubectl {
     apply(&format!(
         "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {parent}}}\nspec:\n  labels: {{team: blue}}\n  annotations: {{owner: blue-team}}\n"
     ))
-}
-
-fn wait_for_anchor_ok(parent: &str, child: &str) {
-    eventually(&format!("anchor {parent}/{child} to be Ok"), WAIT, || {
-        let a = json(&["get", "subns", child, "-n", parent, "-o", "json"])?;
-        (a["status"]["status"] == "Ok").then_some(())
-    });
 }
 
 /// Waits for an Event with `reason` about `object` in namespace `ns`.
@@ -52,7 +38,7 @@ fn wait_for_event(ns: &str, object: &str, reason: &str) {
 }
 
 fn depth(ns: &str, ancestor: &str) -> Option<String> {
-    labels(ns)?[format!("{ancestor}.tree.canopy.dev/depth")]
+    namespace_labels(ns)?[format!("{ancestor}.tree.canopy.dev/depth")]
         .as_str()
         .map(str::to_owned)
 }
@@ -64,10 +50,10 @@ fn an_anchor_creates_its_namespace_with_parent_labels_and_status() {
     create_namespace(&root);
     let out = anchor(&root, &child);
     assert!(out.success, "{}", out.stderr);
-    wait_for_anchor_ok(&root, &child);
+    wait_until_anchor_ok(&root, &child, WAIT);
 
     wait_for_event(&root, &child, "SubnamespaceCreated");
-    let child_labels = labels(&child).expect("the child namespace exists");
+    let child_labels = namespace_labels(&child).expect("the child namespace exists");
     assert_eq!(child_labels["team"], "blue", "spec.labels are set");
     assert_eq!(child_labels["canopy.dev/subnamespace-of"], root.as_str());
     assert_eq!(child_labels[format!("{child}.tree.canopy.dev/depth")], "0");
@@ -109,15 +95,14 @@ fn depth_labels_follow_a_moved_subtree() {
     for ns in [&a, &b, &mid, &leaf] {
         create_namespace(ns);
     }
-    assert!(set_parent(&mid, &a).success);
-    assert!(set_parent(&leaf, &mid).success);
+    set_parent(&mid, &a);
+    set_parent(&leaf, &mid);
     eventually("the grandchild to carry every ancestor", WAIT, || {
         (depth(&leaf, &a).as_deref() == Some("2") && depth(&leaf, &mid).as_deref() == Some("1"))
             .then_some(())
     });
 
-    let out = set_parent(&mid, &b);
-    assert!(out.success, "{}", out.stderr);
+    set_parent(&mid, &b);
     eventually("the labels to follow the move", WAIT, || {
         (depth(&leaf, &b).as_deref() == Some("2")
             && depth(&leaf, &a).is_none()
@@ -133,9 +118,9 @@ fn a_cycle_is_refused() {
     let b = format!("{a}-b");
     create_namespace(&a);
     create_namespace(&b);
-    assert!(set_parent(&b, &a).success);
+    set_parent(&b, &a);
     eventually("b under a", WAIT, || depth(&b, &a).map(|_| ()));
-    let out = set_parent(&a, &b);
+    let out = try_set_parent(&a, &b);
     assert!(!out.success, "a cycle was admitted");
     assert!(out.stderr.contains("cycle"), "{}", out.stderr);
     assert!(
@@ -143,13 +128,13 @@ fn a_cycle_is_refused() {
         "{}",
         out.stderr
     );
-    let missing = set_parent(&a, &unique("nowhere"));
+    let missing = try_set_parent(&a, &unique("nowhere"));
     assert!(
         !missing.success && missing.stderr.contains("does not exist"),
         "{}",
         missing.stderr
     );
-    let excluded = set_parent(&a, "kube-system");
+    let excluded = try_set_parent(&a, "kube-system");
     assert!(
         !excluded.success && excluded.stderr.contains("excluded"),
         "{}",
@@ -167,7 +152,7 @@ fn moving_needs_rights_in_the_new_parent_and_in_the_tree_being_left() {
     for ns in [&root, &child, &elsewhere, &own] {
         create_namespace(ns);
     }
-    assert!(set_parent(&child, &root).success);
+    set_parent(&child, &root);
     for ns in [&child, &own] {
         kubectl_ok(&[
             "create",
@@ -375,10 +360,10 @@ fn deleting_an_anchor_deletes_its_namespace_and_cascades_only_when_allowed() {
     let grandchild = format!("{root}-gc");
     create_namespace(&root);
     assert!(anchor(&root, &child).success);
-    wait_for_anchor_ok(&root, &child);
+    wait_until_anchor_ok(&root, &child, WAIT);
     let out = anchor(&child, &grandchild);
     assert!(out.success, "{}", out.stderr);
-    wait_for_anchor_ok(&child, &grandchild);
+    wait_until_anchor_ok(&child, &grandchild, WAIT);
 
     let refused = kubectl(&["delete", "namespace", &grandchild]);
     assert!(
@@ -422,14 +407,7 @@ fn deleting_an_anchor_deletes_its_namespace_and_cascades_only_when_allowed() {
             .then_some(())
     });
     for ns in [&child, &grandchild] {
-        eventually(
-            &format!("namespace {ns} to be gone"),
-            Duration::from_secs(90),
-            || {
-                let out = kubectl(&["get", "namespace", ns]);
-                (!out.success && out.stderr.contains("NotFound")).then_some(())
-            },
-        );
+        wait_until_gone("namespace", None, ns, Duration::from_secs(90));
     }
 }
 
@@ -463,7 +441,7 @@ fn an_anchor_for_an_unrelated_namespace_is_refused_or_reports_conflict() {
         (a["status"]["status"] == "Conflict").then_some(())
     });
     wait_for_event(&parent, &taken, "Conflict");
-    let untouched = labels(&taken).expect("still there");
+    let untouched = namespace_labels(&taken).expect("still there");
     assert_eq!(untouched["owner"], "someone-else");
     assert!(untouched.get("canopy.dev/subnamespace-of").is_none());
     assert!(
@@ -488,8 +466,8 @@ fn a_subnamespace_keeps_its_parent_while_its_anchor_exists() {
     create_namespace(&root);
     create_namespace(&other);
     assert!(anchor(&root, &child).success);
-    wait_for_anchor_ok(&root, &child);
-    let out = set_parent(&child, &other);
+    wait_until_anchor_ok(&root, &child, WAIT);
+    let out = try_set_parent(&child, &other);
     assert!(!out.success, "a subnamespace changed parent");
     assert!(out.stderr.contains("delete the anchor"), "{}", out.stderr);
 }
@@ -500,7 +478,7 @@ fn a_missing_parent_halts_the_namespace_until_it_heals() {
     let child = format!("{parent}-c");
     create_namespace(&parent);
     create_namespace(&child);
-    assert!(set_parent(&child, &parent).success);
+    set_parent(&child, &parent);
     eventually("the child to join", WAIT, || {
         depth(&child, &parent).map(|_| ())
     });

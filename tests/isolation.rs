@@ -9,9 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::objects::{anchor, hierarchy, namespace_labels};
 use common::tenants::{
-    WAIT, anchor, as_owner, as_owner_stdin, create_tenant, hierarchy, namespace_labels,
-    owner_flags, owner_subnamespace, race_anchors_into_tenants,
+    WAIT, as_owner, as_owner_stdin, create_tenant, owner_flags, owner_subnamespace,
+    race_anchors_into_tenants,
 };
 use common::{
     apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin, unique,

@@ -17,6 +17,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::tenants::{as_owner, owner_flags};
 use common::{
     Kubectl, apply, cluster_with_canopy, eventually, json, kubectl, kubectl_with_stdin, unique,
 };
@@ -107,26 +108,9 @@ fn tenant(prefix: &str, limit_range: bool) -> String {
     name
 }
 
-fn owner_args(tenant: &str) -> [String; 4] {
-    [
-        "--as".to_owned(),
-        format!("{tenant}-bob"),
-        "--as-group".to_owned(),
-        format!("{tenant}-admins"),
-    ]
-}
-
-/// kubectl as the tenant's owner.
-fn as_owner(tenant: &str, args: &[&str]) -> Kubectl {
-    let who = owner_args(tenant);
-    let mut all: Vec<&str> = who.iter().map(String::as_str).collect();
-    all.extend_from_slice(args);
-    kubectl(&all)
-}
-
 /// `kubectl apply <extra> -n <tenant> -f -` as the tenant's owner.
 fn owner_apply(tenant: &str, extra: &[&str], yaml: &str) -> Kubectl {
-    let who = owner_args(tenant);
+    let who = owner_flags(tenant);
     let mut all: Vec<&str> = who.iter().map(String::as_str).collect();
     all.extend_from_slice(&["-n", tenant, "apply"]);
     all.extend_from_slice(extra);

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::objects::{self, configure_kinds, get, wait_until_gone};
 use common::{apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, unique};
 use serde_json::Value;
 
@@ -18,48 +19,16 @@ fn configuration_lock() -> parking_lot::MutexGuard<'static, ()> {
     CONFIGURATION.lock()
 }
 
-/// The default kinds plus `extra` (`{group: .., resource: .., mode: ..}` lines).
-fn configure(extra: &[&str]) {
-    let mut yaml = "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\nspec:\n  resources:\n  - {group: '', resource: resourcequotas, mode: Propagate}\n  - {group: networking.k8s.io, resource: networkpolicies, mode: Propagate}\n  - {group: '', resource: limitranges, mode: Propagate}\n".to_owned();
-    for line in extra {
-        yaml.push_str(&format!("  - {line}\n"));
-    }
-    let out = apply(&yaml);
-    assert!(out.success, "{}", out.stderr);
-}
-
-/// A tree `root -> mid -> leaf` of full namespaces; returns their names.
+/// A tree `root -> mid -> leaf` of full namespaces, with canopy running.
 fn tree(prefix: &str) -> (String, String, String) {
     cluster_with_canopy();
-    let root = unique(prefix);
-    let (mid, leaf) = (format!("{root}-mid"), format!("{root}-leaf"));
-    for ns in [&root, &mid, &leaf] {
-        kubectl_ok(&["create", "namespace", ns]);
-    }
-    for (child, parent) in [(&mid, &root), (&leaf, &mid)] {
-        let out = apply(&format!(
-            "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {child}}}\nspec: {{parent: {parent}}}\n"
-        ));
-        assert!(out.success, "{}", out.stderr);
-    }
-    (root, mid, leaf)
-}
-
-fn get(kind: &str, ns: &str, name: &str) -> Option<Value> {
-    json(&["get", kind, name, "-n", ns, "-o", "json"])
+    objects::tree(prefix)
 }
 
 fn wait_for_copy(kind: &str, ns: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(&format!("{kind} {ns}/{name}"), WAIT, || {
         get(kind, ns, name).filter(|o| check(o))
     })
-}
-
-fn wait_for_absence(kind: &str, ns: &str, name: &str) {
-    eventually(&format!("{kind} {ns}/{name} to be gone"), WAIT, || {
-        let out = kubectl(&["get", kind, name, "-n", ns]);
-        (!out.success && out.stderr.contains("NotFound")).then_some(())
-    });
 }
 
 #[test]
@@ -155,7 +124,7 @@ spec:
 
     // A delete reaches every copy.
     kubectl_ok(&["delete", "networkpolicy", "deny-ingress", "-n", &root]);
-    wait_for_absence("networkpolicy", &leaf, "deny-ingress");
+    wait_until_gone("networkpolicy", Some(&leaf), "deny-ingress", WAIT);
 }
 
 #[test]
@@ -190,8 +159,8 @@ fn moving_a_subtree_swaps_its_inherited_objects() {
     wait_for_copy("role", &leaf, "from-other", |o| {
         o["metadata"]["labels"]["canopy.dev/inherited-from"] == other.as_str()
     });
-    wait_for_absence("role", &leaf, "from-root");
-    wait_for_absence("role", &mid, "from-root");
+    wait_until_gone("role", Some(&leaf), "from-root", WAIT);
+    wait_until_gone("role", Some(&mid), "from-root", WAIT);
 }
 
 #[test]
@@ -439,7 +408,7 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
     );
 
     let config =
-        |mode: &str| configure(&[&format!("{{group: '', resource: secrets, mode: {mode}}}")]);
+        |mode: &str| configure_kinds(&[&format!("{{group: '', resource: secrets, mode: {mode}}}")]);
     config("Propagate");
     let copy = wait_for_copy("secret", &leaf, "registry", |_| true);
     assert_eq!(copy["data"]["token"], "czNjcmV0");
@@ -457,7 +426,7 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
     });
 
     config("Remove");
-    wait_for_absence("secret", &leaf, "registry");
+    wait_until_gone("secret", Some(&leaf), "registry", WAIT);
     assert!(
         get("secret", &root, "registry").is_some(),
         "the source stays"
@@ -528,7 +497,7 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
     );
     assert!(out.success, "{}", out.stderr);
     let url_before = propagated_webhook().expect("the webhook")["clientConfig"]["url"].clone();
-    configure(&["{group: '', resource: configmaps, mode: Propagate}"]);
+    configure_kinds(&["{group: '', resource: configmaps, mode: Propagate}"]);
     eventually("the webhook's rules to list configmaps", WAIT, || {
         webhook_covers("configmaps").then_some(())
     });
@@ -752,7 +721,7 @@ subjects: [{kind: ServiceAccount, name: canopy, namespace: canopy-system}]
     );
 
     // A kind dropped from the configuration loses its rule (its copies stay as they are).
-    configure(&[]);
+    configure_kinds(&[]);
     eventually("the configmaps rule to go", WAIT, || {
         (!webhook_covers("configmaps")).then_some(())
     });

@@ -4,12 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::tenants::{anchor, as_owner, as_owner_apply, wait_until_ready};
+use common::objects::{anchor, wait_for, wait_until_gone};
+use common::tenants::{as_owner, as_owner_apply, wait_until_ready};
 use common::{
     apply, cluster_with_canopy, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin,
     repo_path, unique,
 };
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -32,12 +32,6 @@ fn create_tenant(name: &str, max: u32, policy: &str) {
     let out = apply(&sample_tenant(name, max, policy));
     assert!(out.success, "{}", out.stderr);
     wait_until_ready(name, WAIT);
-}
-
-fn wait_for(kind: &str, ns: &str, name: &str) -> Value {
-    eventually(&format!("{kind} {ns}/{name}"), WAIT, || {
-        json(&["get", kind, name, "-n", ns, "-o", "json"])
-    })
 }
 
 #[test]
@@ -312,14 +306,7 @@ fn deletion_policies_do_what_they_say() {
     wait_for("hc", &child, "hierarchy");
     kubectl_ok(&["delete", "tenant", &cascade, "--wait=true", "--timeout=60s"]);
     for ns in [&cascade, &child] {
-        eventually(
-            &format!("namespace {ns} to be deleted"),
-            Duration::from_secs(90),
-            || {
-                let out = kubectl(&["get", "namespace", ns]);
-                (!out.success && out.stderr.contains("NotFound")).then_some(())
-            },
-        );
+        wait_until_gone("namespace", None, ns, Duration::from_secs(90));
     }
 }
 

@@ -3,8 +3,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use serde_json::Value;
-
+use super::objects::{anchor, anchor_state, wait_until_anchor_ok};
 use super::{Kubectl, apply, eventually, json, kubectl, kubectl_ok, kubectl_with_stdin, unique};
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -72,43 +71,11 @@ pub fn as_owner_apply(tenant: &str, yaml: &str) -> Kubectl {
     as_owner_stdin(tenant, &["apply", "-f", "-"], yaml)
 }
 
-pub fn anchor(parent: &str, child: &str) -> String {
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: SubnamespaceAnchor\nmetadata: {{name: {child}, namespace: {parent}}}\n"
-    )
-}
-
-pub fn hierarchy(namespace: &str, parent: Option<&str>) -> String {
-    let parent = parent.map_or("null".to_owned(), |p| format!("{p:?}"));
-    format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\nmetadata: {{name: hierarchy, namespace: {namespace}}}\nspec: {{parent: {parent}}}\n"
-    )
-}
-
-pub fn anchor_state(parent: &str, child: &str) -> Option<String> {
-    let a = json(&[
-        "get",
-        "subnamespaceanchor",
-        child,
-        "-n",
-        parent,
-        "-o",
-        "json",
-    ])?;
-    a["status"]["status"].as_str().map(str::to_owned)
-}
-
-pub fn namespace_labels(name: &str) -> Option<Value> {
-    Some(json(&["get", "namespace", name, "-o", "json"])?["metadata"]["labels"].clone())
-}
-
 /// The owner's subnamespace `child` of `parent`, once canopy reports it Ok.
 pub fn owner_subnamespace(tenant: &str, parent: &str, child: &str) {
     let out = as_owner_stdin(tenant, &["apply", "-f", "-"], &anchor(parent, child));
     assert!(out.success, "the owner's anchor {child}: {}", out.stderr);
-    eventually(&format!("anchor {child} to be Ok"), WAIT, || {
-        (anchor_state(parent, child).as_deref() == Some("Ok")).then_some(())
-    });
+    wait_until_anchor_ok(parent, child, WAIT);
 }
 
 pub fn tenant_namespaces(tenant: &str) -> Vec<String> {
