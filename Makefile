@@ -15,6 +15,7 @@ export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
 ## test: everything CI checks: formatting, lints, unit and integration tests
 test: tools envtest
 	cargo fmt --check
+	python3 hack/import-graph.py
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 
