@@ -222,6 +222,7 @@ pub async fn run_with(
             }
         }
     };
+    let quota = controllers::quota::run(state.clone(), writer.clone(), leader.clone());
     let controllers = controllers::run(
         client.clone(),
         state.clone(),
@@ -246,6 +247,7 @@ pub async fn run_with(
     let tasks = [
         tokio::spawn(watchers),
         tokio::spawn(controllers),
+        tokio::spawn(quota),
         tokio::spawn(serve),
         tokio::spawn(admin),
     ];

@@ -5,7 +5,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::{CanopyConfiguration, HierarchyConfiguration, SubnamespaceAnchor, Tenant};
+use super::{
+    CanopyConfiguration, HierarchicalResourceQuota, HierarchyConfiguration, SubnamespaceAnchor,
+    Tenant,
+};
 
 /// Every CRD, in a fixed order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -14,6 +17,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         spec_optional(SubnamespaceAnchor::crd()),
         spec_optional(HierarchyConfiguration::crd()),
         spec_optional(CanopyConfiguration::crd()),
+        HierarchicalResourceQuota::crd(),
     ]
 }
 
@@ -113,12 +117,13 @@ mod tests {
     #[test]
     fn the_stream_holds_every_crd() {
         let yaml = crds_yaml().expect("CRDs serialize");
-        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 4);
+        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 5);
         for name in [
             "tenants.canopy.dev",
             "subnamespaceanchors.canopy.dev",
             "hierarchyconfigurations.canopy.dev",
             "canopyconfigurations.canopy.dev",
+            "hierarchicalresourcequotas.canopy.dev",
         ] {
             assert!(yaml.contains(&format!("name: {name}\n")), "{name} missing");
         }

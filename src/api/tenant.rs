@@ -11,11 +11,16 @@ pub const QUOTA: &str = "canopy-quota";
 pub const LIMITS: &str = "canopy-limits";
 pub const ISOLATION: &str = "canopy-isolation";
 /// All of them, with their kinds as `(group, plural, name)`; only canopy may change them.
-pub const ROOT_OBJECTS: [(&str, &str, &str); 4] = [
+pub const ROOT_OBJECTS: [(&str, &str, &str); 5] = [
     ("rbac.authorization.k8s.io", "rolebindings", OWNERS_BINDING),
     ("", "resourcequotas", QUOTA),
     ("", "limitranges", LIMITS),
     ("networking.k8s.io", "networkpolicies", ISOLATION),
+    (
+        "canopy.dev",
+        "hierarchicalresourcequotas",
+        super::TENANT_QUOTA,
+    ),
 ];
 
 /// Whether an object of `resource` (in `group`) named `name` in a Tenant's root is one
@@ -97,6 +102,13 @@ pub struct TenantSpec {
     /// A ResourceQuota spec; each namespace of the tenant gets its own copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_quota: Option<ResourceQuotaSpec>,
+    /// One budget for the whole tenant (the `hard` of a HierarchicalResourceQuota): canopy
+    /// writes it as the HierarchicalResourceQuota `canopy-tenant-quota` in the root, so
+    /// all the tenant's namespaces share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
     /// A LimitRange spec; each namespace of the tenant gets its own copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_range: Option<LimitRangeSpec>,

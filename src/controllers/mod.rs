@@ -10,6 +10,7 @@ pub mod namespace_labels;
 pub mod ops;
 pub mod propagation;
 pub mod queue;
+pub mod quota;
 pub mod tenant;
 pub mod volume;
 pub mod webhook_rules;

@@ -70,6 +70,15 @@ pub enum Op {
         set: BTreeMap<String, String>,
         remove: Vec<String>,
     },
+    /// Replaces an object's whole status through the status subresource, failing with a
+    /// conflict if the object changed since `object.metadata.resourceVersion` (the
+    /// compare-and-swap of a HierarchicalResourceQuota's usage and reservations).
+    ReplaceStatus {
+        resource: ApiResource,
+        namespace: Option<String>,
+        name: String,
+        object: Value,
+    },
     /// Sets (or with `None` removes) a PersistentVolume's tenant label.
     LabelVolume {
         name: String,

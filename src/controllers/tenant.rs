@@ -17,8 +17,9 @@ use super::ops::{Event, Op};
 use super::queue::Outcome;
 use super::writer::Writer;
 use crate::api::{
-    DeletionPolicy, ISOLATION, LIMITS, OWNERS_BINDING, Owner, OwnerKind, PodSecurityLevel, QUOTA,
-    READY, Tenant, TenantStatus, events, keys, owner_access_name, reasons,
+    DeletionPolicy, HierarchicalResourceQuota, ISOLATION, LIMITS, OWNERS_BINDING, Owner, OwnerKind,
+    PodSecurityLevel, QUOTA, READY, TENANT_QUOTA, Tenant, TenantStatus, events, keys,
+    owner_access_name, reasons,
 };
 use crate::forest::Forest;
 use crate::forest::watch::ClusterState;
@@ -195,6 +196,10 @@ fn root_objects(tenant: &Tenant, forest: &Forest) -> Vec<RootObject> {
     });
     let quota = spec.namespace_quota.as_ref().map(|q| json!({"spec": q}));
     let limits = spec.limit_range.as_ref().map(|l| json!({"spec": l}));
+    let tenant_quota = spec
+        .quota
+        .as_ref()
+        .map(|hard| json!({"spec": {"hard": hard}}));
     let mut excluded: Vec<&str> = forest.excluded().collect();
     excluded.sort_unstable();
     // Ingress from the tenant's own namespaces, and from excluded (system) namespaces so
@@ -223,6 +228,11 @@ fn root_objects(tenant: &Tenant, forest: &Forest) -> Vec<RootObject> {
             ApiResource::erase::<NetworkPolicy>(&()),
             ISOLATION,
             isolation,
+        ),
+        object(
+            ApiResource::erase::<HierarchicalResourceQuota>(&()),
+            TENANT_QUOTA,
+            tenant_quota,
         ),
     ]
 }
@@ -499,6 +509,7 @@ mod tests {
                 "apply ResourceQuota acme/canopy-quota",
                 "delete LimitRange acme/canopy-limits",
                 "apply NetworkPolicy acme/canopy-isolation",
+                "delete HierarchicalResourceQuota acme/canopy-tenant-quota",
                 "apply ClusterRole /canopy-tenant-acme",
                 "apply ClusterRoleBinding /canopy-tenant-acme",
                 "status",
@@ -516,6 +527,24 @@ mod tests {
                 .as_ref()
                 .is_some_and(|e| e.reason == events::ROOT_NAMESPACE_CREATED)
         );
+    }
+
+    #[test]
+    fn a_tenant_quota_becomes_the_hrq_in_the_root() {
+        let t = tenant(serde_json::json!({"quota": {"pods": "5", "requests.cpu": "1"}}));
+        let plan = plan_tenant(&t, &tree("other"), now());
+        let ops = tenant_ops(&t, plan, PodSecurityLevel::Baseline);
+        let body = ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Apply { name, body, .. } if name == TENANT_QUOTA => Some(body.clone()),
+                _ => None,
+            })
+            .expect("the tenant quota is applied");
+        assert_eq!(body["kind"], "HierarchicalResourceQuota");
+        assert_eq!(body["metadata"]["namespace"], "acme");
+        assert_eq!(body["spec"]["hard"]["pods"], "5");
+        assert_eq!(body["spec"]["hard"]["requests.cpu"], "1");
     }
 
     #[test]

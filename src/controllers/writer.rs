@@ -266,6 +266,32 @@ impl Writer {
         Ok(())
     }
 
+    /// Replaces an object's status, with the resourceVersion in `object` as precondition.
+    async fn replace_status(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+    ) -> Result<()> {
+        let body: DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| WriteError {
+                action: format!("encoding the status of {} {name}", resource.kind),
+                source: kube::Error::SerdeError(e),
+            })?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        self.dynamic(resource, namespace)
+            .replace_status(name, &params, &body)
+            .await
+            .map_err(context(|| {
+                format!("replacing the status of {} {name}", resource.kind)
+            }))?;
+        Ok(())
+    }
+
     /// Replaces the rules of the webhook named `webhook` in the ValidatingWebhookConfiguration
     /// `configuration`. A strategic merge keyed by webhook name (`rules` is an atomic
     /// list): the webhook's clientConfig and every other webhook are left as they are,
@@ -528,6 +554,15 @@ impl Writer {
                     field_manager,
                 )
                 .await?
+            }
+            Op::ReplaceStatus {
+                resource,
+                namespace,
+                name,
+                object,
+            } => {
+                self.replace_status(&resource, namespace.as_deref(), &name, &object)
+                    .await?
             }
             Op::PatchNamespaceLabels { name, set, remove } => {
                 self.patch_namespace_labels(&name, &set, &remove).await?

@@ -15,6 +15,7 @@ mod halt;
 pub mod indexer;
 pub mod limit_ranges;
 pub mod propagated;
+pub mod quota;
 #[cfg(test)]
 pub mod testing;
 mod tree;

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use futures::Stream;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use kube::Client;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -20,6 +22,7 @@ use super::indexer::{self, Indexer};
 use super::limit_ranges::LimitRangeIndex;
 use super::propagated::PropagatedKinds;
 use super::watch_health::{self, WatchHealth};
+use super::quota::{HrqFeed, QuotaIndex, UsageFeed};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
     PodSecurityLevel, SubnamespaceAnchor, Tenant,
@@ -41,6 +44,8 @@ pub struct ClusterState {
     /// Sources and copies of every propagated kind (their watches are started by the
     /// propagation controller, which decides which kinds propagate).
     pub kinds: Arc<PropagatedKinds>,
+    /// HierarchicalResourceQuotas and the usage of every counted object.
+    pub quota: QuotaIndex,
     /// True once every watcher has listed its kind once.
     pub ready: watch::Receiver<bool>,
     /// Whether the watches feeding this state (the Forest's and the propagated kinds')
@@ -80,6 +85,7 @@ impl ClusterState {
             limit_ranges: LimitRangeIndex::default(),
             volumes: reflector::store().0,
             kinds: Arc::new(PropagatedKinds::settled()),
+            quota: QuotaIndex::default(),
             ready,
             health: Arc::new(WatchHealth::new()),
         }
@@ -88,7 +94,7 @@ impl ClusterState {
 
 /// The watches of the model, by the name their health is reported under
 /// (`canopy_watch_stale{watch=...}`); each must list once before anything is decided.
-pub const WATCHES: [&str; 7] = [
+pub const WATCHES: [&str; 11] = [
     "namespaces",
     "hierarchyconfigurations",
     "subnamespaceanchors",
@@ -96,6 +102,10 @@ pub const WATCHES: [&str; 7] = [
     "persistentvolumes",
     "limitranges",
     "canopyconfiguration",
+    "hierarchicalresourcequotas",
+    "quota/pods",
+    "quota/services",
+    "quota/persistentvolumeclaims",
 ];
 
 /// Starts the watchers on `client`, reporting their health to `health` (as the
@@ -188,11 +198,61 @@ pub fn start(
     let limit_ranges = {
         let readiness = readiness.clone();
         indexer::run(
-            watcher(&health, "limitranges", Api::<LimitRange>::all(client)),
+            watcher(&health, "limitranges", Api::<LimitRange>::all(client.clone())),
             limit_range_index.clone(),
             |never| match never {},
             move || readiness.listed(),
         )
+    };
+    // Quota: the HRQs and the usage of what they count. A change only wakes the recount
+    // controller (through the index's `Notify`), so the emitted changes are dropped.
+    let quota = QuotaIndex::default();
+    let quota_watches = {
+        let (quota, readiness, health) = (quota.clone(), readiness.clone(), health.clone());
+        async move {
+            tokio::join!(
+                indexer::run(
+                    watcher(&health, "hierarchicalresourcequotas", Api::all(client.clone())),
+                    HrqFeed(quota.clone()),
+                    |_| {},
+                    {
+                        let r = readiness.clone();
+                        move || r.listed()
+                    },
+                ),
+                indexer::run(
+                    watcher(&health, "quota/pods", Api::<Pod>::all(client.clone())),
+                    UsageFeed(quota.clone()),
+                    |_| {},
+                    {
+                        let r = readiness.clone();
+                        move || r.listed()
+                    },
+                ),
+                indexer::run(
+                    watcher(&health, "quota/services", Api::<Service>::all(client.clone())),
+                    UsageFeed(quota.clone()),
+                    |_| {},
+                    {
+                        let r = readiness.clone();
+                        move || r.listed()
+                    },
+                ),
+                indexer::run(
+                    watcher(
+                        &health,
+                        "quota/persistentvolumeclaims",
+                        Api::<PersistentVolumeClaim>::all(client),
+                    ),
+                    UsageFeed(quota.clone()),
+                    |_| {},
+                    {
+                        let r = readiness.clone();
+                        move || r.listed()
+                    },
+                ),
+            );
+        }
     };
 
     let state = ClusterState {
@@ -204,6 +264,7 @@ pub fn start(
         limit_ranges: limit_range_index,
         volumes: volume_store,
         kinds: Arc::new(PropagatedKinds::reporting_to(health.clone())),
+        quota: quota.clone(),
         ready: ready_rx,
         health,
     };
@@ -215,7 +276,8 @@ pub fn start(
             configuration,
             tenants,
             limit_ranges,
-            volumes
+            volumes,
+            quota_watches
         );
     };
     (state, changes_rx, run)
@@ -310,6 +372,13 @@ mod tests {
             ("persistentvolumes", "| PersistentVolume watcher |"),
             ("limitranges", "| LimitRange watcher |"),
             ("canopyconfiguration", "| configuration watcher |"),
+            (
+                "hierarchicalresourcequotas",
+                "| HierarchicalResourceQuota watcher |",
+            ),
+            ("quota/pods", "| quota usage watchers |"),
+            ("quota/services", "| quota usage watchers |"),
+            ("quota/persistentvolumeclaims", "| quota usage watchers |"),
         ];
         assert_eq!(
             described.len(),

@@ -162,6 +162,9 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
     let consent = consent.and_then(|consent| {
         let forest = webhooks.state.forest();
         check_joining_fits(webhooks, &forest, namespace, new_parent.as_deref())
+            .or_else(|| {
+                super::quota::move_refusal(webhooks, &forest, namespace, new_parent.as_deref())
+            })
             .map_or(Ok(consent), Err)
     });
     match consent {

@@ -13,6 +13,7 @@ pub mod policies;
 mod policy_review;
 mod propagated;
 mod protected;
+mod quota;
 pub mod review;
 pub mod server;
 mod tenant;
@@ -45,10 +46,12 @@ pub mod paths {
     pub const PROPAGATED: &str = "validate-propagated";
     pub const TENANT: &str = "validate-tenant";
     pub const CLAIMS: &str = "validate-claims";
+    /// HierarchicalResourceQuotas: reservations for what they count, and the HRQs.
+    pub const QUOTA: &str = "validate-quota";
 
     /// Every webhook path the server serves.
-    pub const ALL: [&str; 8] = [
-        HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT, CLAIMS,
+    pub const ALL: [&str; 9] = [
+        HIERARCHY, ANCHOR, NAMESPACE, WORKLOADS, VOLUMES, PROPAGATED, TENANT, CLAIMS, QUOTA,
     ];
 
     /// The path as a `'static` label for metrics, if a webhook serves it.
@@ -63,6 +66,8 @@ pub struct Webhooks {
     authorizer: Authorizer,
     canopy_username: String,
     metrics: Arc<Metrics>,
+    /// Writes quota reservations (the one write a webhook makes).
+    quota: quota::QuotaWriter,
 }
 
 impl Webhooks {
@@ -71,9 +76,10 @@ impl Webhooks {
     pub fn new(state: ClusterState, client: Client, canopy_username: String) -> Self {
         Self {
             state,
-            authorizer: Authorizer::new(client),
+            authorizer: Authorizer::new(client.clone()),
             canopy_username,
             metrics: Arc::default(),
+            quota: quota::QuotaWriter::new(client),
         }
     }
 
@@ -85,6 +91,7 @@ impl Webhooks {
             authorizer: Authorizer::detached(),
             canopy_username,
             metrics: Arc::default(),
+            quota: quota::QuotaWriter::detached(),
         }
     }
 
@@ -118,6 +125,7 @@ impl Webhooks {
             paths::PROPAGATED => propagated::review(self, request),
             paths::TENANT => tenant::review(self, request),
             paths::CLAIMS => claims::review(self, request),
+            paths::QUOTA => quota::review(self, request).await,
             _ => return None,
         };
         Some(verdict)
