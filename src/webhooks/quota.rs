@@ -355,7 +355,7 @@ pub fn move_refusal(
     }
     (!refusals.is_empty()).then(|| {
         format!(
-            "namespace {namespace:?} cannot move under {new_parent:?}: {}; free some of it              first or ask for a larger quota",
+            "namespace {namespace:?} cannot move under {new_parent:?}: {}; free some of it first or ask for a larger quota",
             refusals.join("; ")
         )
     })

@@ -1,0 +1,383 @@
+//! HierarchicalResourceQuotas against a real apiserver, with two manager replicas serving
+//! the webhook through a round-robin proxy (as a Service spreads connections), one of
+//! them leading (the recount). The test control plane has no node: Pods are admitted and
+//! stay Pending, and Pending Pods count, which is all admission needs.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::managers::start_two_replicas;
+use common::tenants::{
+    WAIT, as_owner, as_owner_apply, create_tenant, hierarchy, owner_subnamespace,
+};
+use common::{CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, start_plane, unique};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+
+fn setup() {
+    CUSTOM.get_or_init(|| {
+        start_plane(|plane| async move {
+            let prepared = canopy::dev::canopy::prepare(&plane).await?;
+            start_two_replicas(&plane, prepared).await?;
+            Ok(plane)
+        })
+    });
+}
+
+const TENANT_QUOTA: &str = "canopy-tenant-quota";
+
+fn pod_yaml(namespace: &str, name: &str, cpu: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  \
+         containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n    resources:\n      \
+         requests: {{cpu: {cpu}, memory: 16Mi}}\n      limits: {{cpu: {cpu}, memory: 16Mi}}\n"
+    )
+}
+
+fn hrq_yaml(namespace: &str, name: &str, hard: &str) -> String {
+    format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchicalResourceQuota\nmetadata: \
+         {{name: {name}, namespace: {namespace}}}\nspec:\n  hard: {hard}\n"
+    )
+}
+
+/// `status.used[resource]` of an HRQ.
+fn used(namespace: &str, name: &str, resource: &str) -> Option<String> {
+    let hrq = json(&["get", "hrq", name, "-n", namespace, "-o", "json"])?;
+    hrq["status"]["used"][resource].as_str().map(str::to_owned)
+}
+
+#[track_caller]
+fn wait_used(namespace: &str, name: &str, resource: &str, want: &str) {
+    eventually(
+        &format!("{namespace}/{name} to count {resource} = {want}"),
+        WAIT,
+        || (used(namespace, name, resource).as_deref() == Some(want)).then_some(()),
+    );
+}
+
+fn pods_in(namespaces: &[String]) -> usize {
+    namespaces
+        .iter()
+        .map(|ns| {
+            kubectl_ok(&["get", "pods", "-n", ns, "-o", "name"])
+                .lines()
+                .count()
+        })
+        .sum()
+}
+
+#[track_caller]
+fn refused(out: &Kubectl, parts: &[&str]) {
+    assert!(!out.success, "admitted, but should be refused");
+    for part in parts {
+        assert!(out.stderr.contains(part), "{part:?} not in: {}", out.stderr);
+    }
+}
+
+#[test]
+fn the_sixth_pod_is_refused_wherever_it_is_created_and_a_deleted_pod_frees_budget() {
+    setup();
+    let t = unique("quota");
+    create_tenant(&t, 10, "  quota: {pods: \"5\", requests.cpu: \"1\"}\n");
+    let subs: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{t}-{s}")).collect();
+    for sub in &subs {
+        owner_subnamespace(&t, &t, sub);
+    }
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
+    // The owner may read the tenant's quota.
+    let listed = as_owner(&t, &["get", "hrq", "-n", &t]);
+    assert!(
+        listed.success && listed.stdout.contains(TENANT_QUOTA),
+        "{}",
+        listed.stderr
+    );
+
+    let all: Vec<String> = std::iter::once(t.clone()).chain(subs.clone()).collect();
+    for (i, ns) in all.iter().chain([&subs[0]]).enumerate() {
+        let out = as_owner_apply(&t, &pod_yaml(ns, &format!("p{i}"), "100m"));
+        assert!(out.success, "pod {i} in {ns}: {}", out.stderr);
+    }
+    // Five Pods anywhere in the tree: the sixth is refused in every namespace of it.
+    for ns in &all {
+        let out = as_owner_apply(&t, &pod_yaml(ns, "sixth", "100m"));
+        refused(
+            &out,
+            &[
+                &format!("exceeded hierarchical quota \"{TENANT_QUOTA}\" in namespace \"{t}\""),
+                "pods: requested 1, used 5, hard 5",
+            ],
+        );
+    }
+    wait_used(&t, TENANT_QUOTA, "requests.cpu", "500m");
+    // A dry run is checked too, and reserves nothing.
+    let dry = as_owner_stdin_dry(&t, &pod_yaml(&subs[1], "sixth", "100m"));
+    refused(&dry, &["pods: requested 1, used 5, hard 5"]);
+
+    // Deleting a Pod frees its share; then the sixth goes through, once.
+    kubectl_ok(&["delete", "pod", "p0", "-n", &t, "--wait=true"]);
+    wait_used(&t, TENANT_QUOTA, "pods", "4");
+    let out = as_owner_apply(&t, &pod_yaml(&subs[2], "sixth", "100m"));
+    assert!(out.success, "{}", out.stderr);
+    let out = as_owner_apply(&t, &pod_yaml(&subs[1], "seventh", "100m"));
+    refused(&out, &["pods: requested 1, used 5, hard 5"]);
+    wait_used(&t, TENANT_QUOTA, "pods", "5");
+    assert_eq!(pods_in(&all), 5);
+}
+
+fn as_owner_stdin_dry(tenant: &str, yaml: &str) -> Kubectl {
+    common::tenants::as_owner_stdin(tenant, &["apply", "--dry-run=server", "-f", "-"], yaml)
+}
+
+#[test]
+fn cpu_counts_across_the_tree_and_a_resize_is_checked() {
+    setup();
+    let t = unique("cpu");
+    create_tenant(&t, 5, "  quota: {requests.cpu: \"1\"}\n");
+    let sub = format!("{t}-a");
+    owner_subnamespace(&t, &t, &sub);
+    wait_used(&t, TENANT_QUOTA, "requests.cpu", "0");
+    let out = as_owner_apply(&t, &pod_yaml(&t, "big", "600m"));
+    assert!(out.success, "{}", out.stderr);
+    let out = as_owner_apply(&t, &pod_yaml(&sub, "too-big", "500m"));
+    refused(&out, &["requests.cpu: requested 500m, used 600m, hard 1"]);
+    let out = as_owner_apply(&t, &pod_yaml(&sub, "fits", "400m"));
+    assert!(out.success, "{}", out.stderr);
+    wait_used(&t, TENANT_QUOTA, "requests.cpu", "1");
+}
+
+#[test]
+fn the_owner_splits_the_budget_but_cannot_change_the_tenants_quota() {
+    setup();
+    let t = unique("split");
+    create_tenant(&t, 5, "  quota: {pods: \"4\"}\n");
+    let team = format!("{t}-team");
+    owner_subnamespace(&t, &t, &team);
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
+
+    // Every write path to the tenant's quota is closed to the owner.
+    let patched = as_owner(
+        &t,
+        &[
+            "patch",
+            "hrq",
+            TENANT_QUOTA,
+            "-n",
+            &t,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"hard":{"pods":"100"}}}"#,
+        ],
+    );
+    refused(
+        &patched,
+        &["is the quota of Tenant", "change the Tenant instead"],
+    );
+    let replaced = as_owner_apply(&t, &hrq_yaml(&t, TENANT_QUOTA, "{pods: \"100\"}"));
+    refused(&replaced, &["is the quota of Tenant"]);
+    let deleted = as_owner(&t, &["delete", "hrq", TENANT_QUOTA, "-n", &t]);
+    refused(&deleted, &["is the quota of Tenant"]);
+    let status = as_owner(
+        &t,
+        &[
+            "patch",
+            "hrq",
+            TENANT_QUOTA,
+            "-n",
+            &t,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"used":{"pods":"0"}}}"#,
+        ],
+    );
+    refused(&status, &["forbidden"]);
+    let foreign = as_owner_apply(&t, &hrq_yaml("default", "mine", "{pods: \"1\"}"));
+    refused(&foreign, &["forbidden"]);
+    let bogus = as_owner_apply(&t, &hrq_yaml(&team, "bogus", "{count/secrets: \"1\"}"));
+    refused(&bogus, &["\"count/secrets\" is not counted by canopy"]);
+    // The cluster admin changes the Tenant, and the quota follows.
+    let out = apply(&common::tenants::tenant_yaml(
+        &t,
+        5,
+        "  quota: {pods: \"3\"}\n",
+    ));
+    assert!(out.success, "{}", out.stderr);
+    eventually("the tenant quota to follow the Tenant", WAIT, || {
+        let hrq = json(&["get", "hrq", TENANT_QUOTA, "-n", &t, "-o", "json"])?;
+        (hrq["spec"]["hard"]["pods"] == "3" && hrq["status"]["hard"]["pods"] == "3").then_some(())
+    });
+
+    // The owner's own HRQ in the team namespace: both apply, the stricter one refuses.
+    let own = as_owner_apply(&t, &hrq_yaml(&team, "team", "{pods: \"1\"}"));
+    assert!(own.success, "{}", own.stderr);
+    wait_used(&team, "team", "pods", "0");
+    let out = as_owner_apply(&t, &pod_yaml(&team, "one", "100m"));
+    assert!(out.success, "{}", out.stderr);
+    let out = as_owner_apply(&t, &pod_yaml(&team, "two", "100m"));
+    refused(
+        &out,
+        &[&format!(
+            "exceeded hierarchical quota \"team\" in namespace \"{team}\""
+        )],
+    );
+    wait_used(&t, TENANT_QUOTA, "pods", "1");
+    for name in ["r1", "r2"] {
+        let out = as_owner_apply(&t, &pod_yaml(&t, name, "100m"));
+        assert!(out.success, "{}", out.stderr);
+    }
+    let out = as_owner_apply(&t, &pod_yaml(&t, "r3", "100m"));
+    refused(
+        &out,
+        &[&format!("exceeded hierarchical quota \"{TENANT_QUOTA}\"")],
+    );
+}
+
+#[test]
+fn fifty_concurrent_pods_across_ten_namespaces_admit_exactly_hard() {
+    setup();
+    let t = unique("burst");
+    create_tenant(&t, 10, "  quota: {pods: \"20\"}\n");
+    let mut namespaces = vec![t.clone()];
+    for i in 0..9 {
+        let sub = format!("{t}-{i}");
+        owner_subnamespace(&t, &t, &sub);
+        namespaces.push(sub);
+    }
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
+    let outcomes = burst(&namespaces, 5);
+    let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refusals: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    for message in &refusals {
+        assert!(
+            message.contains("exceeded hierarchical quota"),
+            "an unexpected refusal: {message}"
+        );
+    }
+    assert_eq!(admitted, 20, "refusals: {refusals:?}");
+    assert_eq!(pods_in(&namespaces), 20);
+    wait_used(&t, TENANT_QUOTA, "pods", "20");
+    eventually("the reservations to be released", WAIT, || {
+        let hrq = json(&["get", "hrq", TENANT_QUOTA, "-n", &t, "-o", "json"])?;
+        hrq["status"]["reservations"].is_null().then_some(())
+    });
+}
+
+/// Creates `per_namespace` Pods in each namespace at once (one task each, all released
+/// together), as the cluster admin; the outcome of each create.
+fn burst(namespaces: &[String], per_namespace: usize) -> Vec<Result<(), String>> {
+    let namespaces = namespaces.to_vec();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async move {
+        let client = common::client().await;
+        let start = Arc::new(tokio::sync::Barrier::new(namespaces.len() * per_namespace));
+        let mut tasks = Vec::new();
+        for ns in &namespaces {
+            for i in 0..per_namespace {
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                let pod: Pod =
+                    serde_saphyr::from_str(&pod_yaml(ns, &format!("b{i}"), "10m")).expect("a pod");
+                let start = start.clone();
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    api.create(&PostParams::default(), &pod)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }));
+            }
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap_or_else(|e| Err(e.to_string())));
+        }
+        outcomes
+    })
+}
+
+#[test]
+fn moving_a_namespace_in_is_refused_past_the_quota_and_moves_update_used() {
+    setup();
+    let (p, q) = (unique("mv-p"), unique("mv-q"));
+    for ns in [&p, &q] {
+        kubectl_ok(&["create", "namespace", ns]);
+    }
+    let out = apply(&hrq_yaml(&p, "budget", "{pods: \"3\"}"));
+    assert!(out.success, "{}", out.stderr);
+    wait_used(&p, "budget", "pods", "0");
+    for (ns, name) in [(&p, "p1"), (&p, "p2"), (&q, "q1"), (&q, "q2")] {
+        let out = apply(&pod_yaml(ns, name, "10m"));
+        assert!(out.success, "{}", out.stderr);
+    }
+    wait_used(&p, "budget", "pods", "2");
+    let out = apply(&hierarchy(&q, Some(&p)));
+    refused(
+        &out,
+        &[
+            &format!("namespace {q:?} cannot move under {p:?}"),
+            "would exceed hierarchical quota \"budget\"",
+            "pods: the subtree uses 2, used 2, hard 3",
+        ],
+    );
+    kubectl_ok(&["delete", "pod", "q2", "-n", &q, "--wait=true"]);
+    // The webhook reads usage from its model: the move goes through once it has seen
+    // the deletion.
+    eventually("the move to be admitted", WAIT, || {
+        apply(&hierarchy(&q, Some(&p))).success.then_some(())
+    });
+    wait_used(&p, "budget", "pods", "3");
+    let out = apply(&pod_yaml(&q, "q3", "10m"));
+    refused(
+        &out,
+        &["exceeded hierarchical quota \"budget\"", "used 3, hard 3"],
+    );
+    // Out again: its Pod no longer counts, and Pods may be created there freely.
+    let out = apply(&hierarchy(&q, None));
+    assert!(out.success, "{}", out.stderr);
+    wait_used(&p, "budget", "pods", "2");
+    eventually("a Pod in the moved-out namespace", WAIT, || {
+        apply(&pod_yaml(&q, "q3", "10m")).success.then_some(())
+    });
+    let out = apply(&pod_yaml(&p, "p3", "10m"));
+    assert!(out.success, "{}", out.stderr);
+}
+
+#[test]
+fn a_reservation_whose_pod_never_appears_is_released() {
+    setup();
+    let ns = unique("lapse");
+    kubectl_ok(&["create", "namespace", &ns]);
+    let out = apply(&hrq_yaml(&ns, "budget", "{pods: \"1\"}"));
+    assert!(out.success, "{}", out.stderr);
+    // The apiserver's own ResourceQuota admission runs after the webhooks: it refuses the
+    // Pod after canopy reserved its share, so the Pod never appears.
+    let out = apply(&format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: none, namespace: {ns}}}\nspec:\n  hard: {{pods: \"0\"}}\n"
+    ));
+    assert!(out.success, "{}", out.stderr);
+    wait_used(&ns, "budget", "pods", "0");
+    eventually("the ResourceQuota to be counted", WAIT, || {
+        let rq = json(&["get", "resourcequota", "none", "-n", &ns, "-o", "json"])?;
+        rq["status"]["hard"]["pods"].is_string().then_some(())
+    });
+    let out = apply(&pod_yaml(&ns, "ghost", "10m"));
+    refused(&out, &["exceeded quota"]);
+    assert_eq!(
+        used(&ns, "budget", "pods").as_deref(),
+        Some("1"),
+        "reserved"
+    );
+    // Meanwhile the HRQ is full ...
+    kubectl_ok(&["delete", "resourcequota", "none", "-n", &ns]);
+    let out = apply(&pod_yaml(&ns, "real", "10m"));
+    refused(
+        &out,
+        &["exceeded hierarchical quota \"budget\"", "used 1, hard 1"],
+    );
+    // ... until the reservation lapses (30 s) and the recount releases it.
+    wait_used(&ns, "budget", "pods", "0");
+    let out = apply(&pod_yaml(&ns, "real", "10m"));
+    assert!(out.success, "{}", out.stderr);
+    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
