@@ -145,6 +145,30 @@ fn cpu_counts_across_the_tree_and_a_resize_is_checked() {
     let out = as_owner_apply(&t, &pod_yaml(&sub, "fits", "400m"));
     assert!(out.success, "{}", out.stderr);
     wait_used(&t, TENANT_QUOTA, "requests.cpu", "1");
+    // An in-place resize (pods/resize) is checked for what it adds.
+    let resize = |cpu: &str| {
+        let patch = format!(
+            r#"{{"spec":{{"containers":[{{"name":"c","resources":{{"requests":{{"cpu":"{cpu}"}},"limits":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        );
+        kubectl(&[
+            "patch",
+            "pod",
+            "big",
+            "-n",
+            &t,
+            "--subresource",
+            "resize",
+            "-p",
+            &patch,
+        ])
+    };
+    refused(
+        &resize("900m"),
+        &["requests.cpu: requested 300m, used 1, hard 1"],
+    );
+    let out = resize("500m");
+    assert!(out.success, "{}", out.stderr);
+    wait_used(&t, TENANT_QUOTA, "requests.cpu", "900m");
 }
 
 #[test]
