@@ -23,12 +23,13 @@ fn crds_install_with_kubectl_and_are_established() {
         "-f",
         crds.to_str().unwrap(),
     ]);
-    assert_eq!(out.lines().count(), 4, "four CRDs applied: {out}");
+    assert_eq!(out.lines().count(), 5, "five CRDs applied: {out}");
     for name in [
         "tenants.canopy.dev",
         "subnamespaceanchors.canopy.dev",
         "hierarchyconfigurations.canopy.dev",
         "canopyconfigurations.canopy.dev",
+        "hierarchicalresourcequotas.canopy.dev",
     ] {
         kubectl_ok(&[
             "wait",

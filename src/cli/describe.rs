@@ -19,8 +19,14 @@ pub struct Anchor {
 }
 
 pub async fn run(client: &Client, namespace: &str) -> Result<String, CliError> {
-    let snapshot = cluster::load_around(client, namespace).await?;
+    let mut snapshot = cluster::load_around(client, namespace).await?;
     snapshot.require(namespace)?;
+    let chain: Vec<String> = std::iter::once(namespace)
+        .chain(snapshot.forest.ancestors(namespace))
+        .map(str::to_owned)
+        .collect();
+    let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
+    snapshot.quotas = super::quota::load(client, &chain).await;
     let api: Api<SubnamespaceAnchor> = Api::namespaced(client.clone(), namespace);
     let anchors = api
         .list(&ListParams::default())
@@ -117,6 +123,30 @@ pub fn render(snapshot: &Snapshot, name: &str, anchors: &[Anchor]) -> String {
         }
     }
 
+    // Every HRQ that applies here: its own and its ancestors', top of the tree first.
+    let mut chain: Vec<&str> = forest.ancestors(name);
+    chain.reverse();
+    chain.push(name);
+    let quotas: Vec<String> = chain
+        .iter()
+        .flat_map(|ns| {
+            snapshot
+                .quotas
+                .get(*ns)
+                .into_iter()
+                .flatten()
+                .map(move |q| format!("{ns}/{q}"))
+        })
+        .collect();
+    if quotas.is_empty() {
+        field(&mut out, "Hierarchical quotas", "none");
+    } else {
+        let _ = writeln!(out, "Hierarchical quotas:");
+        for quota in quotas {
+            let _ = writeln!(out, "  - {quota}");
+        }
+    }
+
     let conditions = snapshot.conditions(name);
     if conditions.is_empty() {
         field(&mut out, "Conditions", "none reported");
@@ -185,6 +215,15 @@ mod tests {
                 state: Some(AnchorState::Ok),
             },
         ];
+        let mut snapshot = snapshot;
+        snapshot.quotas.insert(
+            "acme".to_owned(),
+            vec!["canopy-tenant-quota: pods: 3/5".to_owned()],
+        );
+        snapshot.quotas.insert(
+            "acme-dev-ci".to_owned(),
+            vec!["below: pods: 0/1".to_owned()],
+        );
         let out = render(&snapshot, "acme-dev", &anchors);
         assert_eq!(
             lines(&out),
@@ -201,6 +240,8 @@ mod tests {
                 "Anchors:",
                 "  - acme-dev-ci: Ok",
                 "  - acme-dev-new: no status yet",
+                "Hierarchical quotas:",
+                "  - acme/canopy-tenant-quota: pods: 3/5",
                 "Conditions:",
                 "  - BadConfiguration=True (Odd): something is odd",
             ]
@@ -222,6 +263,7 @@ mod tests {
                 "Allow cascading deletion: false",
                 "Children:                 none",
                 "Anchors:                  none",
+                "Hierarchical quotas:      none",
                 "Conditions:               none reported",
             ]
         );

@@ -7,6 +7,7 @@ mod cluster;
 mod create;
 mod describe;
 mod error;
+mod quota;
 mod set;
 mod snapshot;
 mod tree;

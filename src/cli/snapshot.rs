@@ -17,6 +17,8 @@ use crate::forest::Forest;
 pub struct Snapshot {
     pub forest: Forest,
     pub conditions: BTreeMap<String, Vec<Condition>>,
+    /// HierarchicalResourceQuota usage per namespace (filled by `tree` and `describe`).
+    pub quotas: super::quota::Quotas,
 }
 
 impl Snapshot {

@@ -15,10 +15,22 @@ use crate::forest::Forest;
 /// Fetches the hierarchy and renders the subtree of `namespace`, or every tree.
 pub async fn run(client: &Client, namespace: &str, all: bool) -> Result<String, CliError> {
     if all {
-        return Ok(render_all(&cluster::load(client).await?));
+        let mut snapshot = cluster::load(client).await?;
+        let names: Vec<String> = snapshot.forest.namespaces().map(str::to_owned).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        snapshot.quotas = super::quota::load(client, &names).await;
+        return Ok(render_all(&snapshot));
     }
-    let snapshot = cluster::load_around(client, namespace).await?;
+    let mut snapshot = cluster::load_around(client, namespace).await?;
     snapshot.require(namespace)?;
+    let names: Vec<String> = snapshot
+        .forest
+        .subtree(namespace)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    snapshot.quotas = super::quota::load(client, &names).await;
     Ok(render(&snapshot, &[namespace]))
 }
 
@@ -236,6 +248,9 @@ impl<'a> Renderer<'a> {
             line.push(' ');
             line.push_str(&mark.text());
         }
+        for quota in self.snapshot.quotas.get(name).into_iter().flatten() {
+            let _ = write!(line, " [hrq {quota}]");
+        }
         self.out.push_str(&line);
         self.out.push('\n');
     }
@@ -332,6 +347,19 @@ team
 
 [s] indicates subnamespaces
 "
+        );
+    }
+
+    #[test]
+    fn quota_usage_follows_the_namespace() {
+        let mut s = snapshot(&[("acme", None), ("acme-dev", Some("acme"))]);
+        s.quotas.insert(
+            "acme".to_owned(),
+            vec!["canopy-tenant-quota: pods: 3/5".to_owned()],
+        );
+        assert_eq!(
+            render(&s, &["acme"]),
+            "acme [hrq canopy-tenant-quota: pods: 3/5]\n└── acme-dev\n"
         );
     }
 
