@@ -10,7 +10,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 HELM_VERSION ?= 3.22.0
 export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
 
-.PHONY: test dev envtest tools fmt lint unit crds clean-envtest bench-webhook bench-propagation
+.PHONY: test dev envtest tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota
 
 ## test: everything CI checks: formatting, lints, unit and integration tests
 test: tools envtest
@@ -71,6 +71,10 @@ unit:
 ## bench-webhook: AdmissionReviews/s and latency of the webhook server (docs/performance.md)
 bench-webhook: tools
 	cargo bench --bench webhook
+
+## bench-quota: added latency of a Pod create under a HierarchicalResourceQuota (docs/performance.md)
+bench-quota: tools envtest
+	cargo bench --bench quota
 
 ## bench-propagation: fan-out time vs a plain client, writes, restart, RSS (docs/performance.md)
 ## BENCH_CELLS=100:wide,1000:deep,... picks sizes and shapes (default: every shape at 100 and 1,000)

@@ -1,0 +1,189 @@
+//! `make bench-quota`: what a HierarchicalResourceQuota adds to a Pod create, end to end.
+//!
+//! One run, one control plane (etcd, kube-apiserver; no node), one canopy manager
+//! in-process (controllers and webhooks). Pods are created through the apiserver, as the
+//! admin, alternately in a namespace under no HRQ and in a child of a namespace with an
+//! HRQ (so the webhook reads the HRQ and compare-and-swaps its status): p50/p99 of each,
+//! sequentially, then with `BENCH_CONCURRENCY` (default 8) creates in flight against the
+//! one HRQ (where reservations conflict and retry). `BENCH_PODS` (default 200) Pods per
+//! series. Figures go into docs/performance.md; nothing is asserted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (pods, concurrency) = (env("BENCH_PODS", 200), env("BENCH_CONCURRENCY", 8));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(pods, concurrency.max(1)))
+}
+
+async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
+    let plane = ControlPlane::start(ControlPlaneOptions::default()).await?;
+    let prepared = canopy::dev::canopy::prepare(&plane).await?;
+    let manager = client_for(&prepared.manager_kubeconfig).await?;
+    let listener = prepared.webhooks;
+    tokio::spawn(async move {
+        let halves = canopy::manager::Halves {
+            controllers: true,
+            webhooks: true,
+        };
+        if let Err(e) =
+            canopy::manager::run(manager, Some(listener), halves, std::future::pending()).await
+        {
+            eprintln!("canopy manager failed: {e}");
+        }
+    });
+    let admin = plane.client().await?;
+    canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
+
+    for ns in ["plain", "budget", "budget-child"] {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+    }
+    let dynamic = |kind: &str| -> Result<kube::core::ApiResource, BoxError> {
+        Ok(match kind {
+            "hc" => kube::core::ApiResource::erase::<canopy::api::HierarchyConfiguration>(&()),
+            _ => kube::core::ApiResource::erase::<canopy::api::HierarchicalResourceQuota>(&()),
+        })
+    };
+    let hc: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "canopy.dev/v1alpha1", "kind": "HierarchyConfiguration",
+        "metadata": {"name": "hierarchy", "namespace": "budget-child"},
+        "spec": {"parent": "budget"}
+    }))?;
+    Api::namespaced_with(admin.clone(), "budget-child", &dynamic("hc")?)
+        .create(&PostParams::default(), &hc)
+        .await?;
+    let hrq: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "canopy.dev/v1alpha1", "kind": "HierarchicalResourceQuota",
+        "metadata": {"name": "budget", "namespace": "budget"},
+        "spec": {"hard": {"pods": "100000", "requests.cpu": "10000"}}
+    }))?;
+    let hrqs = Api::namespaced_with(admin.clone(), "budget", &dynamic("hrq")?);
+    hrqs.create(&PostParams::default(), &hrq).await?;
+    // Counted, and the child under it in canopy's model, before measuring.
+    let started = Instant::now();
+    loop {
+        let probe = create(&admin, "budget-child", "probe").await;
+        if probe.is_ok() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the HRQ was never counted: {probe:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    println!("Pod creates through the apiserver, {pods} per series; latency in ms");
+    println!("| series | in flight | p50 | p99 | creates/s |");
+    println!("|---|---|---|---|---|");
+    // Warm both paths, then alternate so both see the same apiserver and etcd state.
+    for i in 0..20 {
+        create(&admin, "plain", &format!("warm-{i}")).await?;
+        create(&admin, "budget-child", &format!("warm-{i}")).await?;
+    }
+    let (mut plain, mut quota) = (Vec::new(), Vec::new());
+    for i in 0..pods {
+        plain.push(timed(&admin, "plain", &format!("s-{i}")).await?);
+        quota.push(timed(&admin, "budget-child", &format!("s-{i}")).await?);
+    }
+    row("no HRQ", 1, &mut plain, None);
+    row("under an HRQ", 1, &mut quota, None);
+    for (label, ns) in [("no HRQ", "plain"), ("under an HRQ", "budget-child")] {
+        let (mut times, took) = parallel(&admin, ns, pods, concurrency).await?;
+        row(label, concurrency, &mut times, Some(took));
+    }
+    Ok(())
+}
+
+async fn create(client: &Client, ns: &str, name: &str) -> Result<(), kube::Error> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+            "resources": {"requests": {"cpu": "1m", "memory": "1Mi"},
+                          "limits": {"cpu": "1m", "memory": "1Mi"}}}]}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .map(|_| ())
+}
+
+async fn timed(client: &Client, ns: &str, name: &str) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    create(client, ns, name).await?;
+    Ok(start.elapsed())
+}
+
+async fn parallel(
+    client: &Client,
+    ns: &str,
+    pods: usize,
+    concurrency: usize,
+) -> Result<(Vec<Duration>, Duration), BoxError> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, ns, next) = (client.clone(), ns.to_owned(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= pods {
+                    return Ok::<_, String>(times);
+                }
+                let t = Instant::now();
+                create(&client, &ns, &format!("p-{i}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                times.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    Ok((all, start.elapsed()))
+}
+
+fn row(label: &str, in_flight: usize, times: &mut [Duration], took: Option<Duration>) {
+    times.sort();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let rate = took.map_or_else(
+        || {
+            let total: Duration = times.iter().sum();
+            times.len() as f64 / total.as_secs_f64().max(1e-9)
+        },
+        |t| times.len() as f64 / t.as_secs_f64().max(1e-9),
+    );
+    println!(
+        "| {label} | {in_flight} | {:.1} | {:.1} | {rate:.0} |",
+        at(0.5),
+        at(0.99)
+    );
+}
