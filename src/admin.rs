@@ -23,6 +23,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::controllers::metrics::ControllerMetrics;
+use crate::controllers::quota::metrics::QuotaMetrics;
 use crate::forest::watch::ClusterState;
 use crate::forest::watch_health::{self, WatchHealth};
 use crate::webhooks::metrics::Metrics as AdmissionMetrics;
@@ -40,6 +41,8 @@ pub struct Metrics {
     pub watches: Arc<WatchHealth>,
     /// `canopy_admission_*`: reviews and policy decisions.
     pub admission: Arc<AdmissionMetrics>,
+    /// `canopy_quota_*`: each HierarchicalResourceQuota's hard, used and reservations.
+    pub quota: Arc<QuotaMetrics>,
 }
 
 impl Default for Metrics {
@@ -53,15 +56,18 @@ impl Metrics {
         let controllers = Arc::new(ControllerMetrics::new());
         let watches = Arc::new(WatchHealth::new());
         let admission = Arc::new(AdmissionMetrics::new());
+        let quota = Arc::new(QuotaMetrics::default());
         let mut registry = Registry::default();
         controllers.register(registry.sub_registry_with_prefix("canopy_controller"));
         watches.register(registry.sub_registry_with_prefix("canopy"));
         admission.register(registry.sub_registry_with_prefix("canopy_admission"));
+        quota.register(registry.sub_registry_with_prefix("canopy_quota"));
         Self {
             registry,
             controllers,
             watches,
             admission,
+            quota,
         }
     }
 

@@ -222,7 +222,12 @@ pub async fn run_with(
             }
         }
     };
-    let quota = controllers::quota::run(state.clone(), writer.clone(), leader.clone());
+    let quota = controllers::quota::run(
+        state.clone(),
+        writer.clone(),
+        leader.clone(),
+        metrics.quota.clone(),
+    );
     let controllers = controllers::run(
         client.clone(),
         state.clone(),

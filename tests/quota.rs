@@ -8,9 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::managers::start_two_replicas;
-use common::tenants::{
-    WAIT, as_owner, as_owner_apply, create_tenant, hierarchy, owner_subnamespace,
-};
+use common::objects::hierarchy;
+use common::tenants::{WAIT, as_owner, as_owner_apply, create_tenant, owner_subnamespace};
 use common::{CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, start_plane, unique};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};

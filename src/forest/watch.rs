@@ -21,8 +21,8 @@ use super::feeds::{AnchorFeed, ConfigFeed, HierarchyFeed, NamespaceFeed, TenantF
 use super::indexer::{self, Indexer};
 use super::limit_ranges::LimitRangeIndex;
 use super::propagated::PropagatedKinds;
-use super::watch_health::{self, WatchHealth};
 use super::quota::{HrqFeed, QuotaIndex, UsageFeed};
+use super::watch_health::{self, WatchHealth};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
     PodSecurityLevel, SubnamespaceAnchor, Tenant,
@@ -198,7 +198,11 @@ pub fn start(
     let limit_ranges = {
         let readiness = readiness.clone();
         indexer::run(
-            watcher(&health, "limitranges", Api::<LimitRange>::all(client.clone())),
+            watcher(
+                &health,
+                "limitranges",
+                Api::<LimitRange>::all(client.clone()),
+            ),
             limit_range_index.clone(),
             |never| match never {},
             move || readiness.listed(),
@@ -212,7 +216,11 @@ pub fn start(
         async move {
             tokio::join!(
                 indexer::run(
-                    watcher(&health, "hierarchicalresourcequotas", Api::all(client.clone())),
+                    watcher(
+                        &health,
+                        "hierarchicalresourcequotas",
+                        Api::all(client.clone())
+                    ),
                     HrqFeed(quota.clone()),
                     |_| {},
                     {
@@ -230,7 +238,11 @@ pub fn start(
                     },
                 ),
                 indexer::run(
-                    watcher(&health, "quota/services", Api::<Service>::all(client.clone())),
+                    watcher(
+                        &health,
+                        "quota/services",
+                        Api::<Service>::all(client.clone())
+                    ),
                     UsageFeed(quota.clone()),
                     |_| {},
                     {

@@ -407,7 +407,7 @@ async fn reserve(
         }
         match write_status(&api, hrq, *status).await {
             Ok(()) => return Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if crate::api::errors::is_conflict(&e) => {
                 tokio::time::sleep(jitter(attempt, &reservation.uid)).await;
             }
             Err(e) => return Err(fail(e.to_string())),
@@ -439,7 +439,7 @@ async fn release(writer: &QuotaWriter, namespace: &str, name: &str, uid: &str) {
         );
         status.used = quota_usage::format_list(&used);
         match write_status(&api, hrq, status).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if crate::api::errors::is_conflict(&e) => {
                 tokio::time::sleep(jitter(attempt, uid)).await;
             }
             _ => return,

@@ -6,6 +6,8 @@
 //! it, the request timed out). Every write is a compare-and-swap on the HRQ's
 //! resourceVersion, so a reservation made meanwhile is never lost.
 
+pub mod metrics;
+
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -110,11 +112,33 @@ pub fn recount_op(
     })
 }
 
+fn figures_of(
+    hrq: &HierarchicalResourceQuota,
+    status: &HierarchicalResourceQuotaStatus,
+) -> metrics::Figures {
+    let units = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| quota_usage::parse_milli(&q.0))
+            .map_or(0.0, |m| m as f64 / 1000.0)
+    };
+    metrics::Figures {
+        namespace: hrq.namespace().unwrap_or_default(),
+        name: hrq.name_any(),
+        resources: hrq
+            .spec
+            .hard
+            .iter()
+            .map(|(r, h)| (r.clone(), units(Some(h)), units(status.used.get(r))))
+            .collect(),
+        reservations: status.reservations.len(),
+    }
+}
+
 /// Recounts every HRQ while this replica leads, until `leader` closes.
 pub async fn run(
     state: ClusterState,
     writer: Writer,
     mut leader: tokio::sync::watch::Receiver<bool>,
+    metrics: std::sync::Arc<metrics::QuotaMetrics>,
 ) {
     let mut ready = state.ready.clone();
     if ready.wait_for(|r| *r).await.is_err() {
@@ -127,12 +151,15 @@ pub async fn run(
         let ops: Vec<Op> = {
             let forest = state.forest();
             let now = Timestamp::now();
-            state
-                .quota
-                .all()
-                .iter()
-                .filter_map(|hrq| recount_op(hrq, desired_status(hrq, &forest, &state.quota, now)))
-                .collect()
+            let mut figures = Vec::new();
+            let mut ops = Vec::new();
+            for hrq in state.quota.all() {
+                let desired = desired_status(&hrq, &forest, &state.quota, now);
+                figures.push(figures_of(&hrq, &desired));
+                ops.extend(recount_op(&hrq, desired));
+            }
+            metrics.set(&figures);
+            ops
         };
         for op in ops {
             if let Err(err) = writer.execute(op).await {
