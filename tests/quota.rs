@@ -322,24 +322,22 @@ fn burst(namespaces: &[String], per_namespace: usize) -> Vec<Result<(), String>>
 #[test]
 fn moving_a_namespace_in_is_refused_past_the_quota_and_moves_update_used() {
     setup();
-    let (p, q) = (unique("mv-p"), unique("mv-q"));
-    for ns in [&p, &q] {
-        kubectl_ok(&["create", "namespace", ns]);
-    }
-    let out = apply(&hrq_yaml(&p, "budget", "{pods: \"3\"}"));
-    assert!(out.success, "{}", out.stderr);
-    wait_used(&p, "budget", "pods", "0");
-    for (ns, name) in [(&p, "p1"), (&p, "p2"), (&q, "q1"), (&q, "q2")] {
+    let t = unique("mv");
+    create_tenant(&t, 5, "  quota: {pods: \"3\"}\n");
+    let q = unique("mv-q");
+    kubectl_ok(&["create", "namespace", &q]);
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
+    for (ns, name) in [(&t, "p1"), (&t, "p2"), (&q, "q1"), (&q, "q2")] {
         let out = apply(&pod_yaml(ns, name, "10m"));
         assert!(out.success, "{}", out.stderr);
     }
-    wait_used(&p, "budget", "pods", "2");
-    let out = apply(&hierarchy(&q, Some(&p)));
+    wait_used(&t, TENANT_QUOTA, "pods", "2");
+    let out = apply(&hierarchy(&q, Some(&t)));
     refused(
         &out,
         &[
-            &format!("namespace {q:?} cannot move under {p:?}"),
-            "would exceed hierarchical quota \"budget\"",
+            &format!("namespace {q:?} cannot move under {t:?}"),
+            &format!("would exceed hierarchical quota \"{TENANT_QUOTA}\""),
             "pods: the subtree uses 2, used 2, hard 3",
         ],
     );
@@ -347,60 +345,81 @@ fn moving_a_namespace_in_is_refused_past_the_quota_and_moves_update_used() {
     // The webhook reads usage from its model: the move goes through once it has seen
     // the deletion.
     eventually("the move to be admitted", WAIT, || {
-        apply(&hierarchy(&q, Some(&p))).success.then_some(())
+        apply(&hierarchy(&q, Some(&t))).success.then_some(())
     });
-    wait_used(&p, "budget", "pods", "3");
-    let out = apply(&pod_yaml(&q, "q3", "10m"));
-    refused(
-        &out,
-        &["exceeded hierarchical quota \"budget\"", "used 3, hard 3"],
-    );
+    wait_used(&t, TENANT_QUOTA, "pods", "3");
+    // Once canopy has made it the tenant's (its label), the quota holds there too.
+    eventually("a Pod in the moved namespace to be refused", WAIT, || {
+        let out = apply(&pod_yaml(&q, "q3", "10m"));
+        (!out.success && out.stderr.contains("used 3, hard 3")).then_some(())
+    });
     // Out again: its Pod no longer counts, and Pods may be created there freely.
     let out = apply(&hierarchy(&q, None));
     assert!(out.success, "{}", out.stderr);
-    wait_used(&p, "budget", "pods", "2");
+    wait_used(&t, TENANT_QUOTA, "pods", "2");
     eventually("a Pod in the moved-out namespace", WAIT, || {
         apply(&pod_yaml(&q, "q3", "10m")).success.then_some(())
     });
-    let out = apply(&pod_yaml(&p, "p3", "10m"));
+    let out = apply(&pod_yaml(&t, "p3", "10m"));
     assert!(out.success, "{}", out.stderr);
 }
 
 #[test]
 fn a_reservation_whose_pod_never_appears_is_released() {
     setup();
-    let ns = unique("lapse");
-    kubectl_ok(&["create", "namespace", &ns]);
-    let out = apply(&hrq_yaml(&ns, "budget", "{pods: \"1\"}"));
-    assert!(out.success, "{}", out.stderr);
+    let t = unique("lapse");
+    create_tenant(&t, 5, "  quota: {pods: \"1\"}\n");
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
     // The apiserver's own ResourceQuota admission runs after the webhooks: it refuses the
     // Pod after canopy reserved its share, so the Pod never appears.
     let out = apply(&format!(
-        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: none, namespace: {ns}}}\nspec:\n  hard: {{pods: \"0\"}}\n"
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: none, namespace: {t}}}\nspec:\n  hard: {{pods: \"0\"}}\n"
     ));
     assert!(out.success, "{}", out.stderr);
-    wait_used(&ns, "budget", "pods", "0");
     eventually("the ResourceQuota to be counted", WAIT, || {
-        let rq = json(&["get", "resourcequota", "none", "-n", &ns, "-o", "json"])?;
+        let rq = json(&["get", "resourcequota", "none", "-n", &t, "-o", "json"])?;
         rq["status"]["hard"]["pods"].is_string().then_some(())
     });
-    let out = apply(&pod_yaml(&ns, "ghost", "10m"));
+    let out = apply(&pod_yaml(&t, "ghost", "10m"));
     refused(&out, &["exceeded quota"]);
     assert_eq!(
-        used(&ns, "budget", "pods").as_deref(),
+        used(&t, TENANT_QUOTA, "pods").as_deref(),
         Some("1"),
         "reserved"
     );
     // Meanwhile the HRQ is full ...
-    kubectl_ok(&["delete", "resourcequota", "none", "-n", &ns]);
-    let out = apply(&pod_yaml(&ns, "real", "10m"));
+    kubectl_ok(&["delete", "resourcequota", "none", "-n", &t]);
+    let out = apply(&pod_yaml(&t, "real", "10m"));
     refused(
         &out,
-        &["exceeded hierarchical quota \"budget\"", "used 1, hard 1"],
+        &[
+            &format!("exceeded hierarchical quota \"{TENANT_QUOTA}\""),
+            "used 1, hard 1",
+        ],
     );
     // ... until the reservation lapses (30 s) and the recount releases it.
-    wait_used(&ns, "budget", "pods", "0");
-    let out = apply(&pod_yaml(&ns, "real", "10m"));
+    wait_used(&t, TENANT_QUOTA, "pods", "0");
+    let out = apply(&pod_yaml(&t, "real", "10m"));
     assert!(out.success, "{}", out.stderr);
+}
+
+#[test]
+fn hrqs_live_in_tenants_and_pods_outside_every_tenant_are_not_sent_to_canopy() {
+    setup();
+    let ns = unique("plain");
+    kubectl_ok(&["create", "namespace", &ns]);
+    let out = apply(&hrq_yaml(&ns, "budget", "{pods: \"1\"}"));
+    refused(
+        &out,
+        &[
+            "belongs to no tenant",
+            "enforced in tenants' namespaces only",
+        ],
+    );
+    // The webhook's selector requires the tenant label: a Pod there never reaches canopy.
+    for name in ["a", "b"] {
+        let out = apply(&pod_yaml(&ns, name, "10m"));
+        assert!(out.success, "{}", out.stderr);
+    }
     let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }

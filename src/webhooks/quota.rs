@@ -165,6 +165,16 @@ fn review_hrq(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Verdict::Allow;
     }
+    if request.operation == Operation::Create
+        && webhooks.state.forest().tenant_for(namespace).is_none()
+    {
+        return Verdict::Deny(format!(
+            "HierarchicalResourceQuota {namespace}/{name}: namespace {namespace:?} belongs to \
+             no tenant; HierarchicalResourceQuotas are enforced in tenants' namespaces only (the \
+             quota webhook is called only there, so that a canopy outage never blocks Pods \
+             outside every tenant); create it in a tenant's namespace"
+        ));
+    }
     let hrq = match request
         .object
         .clone()
