@@ -44,8 +44,13 @@ async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
             controllers: true,
             webhooks: true,
         };
-        if let Err(e) =
-            canopy::manager::run(manager, Some(listener), halves, std::future::pending()).await
+        if let Err(e) = canopy::manager::run(
+            manager,
+            canopy::manager::Listeners::webhooks(listener),
+            halves,
+            std::future::pending(),
+        )
+        .await
         {
             eprintln!("canopy manager failed: {e}");
         }

@@ -196,7 +196,7 @@ pub fn pod_usage(pod: &Pod) -> Amounts {
                 r.requests.as_ref()
             }
         });
-        list.map(|l| quantities(l)).unwrap_or_default()
+        list.map(quantities).unwrap_or_default()
     };
     for limits in [false, true] {
         let pod_level = spec
