@@ -13,8 +13,8 @@ use tempfile::TempDir;
 use super::DevError;
 use super::binaries::Binaries;
 use super::kubeconfig::{self, Credentials};
-use super::pki::Pki;
 use super::node::{self, ControlPlaneRef, Node};
+use super::pki::Pki;
 use super::process::ManagedProcess;
 
 /// How long each stage of start-up may take before it is reported as failed.

@@ -139,8 +139,8 @@ pub fn canopy_image(name: &str, binary: &Path) -> Result<ImageSpec, DevError> {
 /// README use linked in `/bin` (`sh`, `nc`, `httpd`, `sleep`, `cat`, ...).
 pub fn toolbox_image(name: &str, busybox: &Path) -> Result<ImageSpec, DevError> {
     const APPLETS: &[&str] = &[
-        "sh", "nc", "httpd", "sleep", "cat", "echo", "ls", "mkdir", "id", "env", "hostname",
-        "ps", "grep", "head", "tail", "true", "false", "test", "wget", "ip", "ifconfig", "date",
+        "sh", "nc", "httpd", "sleep", "cat", "echo", "ls", "mkdir", "id", "env", "hostname", "ps",
+        "grep", "head", "tail", "true", "false", "test", "wget", "ip", "ifconfig", "date",
         "timeout", "printf", "rm", "touch",
     ];
     let mut spec = ImageSpec::new(name);

@@ -108,7 +108,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     if let Some(node) = plane.node() {
         // This very binary becomes `localhost/canopy:dev`, for `helm install` on the node.
-        let exe = std::env::current_exe().map_err(|e| DevError::io(Path::new("/proc/self/exe"), e))?;
+        let exe =
+            std::env::current_exe().map_err(|e| DevError::io(Path::new("/proc/self/exe"), e))?;
         let archive = node::images::canopy(&plane.dir().join("images"), &exe)?;
         node.import_image(&archive)?;
     }

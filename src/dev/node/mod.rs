@@ -308,7 +308,12 @@ impl Node {
         let kubelet = kubelet::Kubelet::new(&self.root, &self.containerd_socket);
         kubelet.write_config(&plane.pki.path(Pki::CA_CERT))?;
         let kubelet_bin = self.binaries.kubelet.clone();
-        self.spawn("kubelet", &kubelet_bin, &kubelet.args(&kubelet_kc), plane.logs)?;
+        self.spawn(
+            "kubelet",
+            &kubelet_bin,
+            &kubelet.args(&kubelet_kc),
+            plane.logs,
+        )?;
         let scheduler = self.binaries.kube_scheduler.clone();
         self.spawn(
             "kube-scheduler",
@@ -323,6 +328,13 @@ impl Node {
             &services::proxy_args(&proxy_kc),
             plane.logs,
         )?;
+        let nodes: Api<NodeObject> = Api::all(plane.admin.clone());
+        // kube-router finds its node object at start-up, and exits when there is none yet.
+        self.wait_until("kubelet to register node canopy-node-0", || {
+            let nodes = nodes.clone();
+            async move { nodes.get_opt(NODE_NAME).await.ok().flatten().is_some() }
+        })
+        .await?;
         let router = self.binaries.kube_router.clone();
         self.spawn(
             "kube-router",
@@ -330,11 +342,16 @@ impl Node {
             &services::router_args(&router_kc),
             plane.logs,
         )?;
-
-        let nodes: Api<NodeObject> = Api::all(plane.admin.clone());
         self.wait_until("node canopy-node-0 to be Ready", || {
             let nodes = nodes.clone();
-            async move { nodes.get_opt(NODE_NAME).await.ok().flatten().is_some_and(|n| is_ready(&n)) }
+            async move {
+                nodes
+                    .get_opt(NODE_NAME)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|n| is_ready(&n))
+            }
         })
         .await?;
         tracing::info!(
