@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod managers;
+pub mod node;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};
