@@ -122,7 +122,10 @@ fn render(
     for c in clients {
         out.push_str(&format!("{:width$}", c.ns));
         for s in servers {
-            let got = measured.get(&(c.ns.clone(), s.ns.clone())).copied().flatten();
+            let got = measured
+                .get(&(c.ns.clone(), s.ns.clone()))
+                .copied()
+                .flatten();
             let want = expected(&c.ns, &s.ns);
             let cell = match got {
                 Some(r) if r == want => r.to_string(),
@@ -223,7 +226,15 @@ spec:
     );
     must(apply(&policy), "the subtree policy");
     eventually("the subtree policy's copy in the leaf", WAIT, || {
-        json(&["get", "networkpolicy", "subtree-only", "-n", &leaf, "-o", "json"])
+        json(&[
+            "get",
+            "networkpolicy",
+            "subtree-only",
+            "-n",
+            &leaf,
+            "-o",
+            "json",
+        ])
     });
     let subtree = [a_sub.clone(), leaf.clone()];
     let clients = [&pa, &pa_sub, &pleaf, &pb, &po];
@@ -275,27 +286,43 @@ fn a_propagated_quota_stops_the_pod_that_exceeds_it_in_every_descendant() {
         return;
     }
     let t = unique("quota");
-    create_tenant(&t, 10, "  namespaceQuota:\n    hard: {limits.memory: 64Mi}\n");
+    create_tenant(
+        &t,
+        10,
+        "  namespaceQuota:\n    hard: {limits.memory: 64Mi}\n",
+    );
     let sub = format!("{t}-sub");
     owner_subnamespace(&t, &t, &sub);
     let leaf = format!("{sub}-leaf");
     owner_subnamespace(&t, &sub, &leaf);
     for ns in [&t, &sub, &leaf] {
         eventually(&format!("the quota's copy in {ns}"), WAIT, || {
-            let q = json(&["get", "resourcequota", "canopy-quota", "-n", ns, "-o", "json"])?;
+            let q = json(&[
+                "get",
+                "resourcequota",
+                "canopy-quota",
+                "-n",
+                ns,
+                "-o",
+                "json",
+            ])?;
             q["status"]["hard"]["limits.memory"].as_str().map(|_| ())
         });
         // The first Pod (48Mi of 64Mi) runs for real.
-        eventually(&format!("the first Pod in {ns} to be admitted"), WAIT, || {
-            apply(&pod_yaml(
-                ns,
-                "first",
-                "exec sleep 86400",
-                Some("{requests: {cpu: 10m, memory: 48Mi}, limits: {cpu: 100m, memory: 48Mi}}"),
-            ))
-            .success
-            .then_some(())
-        });
+        eventually(
+            &format!("the first Pod in {ns} to be admitted"),
+            WAIT,
+            || {
+                apply(&pod_yaml(
+                    ns,
+                    "first",
+                    "exec sleep 86400",
+                    Some("{requests: {cpu: 10m, memory: 48Mi}, limits: {cpu: 100m, memory: 48Mi}}"),
+                ))
+                .success
+                .then_some(())
+            },
+        );
         wait_running(ns, "first", POD_WAIT);
         // The second does not fit, and is refused by the propagated quota.
         let refusal = eventually(
@@ -304,7 +331,10 @@ fn a_propagated_quota_stops_the_pod_that_exceeds_it_in_every_descendant() {
             || second_pod_refusal(ns),
         );
         assert!(refusal.contains("canopy-quota"), "{refusal}");
-        eprintln!("{ns}: first Pod Running; second refused: {}", refusal.trim());
+        eprintln!(
+            "{ns}: first Pod Running; second refused: {}",
+            refusal.trim()
+        );
     }
 }
 
@@ -326,7 +356,15 @@ fn a_pod_without_resources_runs_with_the_tenant_limit_range_defaults() {
     let sub = format!("{t}-sub");
     owner_subnamespace(&t, &t, &sub);
     eventually("the LimitRange's copy in the subnamespace", WAIT, || {
-        json(&["get", "limitrange", "canopy-limits", "-n", &sub, "-o", "json"])
+        json(&[
+            "get",
+            "limitrange",
+            "canopy-limits",
+            "-n",
+            &sub,
+            "-o",
+            "json",
+        ])
     });
     // Admitted once canopy's webhook has seen the LimitRange, which supplies what the Pod
     // lacks.
@@ -414,9 +452,11 @@ spec:
         10,
         "  podSecurity: privileged\n  policies: {hostPath: \"Off\"}\n",
     );
-    eventually("the Deployment to be admitted where hostPath is Off", WAIT, || {
-        apply(&deployment(&off)).success.then_some(())
-    });
+    eventually(
+        "the Deployment to be admitted where hostPath is Off",
+        WAIT,
+        || apply(&deployment(&off)).success.then_some(()),
+    );
     let pod = eventually("the reader Pod", POD_WAIT, || {
         let pods = json(&["get", "pods", "-n", &off, "-l", "app=reader", "-o", "json"])?;
         pods["items"][0]["metadata"]["name"]

@@ -84,7 +84,15 @@ fn admission_works() -> bool {
 }
 
 fn leader_identity() -> Option<String> {
-    let lease = json(&["get", "lease", "canopy-manager", "-n", NAMESPACE, "-o", "json"])?;
+    let lease = json(&[
+        "get",
+        "lease",
+        "canopy-manager",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "json",
+    ])?;
     lease["spec"]["holderIdentity"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -168,7 +176,11 @@ fn sigkill_pod_processes(pod: &str) -> Vec<i32> {
     let needle = format!("pod{uid}");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -199,7 +211,8 @@ fn canopy_runs_in_cluster_from_its_chart() {
             std::path::Path::new(env!("CARGO_BIN_EXE_canopy")),
         )
         .expect("canopy's image");
-        node.import_image(&archive).expect("importing canopy's image");
+        node.import_image(&archive)
+            .expect("importing canopy's image");
     });
     eprintln!(
         "localhost/canopy:dev imported in {:.1} s",
@@ -218,11 +231,21 @@ fn canopy_runs_in_cluster_from_its_chart() {
     );
     assert_eq!(manager_pods().len(), 2, "two replicas");
     eventually("the CA in the webhooks' caBundle", WAIT, || {
-        let config = json(&["get", "validatingwebhookconfiguration", "canopy", "-o", "json"])?;
+        let config = json(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "canopy",
+            "-o",
+            "json",
+        ])?;
         let hooks = config["webhooks"].as_array()?;
         hooks
             .iter()
-            .all(|h| h["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()))
+            .all(|h| {
+                h["clientConfig"]["caBundle"]
+                    .as_str()
+                    .is_some_and(|b| !b.is_empty())
+            })
             .then_some(())
     });
     eventually("admission through the Service", WAIT, || {
@@ -235,7 +258,10 @@ fn canopy_runs_in_cluster_from_its_chart() {
     let sub = format!("{t}-sub");
     owner_subnamespace(&t, &t, &sub);
     let took = propagation_works(&t, &sub, "before-failover");
-    eprintln!("propagation with the first leader: {:.1} s", took.as_secs_f64());
+    eprintln!(
+        "propagation with the first leader: {:.1} s",
+        took.as_secs_f64()
+    );
 
     // The leader crashes: SIGKILL to its process on the node, so it cannot release the
     // Lease; the other replica takes over once the Lease expires (15 s).
@@ -312,11 +338,18 @@ fn canopy_runs_in_cluster_from_its_chart() {
         admission_settled().then_some(())
     });
     let took = propagation_works(&t, &sub, "after-upgrade");
-    eprintln!("after helm upgrade: propagation {:.1} s", took.as_secs_f64());
+    eprintln!(
+        "after helm upgrade: propagation {:.1} s",
+        took.as_secs_f64()
+    );
 
     // helm uninstall: nothing of canopy's may stand between the apiserver and writes.
     let out = helm(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"]);
-    assert!(out.success, "helm uninstall: {}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.success,
+        "helm uninstall: {}\n{}",
+        out.stdout, out.stderr
+    );
     let left = kubectl_ok(&[
         "get",
         "validatingwebhookconfigurations,mutatingwebhookconfigurations",

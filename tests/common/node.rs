@@ -115,7 +115,9 @@ extern "C" fn stop_at_exit() {
 }
 
 /// Runs `f` on the node's plane (to import an image), on a thread of its own.
-pub fn with_node_plane<R: Send + 'static>(f: impl FnOnce(&ControlPlane) -> R + Send + 'static) -> R {
+pub fn with_node_plane<R: Send + 'static>(
+    f: impl FnOnce(&ControlPlane) -> R + Send + 'static,
+) -> R {
     std::thread::spawn(move || {
         let plane = NODE_PLANE.lock().unwrap_or_else(|p| p.into_inner());
         let plane = plane.as_ref().expect("the node's plane is running");
@@ -199,16 +201,7 @@ impl std::fmt::Display for Reach {
 /// `None` when the probe itself failed (kubectl or the exec), which is neither answer.
 pub fn probe(client_ns: &str, ip: &str, server_ns: &str) -> Option<Reach> {
     let line = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080; echo rc=$?");
-    let out = kubectl(&[
-        "exec",
-        "-n",
-        client_ns,
-        "client",
-        "--",
-        "sh",
-        "-c",
-        &line,
-    ]);
+    let out = kubectl(&["exec", "-n", client_ns, "client", "--", "sh", "-c", &line]);
     if !out.success {
         return None;
     }
