@@ -121,7 +121,7 @@ impl ImageSpec {
 pub fn canopy_image(name: &str, binary: &Path) -> Result<ImageSpec, DevError> {
     let mut spec = ImageSpec::new(name);
     spec.base();
-    spec.read_file("canopy", 0o755, binary)?;
+    spec.file("canopy", 0o755, without_debug_info(binary)?);
     for lib in shared_libraries(binary)? {
         let inside = lib.to_string_lossy().trim_start_matches('/').to_owned();
         add_parents(&mut spec, &inside);
@@ -165,6 +165,23 @@ pub fn pause_image(name: &str, pause: &Path) -> Result<ImageSpec, DevError> {
     spec.entrypoint = vec!["/pause".into()];
     spec.user = "65535:65535".into();
     Ok(spec)
+}
+
+/// The binary without its debug sections when `strip` (binutils) is there: a debug build
+/// of canopy is ~280 MB, mostly DWARF, which would make every import into the node slow.
+/// The code is unchanged; without `strip` the binary goes in as it is.
+fn without_debug_info(binary: &Path) -> Result<Vec<u8>, DevError> {
+    let dir = tempfile::tempdir().map_err(|e| DevError::io(Path::new("/tmp"), e))?;
+    let out = dir.path().join("canopy");
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&out)
+        .arg(binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    let from = if stripped { out.as_path() } else { binary };
+    std::fs::read(from).map_err(|e| DevError::io(from, e))
 }
 
 fn add_parents(spec: &mut ImageSpec, inside: &str) {
