@@ -14,7 +14,7 @@ export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
 
 ## test: everything CI checks: formatting, lints, unit and integration tests
 ## (tests/node.rs runs Pods on a real node when root; without root it reports itself skipped)
-test: tools envtest node
+test: tools envtest node-if-root
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test
@@ -38,6 +38,13 @@ node: node-packages envtest
 
 node-packages:
 	@hack/install-node-packages.sh
+
+# The node runs only as root (the node tests skip themselves otherwise), so only then is it
+# worth building for `make test`.
+.PHONY: node-if-root
+node-if-root:
+	@if [[ $$(id -u) == 0 ]]; then $(MAKE) --no-print-directory node; \
+	else echo "not root: the node tests (tests/node*.rs) will be skipped"; fi
 
 ## image: canopy's OCI image (target/image/canopy.oci.tar, reproducible; `ctr images import`,
 ## `skopeo copy oci-archive:...` or `podman load` read it) from a release build

@@ -1,4 +1,4 @@
-//! The `canopy` binary: `canopy manager`, `canopy crds`, `canopy dev`.
+//! The `canopy` binary: `canopy manager`, `canopy crds`, `canopy dev`, `canopy image`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

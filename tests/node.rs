@@ -379,15 +379,16 @@ fn a_pod_without_resources_runs_with_the_tenant_limit_range_defaults() {
     assert_eq!(resources["limits"]["cpu"], "200m", "{resources}");
     assert_eq!(resources["requests"]["memory"], "24Mi", "{resources}");
     assert_eq!(resources["requests"]["cpu"], "20m", "{resources}");
-    // The limit is real: the container's memory cgroup says 40Mi.
+    // The limit is real: the container's memory cgroup says 40Mi (cgroup v1, else v2).
     let limit = kubectl_ok(&[
         "exec",
         "-n",
         &sub,
         "bare",
         "--",
-        "cat",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
     ]);
     assert_eq!(limit.trim(), (40u64 * 1024 * 1024).to_string());
     eprintln!("Pod without resources runs with {resources}; its memory cgroup limit is {limit}");

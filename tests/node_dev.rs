@@ -65,6 +65,9 @@ fn machine_state() -> Vec<String> {
     ] {
         state.push(format!("{path} exists: {}", Path::new(path).exists()));
     }
+    if Path::new("/sys/fs/cgroup/kubepods").exists() {
+        state.push("cgroup: /sys/fs/cgroup/kubepods".to_owned());
+    }
     if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
         for h in hierarchies.flatten() {
             if h.path().join("kubepods").exists() {

@@ -128,8 +128,13 @@ fn kubepods_cgroups() -> Vec<PathBuf> {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return dirs;
     };
-    for hierarchy in hierarchies.flatten() {
-        let top = hierarchy.path().join("kubepods");
+    // v1 hierarchies (and v2 mounted at .../unified) hold it one level down; a pure cgroup
+    // v2 machine holds it at the top.
+    let tops = hierarchies
+        .flatten()
+        .map(|h| h.path().join("kubepods"))
+        .chain([PathBuf::from("/sys/fs/cgroup/kubepods")]);
+    for top in tops {
         if top.is_dir() {
             collect_dirs(&top, &mut dirs);
         }
