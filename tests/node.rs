@@ -19,7 +19,7 @@ use common::{apply, eventually, json, kubectl, kubectl_ok, unique};
 /// Pods start in seconds on the node; a loaded CI machine gets more.
 const POD_WAIT: Duration = Duration::from_secs(120);
 /// Policy changes reach kube-router's iptables within seconds; this is the bound.
-const POLICY_WAIT: Duration = Duration::from_secs(90);
+const POLICY_WAIT: Duration = Duration::from_secs(180);
 
 fn must(out: common::Kubectl, what: &str) {
     assert!(out.success, "{what}: {}", out.stderr);
@@ -52,7 +52,10 @@ fn check_matrix(
 ) {
     let start = Instant::now();
     let mut measured: BTreeMap<(String, String), Option<Reach>> = BTreeMap::new();
+    let mut rounds = 0;
+    let mut probes = 0;
     loop {
+        rounds += 1;
         let mut settled = true;
         for c in clients {
             for s in servers {
@@ -62,6 +65,7 @@ fn check_matrix(
                     continue;
                 }
                 let got = probe(&c.ns, &s.ip, &s.ns);
+                probes += 1;
                 measured.insert(key, got);
                 if got != Some(want) {
                     settled = false;
@@ -95,7 +99,9 @@ fn check_matrix(
         }
     }
     eprintln!(
-        "{title} (settled in {:.1} s; rows: client namespace, columns: server namespace)\n{}",
+        "{title} ({probes} probes in {:.1} s, {rounds} round(s) until every cell was as \
+         expected; rows: client namespace, columns: server namespace; refused = no HTTP \
+         answer)\n{}",
         start.elapsed().as_secs_f64(),
         render(clients, servers, &measured, &expected)
     );
