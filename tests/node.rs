@@ -100,8 +100,8 @@ fn check_matrix(
     }
     eprintln!(
         "{title} ({probes} probes in {:.1} s, {rounds} round(s) until every cell was as \
-         expected; rows: client namespace, columns: server namespace; refused = no HTTP \
-         answer)\n{}",
+         expected; rows: client namespace, columns: server namespace; refused = \
+         connection refused, by kube-router's REJECT)\n{}",
         start.elapsed().as_secs_f64(),
         render(clients, servers, &measured, &expected)
     );

@@ -184,7 +184,8 @@ pub fn wait_running(ns: &str, name: &str, timeout: Duration) -> String {
 pub enum Reach {
     /// `200 OK` with the server's namespace in the body.
     Open,
-    /// Connection refused or timed out.
+    /// Connection refused: kube-router REJECTs what a NetworkPolicy does not admit
+    /// (icmp-port-unreachable), so a refusal is immediate; a timeout is neither answer.
     Refused,
 }
 
@@ -207,10 +208,7 @@ pub fn probe(client_ns: &str, ip: &str, server_ns: &str) -> Option<Reach> {
     }
     if out.stdout.contains("200 OK") && out.stdout.contains(server_ns) {
         Some(Reach::Open)
-    } else if out.stderr.contains("refused")
-        || out.stderr.contains("timed out")
-        || out.stdout.trim_end().ends_with("rc=1")
-    {
+    } else if out.stderr.contains("Connection refused") && out.stdout.trim_end().ends_with("rc=1") {
         Some(Reach::Refused)
     } else {
         None
