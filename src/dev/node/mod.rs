@@ -157,10 +157,18 @@ pub fn can_run() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The node's root directory: `$CANOPY_NODE_ROOT` or `/var/lib/canopy-node`.
+/// The node's root directory: `$CANOPY_NODE_ROOT` or `/var/lib/canopy-node`. Cleanup
+/// removes this directory and kills every process whose command line names it, so an
+/// override must be an absolute path whose last component starts with `canopy-node`
+/// (else the default is used): `CANOPY_NODE_ROOT=/tmp` must not empty /tmp.
 pub fn root_dir() -> PathBuf {
     std::env::var_os("CANOPY_NODE_ROOT")
         .map(PathBuf::from)
+        .filter(|p| {
+            p.is_absolute()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("canopy-node"))
+        })
         .unwrap_or_else(|| PathBuf::from("/var/lib/canopy-node"))
 }
 
