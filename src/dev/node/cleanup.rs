@@ -104,6 +104,21 @@ fn kill_node_processes(root: &Path) {
     }
 }
 
+/// A kubelet that is not this node's (its command line does not name `root`).
+pub fn foreign_kubelet(root: &Path) -> Option<u32> {
+    let root = root.to_string_lossy().into_owned();
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "kubelet"
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains(&root))
+        })
+}
+
 fn processes_naming(needle: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -219,6 +219,14 @@ impl Node {
         }
         let binaries = NodeBinaries::locate(envtest_dir)?;
         let root = root_dir();
+        // Cleanup kills what runs in the kubepods cgroups and removes KUBE-* chains: on a
+        // machine that is itself a Kubernetes node that would wreck it.
+        if let Some(pid) = cleanup::foreign_kubelet(&root) {
+            return Err(NodeError::Network(format!(
+                "this machine runs a kubelet of its own (pid {pid}); the local node would \
+                 take over its cgroups and iptables chains, so it refuses to start"
+            )));
+        }
         let lock_path = root.with_extension("lock");
         let lock_file = File::options()
             .create(true)
