@@ -148,12 +148,16 @@ fn start_dev(dir: &Path, run: u32) -> Dev {
             }
         }
     });
-    if rx.recv_timeout(READY_WITHIN).is_err() {
+    if let Err(e) = rx.recv_timeout(READY_WITHIN) {
+        let why = match e {
+            mpsc::RecvTimeoutError::Timeout => format!("was not ready in {READY_WITHIN:?}"),
+            mpsc::RecvTimeoutError::Disconnected => "exited before it was ready".to_owned(),
+        };
         let _ = child.kill();
         let log = std::fs::read_to_string(dir.join(format!("dev-{run}.log"))).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         panic!(
-            "canopy dev --node (run {run}) was not ready in {READY_WITHIN:?}:\n{}",
+            "canopy dev --node (run {run}) {why}:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
@@ -226,6 +230,9 @@ fn dev_node_starts_clean_after_kill_9_and_leaves_the_machine_as_found() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
+    // The baseline is a machine without a node: a run of this test that died half-way
+    // (its node killed) must not become the state the next run compares against.
+    canopy::dev::node::clean_leftovers().expect("cleaning an earlier node's leftovers");
     let before = machine_state();
 
     let mut first = start_dev(dir.path(), 1);

@@ -113,9 +113,11 @@ pub fn foreign_kubelet(root: &Path) -> Option<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .find(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            // An exiting or zombie process (this node's own kubelet, killed with its
+            // parent) has an empty command line: not a kubelet that runs.
             comm.trim() == "kubelet"
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| !String::from_utf8_lossy(&c).contains(&root))
+                    .is_ok_and(|c| !c.is_empty() && !String::from_utf8_lossy(&c).contains(&root))
         })
 }
 

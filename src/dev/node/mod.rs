@@ -172,6 +172,30 @@ pub fn root_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/canopy-node"))
 }
 
+/// Removes what an earlier node left on this machine (what every node start does first),
+/// without starting one. Fails if a node is running.
+pub fn clean_leftovers() -> Result<(), NodeError> {
+    if !can_run() {
+        return Err(NodeError::NotRoot);
+    }
+    let root = root_dir();
+    let lock_path = root.with_extension("lock");
+    let lock_file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| NodeError::io(&lock_path, e))?;
+    let lock =
+        Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| NodeError::Locked {
+            path: lock_path.clone(),
+        })?;
+    cleanup::clean(&root);
+    let _ = std::fs::remove_file(&lock_path);
+    drop(lock);
+    Ok(())
+}
+
 /// A node: first `prepare` (the host side, before the control plane starts, because the
 /// apiserver listens on the node's address), then `start` (once the control plane runs).
 /// Dropping it stops every process and cleans the machine.
