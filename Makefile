@@ -10,10 +10,11 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 HELM_VERSION ?= 3.22.0
 export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
 
-.PHONY: test dev envtest tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota
+.PHONY: test dev dev-node envtest node node-packages image tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota
 
 ## test: everything CI checks: formatting, lints, unit and integration tests
-test: tools envtest
+## (tests/node.rs runs Pods on a real node when root; without root it reports itself skipped)
+test: tools envtest node-if-root
 	cargo fmt --check
 	python3 hack/import-graph.py
 	cargo clippy --all-targets -- -D warnings
@@ -24,7 +25,34 @@ test: helm-cli
 
 ## dev: a local cluster with canopy installed; prints `export KUBECONFIG=...`
 dev: envtest
+	@echo "make dev: control plane only (Pods stay Pending). For a real node, as root: make dev-node (canopy dev --node)"
 	cargo run --bin canopy -- dev
+
+## dev-node: the same with the node canopy-node-0 (root): Pods run, NetworkPolicy is enforced
+dev-node: envtest node
+	cargo run --bin canopy -- dev --node
+
+## node: what the node needs: Debian packages (as root, when missing), then kubelet,
+## kube-scheduler, kube-proxy, kube-router and the pause binary (cached in $(CANOPY_CACHE))
+node: node-packages envtest
+	K8S_VERSION=$(K8S_VERSION) CANOPY_CACHE=$(CANOPY_CACHE) hack/build-node.sh >/dev/null
+
+node-packages:
+	@hack/install-node-packages.sh
+
+# The node runs only as root (the node tests skip themselves otherwise), so only then is it
+# worth building for `make test`.
+.PHONY: node-if-root
+node-if-root:
+	@if [[ $$(id -u) == 0 ]]; then $(MAKE) --no-print-directory node; \
+	else echo "not root: the node tests (tests/node*.rs) will be skipped"; fi
+
+## image: canopy's OCI image (target/image/canopy.oci.tar, reproducible; `ctr images import`,
+## `skopeo copy oci-archive:...` or `podman load` read it) from a release build
+image:
+	cargo build --release --bin canopy
+	$${CARGO_TARGET_DIR:-target}/release/canopy image --binary $${CARGO_TARGET_DIR:-target}/release/canopy \
+		--name localhost/canopy:dev --output target/image/canopy.oci.tar
 
 ## envtest: build etcd, kube-apiserver, kube-controller-manager and kubectl (cached)
 envtest: tools

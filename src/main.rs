@@ -1,4 +1,4 @@
-//! The `canopy` binary: `canopy manager`, `canopy crds`, `canopy dev`.
+//! The `canopy` binary: `canopy manager`, `canopy crds`, `canopy dev`, `canopy image`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,8 @@ enum Command {
     /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) with
     /// canopy installed, until Ctrl-C or SIGTERM.
     Dev(canopy::dev::DevArgs),
+    /// Write canopy's OCI image (an OCI archive) from this binary: what `make image` runs.
+    Image(canopy::dev::image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),
+        Command::Image(args) => canopy::dev::image::run(args),
         Command::Manager(args) => run_async(run_manager(*args)),
     };
     match result {

@@ -745,6 +745,43 @@ fn chart_certificate_options() {
     // One replica: no PodDisruptionBudget, which would block every node drain.
     let rendered = objects(&helm_template(NAMESPACE, &["--set", "replicas=1"]));
     assert!(!rendered.iter().any(|o| o["kind"] == "PodDisruptionBudget"));
+
+    // Option C: the manager makes its own certificate; no Secret is mounted (none exists),
+    // and the empty CA Secret it fills is there. tests/node_chart.rs installs it for real.
+    let rendered = objects(&helm_template(
+        NAMESPACE,
+        &["--set", "webhook.selfSignedCertificates=true"],
+    ));
+    let deployment = find(&rendered, "Deployment", "canopy-manager");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].as_array().expect("args");
+    assert!(
+        args.contains(&json!("--self-signed-certificates")),
+        "{args:?}"
+    );
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("--tls-"))),
+        "{args:?}"
+    );
+    assert!(pod["volumes"].is_null(), "{}", pod["volumes"]);
+    assert!(pod["containers"][0]["volumeMounts"].is_null());
+    find(&rendered, "Secret", "canopy-webhook-ca");
+    // Two sources of the certificate at once is a mistake the chart refuses.
+    let out = helm_command(&[
+        "template",
+        "canopy",
+        &chart_dir(),
+        "--set",
+        "webhook.selfSignedCertificates=true",
+        "--set",
+        "certManager.enabled=true",
+    ])
+    .output()
+    .expect("helm runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! A local control plane: etcd, kube-apiserver and kube-controller-manager on loopback,
 //! started as envtest does, plus the controller manager so the cluster behaves like one.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use super::DevError;
 use super::binaries::Binaries;
 use super::kubeconfig::{self, Credentials};
+use super::node::{self, ControlPlaneRef, Node};
 use super::pki::Pki;
 use super::process::ManagedProcess;
 
@@ -27,12 +28,17 @@ pub struct ControlPlaneOptions {
     pub data_dir: Option<PathBuf>,
     /// Where the binaries are; `Binaries::locate()` when unset.
     pub binaries: Option<Binaries>,
+    /// Add the node `canopy-node-0` (src/dev/node; needs root and `make node`): the
+    /// apiserver then listens on the node's address instead of loopback.
+    pub node: bool,
 }
 
 /// A running control plane. Dropping it stops every process and, unless a data
 /// directory was given, removes all data.
 pub struct ControlPlane {
-    // Field order is drop order: processes stop before their directory goes.
+    // Field order is drop order: the node stops before the control plane, and processes
+    // stop before their directory goes.
+    node: Option<Node>,
     processes: Vec<ManagedProcess>,
     _temp_dir: Option<TempDir>,
     dir: PathBuf,
@@ -80,14 +86,29 @@ impl ControlPlane {
         };
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| DevError::io(&logs, e))?;
-        let pki = Pki::generate(&dir.join("pki"))?;
+        // The node's host side comes first: the apiserver listens on the node's address,
+        // which lives on the node's bridge.
+        let node = if options.node {
+            let envtest_dir = binaries.kubectl.parent().unwrap_or(Path::new("."));
+            Some(Node::prepare(envtest_dir)?)
+        } else {
+            None
+        };
+        let listen = if node.is_some() {
+            IpAddr::V4(node::NODE_IP)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let extra_ips: Vec<IpAddr> = node.iter().map(|_| IpAddr::V4(node::NODE_IP)).collect();
+        let pki = Pki::generate(&dir.join("pki"), &extra_ips)?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let api_port = free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{listen}:{api_port}");
 
         let mut plane = Self {
+            node,
             processes: Vec::new(),
             _temp_dir: temp_dir,
             dir: dir.clone(),
@@ -116,10 +137,10 @@ impl ControlPlane {
 
         let pki_dir = plane.pki.dir.clone();
         let p = |f: &str| pki_dir.join(f).display().to_string();
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--bind-address={listen}"),
+            format!("--advertise-address={listen}"),
             format!("--secure-port={api_port}"),
             format!("--cert-dir={}", dir.join("pki").display()),
             format!("--tls-cert-file={}", p(Pki::SERVING_CERT)),
@@ -139,6 +160,15 @@ impl ControlPlane {
             "--allow-privileged=true".to_owned(),
             "--profiling=false".to_owned(),
         ];
+        if plane.node.is_some() {
+            apiserver_args.extend([
+                // `kubectl exec` and `logs`: the kubelet trusts the CA, and authorizes the
+                // admin certificate through the apiserver.
+                format!("--kubelet-client-certificate={}", p(Pki::ADMIN_CERT)),
+                format!("--kubelet-client-key={}", p(Pki::ADMIN_KEY)),
+                "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            ]);
+        }
         plane.spawn(
             "kube-apiserver",
             &plane.binaries.kube_apiserver.clone(),
@@ -167,7 +197,7 @@ impl ControlPlane {
         let client = plane.client().await?;
         plane.wait_for_readyz(&client).await?;
 
-        let kcm_args = vec![
+        let mut kcm_args = vec![
             format!("--kubeconfig={}", kcm_kubeconfig.display()),
             format!("--authentication-kubeconfig={}", kcm_kubeconfig.display()),
             format!("--authorization-kubeconfig={}", kcm_kubeconfig.display()),
@@ -182,6 +212,14 @@ impl ControlPlane {
             "--controllers=*".to_owned(),
             "--profiling=false".to_owned(),
         ];
+        if plane.node.is_some() {
+            // The node's spec.podCIDR, which kube-router reads: the whole Pod range.
+            kcm_args.extend([
+                "--allocate-node-cidrs=true".to_owned(),
+                format!("--cluster-cidr={}", node::POD_CIDR),
+                "--node-cidr-mask-size=24".to_owned(),
+            ]);
+        }
         plane.spawn(
             "kube-controller-manager",
             &plane.binaries.kube_controller_manager.clone(),
@@ -189,7 +227,24 @@ impl ControlPlane {
             &logs,
         )?;
         plane.wait_for_default_service_account(&client).await?;
+        if let Some(mut node) = plane.node.take() {
+            let started = node
+                .start(ControlPlaneRef {
+                    server: &plane.server,
+                    pki: &plane.pki,
+                    logs: &logs,
+                    admin: &client,
+                })
+                .await;
+            plane.node = Some(node);
+            started?;
+        }
         Ok(plane)
+    }
+
+    /// The node, when the plane was started with one.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -223,13 +278,20 @@ impl ControlPlane {
 
     /// An error naming the first process that has died, with its log.
     pub fn check_running(&mut self) -> Result<(), DevError> {
+        if let Some(node) = self.node.as_mut() {
+            node.check_running()?;
+        }
         self.processes
             .iter_mut()
             .try_for_each(ManagedProcess::check_running)
     }
 
-    /// Stops the controller manager, the apiserver and etcd, in that order.
+    /// Stops the node (and cleans the machine), then the controller manager, the
+    /// apiserver and etcd, in that order.
     pub fn stop(&mut self) {
+        if let Some(mut node) = self.node.take() {
+            node.stop();
+        }
         while let Some(mut process) = self.processes.pop() {
             tracing::debug!(process = process.name(), "stopping");
             process.stop(Duration::from_secs(10));

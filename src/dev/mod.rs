@@ -6,8 +6,10 @@
 mod binaries;
 pub mod canopy;
 mod control_plane;
+pub mod image;
 mod install;
 mod kubeconfig;
+pub mod node;
 mod pki;
 mod process;
 
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub use binaries::{Binaries, K8S_VERSION};
 pub use control_plane::{ControlPlane, ControlPlaneOptions, client_for, free_port};
 pub use install::install_crds;
+pub use node::{NODE_NAME, Node, NodeError};
 
 /// Why the local control plane could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub enum DevError {
     Install { what: String, source: kube::Error },
     #[error("setting up canopy: {0}")]
     Canopy(String),
+    #[error("node {NODE_NAME}: {0}")]
+    Node(#[from] NodeError),
 }
 
 impl DevError {
@@ -80,17 +85,34 @@ pub struct DevArgs {
     /// directory (removed on exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Add a real node (`canopy-node-0`: containerd, kubelet, kube-scheduler, kube-proxy,
+    /// kube-router) so Pods run and NetworkPolicy is enforced. Needs root and `make node`;
+    /// without root the control plane starts alone.
+    #[arg(long)]
+    pub node: bool,
 }
 
 /// `canopy dev`: start the control plane, install the CRDs, publish the kubeconfig, and
 /// run until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let with_node = args.node && node::can_run();
+    if args.node && !with_node {
+        tracing::warn!("--node needs root: starting the control plane without a node");
+    }
     let mut plane = ControlPlane::start(ControlPlaneOptions {
         data_dir: args.data_dir.clone(),
         binaries: None,
+        node: with_node,
     })
     .await?;
+    if let Some(node) = plane.node() {
+        // This very binary becomes `localhost/canopy:dev`, for `helm install` on the node.
+        let exe =
+            std::env::current_exe().map_err(|e| DevError::io(Path::new("/proc/self/exe"), e))?;
+        let archive = node::images::canopy(&plane.dir().join("images"), &exe)?;
+        node.import_image(&archive)?;
+    }
     let admin = plane.client().await?;
     let prepared = canopy::prepare(&plane).await?;
     let manager_client = client_for(&prepared.manager_kubeconfig).await?;
@@ -126,6 +148,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "control plane ready"
     );
     println!("export KUBECONFIG={}", kubeconfig_path.display());
+    if with_node {
+        println!(
+            "# node {NODE_NAME} is Ready; images: {}, {} (imagePullPolicy: Never)",
+            node::images::TOOLBOX_IMAGE,
+            node::images::CANOPY_IMAGE
+        );
+    } else {
+        println!(
+            "# no node: Pods stay Pending. For a real node (root): canopy dev --node \
+             (make dev-node)"
+        );
+    }
 
     let outcome = wait_for_shutdown(&mut plane).await;
     let _ = stop_manager.send(());

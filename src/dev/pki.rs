@@ -28,6 +28,12 @@ pub struct Pki {
     pub controller_manager: CertPair,
     /// For a webhook server on loopback (`127.0.0.1`, `localhost`) that the apiserver calls.
     pub loopback_serving: CertPair,
+    /// The node's components (src/dev/node): kubelet as `system:node:<node>` in
+    /// `system:nodes` (what the Node authorizer and NodeRestriction expect), kube-scheduler
+    /// and kube-proxy as the users their bootstrap roles are bound to.
+    pub kubelet: CertPair,
+    pub scheduler: CertPair,
+    pub kube_proxy: CertPair,
 }
 
 impl Pki {
@@ -37,11 +43,18 @@ impl Pki {
     pub const SERVING_KEY: &str = "apiserver.key";
     pub const SA_KEY: &str = "sa.key";
     pub const SA_PUB: &str = "sa.pub";
+    /// The admin certificate as files: kube-apiserver's client certificate towards kubelets
+    /// (`kubectl exec` and `logs`).
+    pub const ADMIN_CERT: &str = "admin.crt";
+    pub const ADMIN_KEY: &str = "admin.key";
 
     /// Mints a CA, the apiserver's serving certificate (for 127.0.0.1 and localhost),
     /// an admin client certificate in `system:masters`, the controller manager's client
     /// certificate and the service-account signing key, and writes them to `dir`.
-    pub fn generate(dir: &Path) -> Result<Self, DevError> {
+    ///
+    /// `extra_ips` are added to the apiserver's serving certificate: the node's address,
+    /// where Pods and the kubelet reach it.
+    pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<Self, DevError> {
         std::fs::create_dir_all(dir).map_err(|e| DevError::io(dir, e))?;
         let ca_key = KeyPair::generate()?;
         let ca_key_pem = ca_key.serialize_pem();
@@ -69,6 +82,9 @@ impl Pki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        for ip in extra_ips {
+            serving.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
@@ -97,6 +113,12 @@ impl Pki {
         };
         let admin = client("canopy-admin", Some("system:masters"))?;
         let controller_manager = client("system:kube-controller-manager", None)?;
+        let kubelet = client(
+            &format!("system:node:{}", crate::dev::NODE_NAME),
+            Some("system:nodes"),
+        )?;
+        let scheduler = client("system:kube-scheduler", None)?;
+        let kube_proxy = client("system:kube-proxy", None)?;
 
         let sa_key = KeyPair::generate()?;
         let pki = Self {
@@ -108,6 +130,9 @@ impl Pki {
             admin,
             controller_manager,
             loopback_serving,
+            kubelet,
+            scheduler,
+            kube_proxy,
         };
         pki.write(Self::CA_CERT, &pki.ca.cert_pem)?;
         pki.write(Self::CA_KEY, &pki.ca.key_pem)?;
@@ -115,6 +140,8 @@ impl Pki {
         pki.write(Self::SERVING_KEY, &serving_key.serialize_pem())?;
         pki.write(Self::SA_KEY, &sa_key.serialize_pem())?;
         pki.write(Self::SA_PUB, &sa_key.public_key_pem())?;
+        pki.write(Self::ADMIN_CERT, &pki.admin.cert_pem)?;
+        pki.write(Self::ADMIN_KEY, &pki.admin.key_pem)?;
         Ok(pki)
     }
 

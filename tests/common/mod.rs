@@ -5,6 +5,7 @@
 
 pub mod managers;
 pub mod objects;
+pub mod node;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};
