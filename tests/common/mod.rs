@@ -4,8 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod managers;
-pub mod objects;
 pub mod node;
+pub mod objects;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};

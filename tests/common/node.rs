@@ -99,8 +99,13 @@ async fn start_canopy(plane: &ControlPlane) -> Result<(), canopy::dev::DevError>
             controllers: true,
             webhooks: true,
         };
-        if let Err(e) =
-            canopy::manager::run(client, Some(listener), halves, std::future::pending()).await
+        if let Err(e) = canopy::manager::run(
+            client,
+            canopy::manager::Listeners::webhooks(listener),
+            halves,
+            std::future::pending(),
+        )
+        .await
         {
             eprintln!("canopy manager failed: {e}");
         }
