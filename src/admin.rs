@@ -27,7 +27,7 @@ use crate::controllers::quota::metrics::QuotaMetrics;
 use crate::forest::watch::ClusterState;
 use crate::forest::watch_health::{self, WatchHealth};
 use crate::webhooks::metrics::Metrics as AdmissionMetrics;
-use crate::webhooks::server::plain;
+use crate::webhooks::server::{accept, plain};
 
 /// Where `canopy manager` serves the admin port unless told otherwise.
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:8080";
@@ -156,17 +156,8 @@ impl AdminListener {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        // Out of file descriptors, usually: give connections time to close.
-                        warn!(error = %err, "admin port: accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
+            let Some((tcp, peer)) = accept(&listener, &mut shutdown, "admin").await else {
+                break;
             };
             let service = TowerToHyperService::new(warp::service(routes.clone()));
             let conn = Builder::new(TokioExecutor::new())

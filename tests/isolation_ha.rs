@@ -7,18 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::managers::{holder, proxy_connections, start_two_replicas, stop_manager};
+use common::eventually;
+use common::managers::{holder, proxy_connections, setup_two_replicas, stop_manager};
 use common::tenants::race_anchors_into_tenants;
-use common::{CUSTOM, eventually, start_plane};
 
 fn setup() {
-    CUSTOM.get_or_init(|| {
-        start_plane(|plane| async move {
-            let prepared = canopy::dev::canopy::prepare(&plane).await?;
-            start_two_replicas(&plane, prepared).await?;
-            Ok(plane)
-        })
-    });
+    setup_two_replicas();
 }
 
 #[test]

@@ -7,21 +7,15 @@ mod common;
 
 use std::sync::Arc;
 
-use common::managers::start_two_replicas;
+use common::managers::setup_two_replicas;
 use common::objects::hierarchy;
 use common::tenants::{WAIT, as_owner, as_owner_apply, create_tenant, owner_subnamespace};
-use common::{CUSTOM, Kubectl, apply, eventually, json, kubectl, kubectl_ok, start_plane, unique};
+use common::{Kubectl, apply, eventually, json, kubectl, kubectl_ok, unique};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
 fn setup() {
-    CUSTOM.get_or_init(|| {
-        start_plane(|plane| async move {
-            let prepared = canopy::dev::canopy::prepare(&plane).await?;
-            start_two_replicas(&plane, prepared).await?;
-            Ok(plane)
-        })
-    });
+    setup_two_replicas();
 }
 
 const TENANT_QUOTA: &str = "canopy-tenant-quota";

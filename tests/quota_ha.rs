@@ -9,20 +9,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::managers::{holder, start_two_replicas, stop_manager};
+use common::managers::{holder, setup_two_replicas, stop_manager};
 use common::tenants::{WAIT, create_tenant, owner_subnamespace};
-use common::{CUSTOM, eventually, json, kubectl_ok, start_plane, unique};
+use common::{eventually, json, kubectl_ok, unique};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
 fn setup() {
-    CUSTOM.get_or_init(|| {
-        start_plane(|plane| async move {
-            let prepared = canopy::dev::canopy::prepare(&plane).await?;
-            start_two_replicas(&plane, prepared).await?;
-            Ok(plane)
-        })
-    });
+    setup_two_replicas();
 }
 
 #[test]

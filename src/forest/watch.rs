@@ -195,19 +195,15 @@ pub fn start(
         },
     );
     let limit_range_index = LimitRangeIndex::default();
-    let limit_ranges = {
-        let readiness = readiness.clone();
-        indexer::run(
-            watcher(
-                &health,
-                "limitranges",
-                Api::<LimitRange>::all(client.clone()),
-            ),
-            limit_range_index.clone(),
-            |never| match never {},
-            move || readiness.listed(),
-        )
-    };
+    let limit_ranges = index_only(
+        watcher(
+            &health,
+            "limitranges",
+            Api::<LimitRange>::all(client.clone()),
+        ),
+        limit_range_index.clone(),
+        readiness.clone(),
+    );
     // Quota: the HRQs and the usage of what they count. A change only wakes the recount
     // controller (through the index's `Notify`), so the emitted changes are dropped.
     let quota = QuotaIndex::default();
@@ -215,53 +211,37 @@ pub fn start(
         let (quota, readiness, health) = (quota.clone(), readiness.clone(), health.clone());
         async move {
             tokio::join!(
-                indexer::run(
+                index_only(
                     watcher(
                         &health,
                         "hierarchicalresourcequotas",
                         Api::all(client.clone())
                     ),
                     HrqFeed(quota.clone()),
-                    |_| {},
-                    {
-                        let r = readiness.clone();
-                        move || r.listed()
-                    },
+                    readiness.clone(),
                 ),
-                indexer::run(
+                index_only(
                     watcher(&health, "quota/pods", Api::<Pod>::all(client.clone())),
                     UsageFeed(quota.clone()),
-                    |_| {},
-                    {
-                        let r = readiness.clone();
-                        move || r.listed()
-                    },
+                    readiness.clone(),
                 ),
-                indexer::run(
+                index_only(
                     watcher(
                         &health,
                         "quota/services",
                         Api::<Service>::all(client.clone())
                     ),
                     UsageFeed(quota.clone()),
-                    |_| {},
-                    {
-                        let r = readiness.clone();
-                        move || r.listed()
-                    },
+                    readiness.clone(),
                 ),
-                indexer::run(
+                index_only(
                     watcher(
                         &health,
                         "quota/persistentvolumeclaims",
                         Api::<PersistentVolumeClaim>::all(client),
                     ),
                     UsageFeed(quota.clone()),
-                    |_| {},
-                    {
-                        let r = readiness.clone();
-                        move || r.listed()
-                    },
+                    readiness.clone(),
                 ),
             );
         }
@@ -321,6 +301,17 @@ impl Feed {
             move || readiness.listed(),
         )
     }
+}
+
+/// A watch whose changes nobody dispatches: its indexer has no consumer to tell (the
+/// LimitRanges) or wakes its own (the quota index's `Notify`). Only its first list
+/// counts, towards readiness.
+fn index_only<K, I: Indexer<K>>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+    indexer: I,
+    readiness: Readiness,
+) -> impl Future<Output = ()> {
+    indexer::run(stream, indexer, |_| {}, move || readiness.listed())
 }
 
 /// A watch of every object of a kind, with canopy's retries (`watch_health`).

@@ -47,12 +47,7 @@ pub fn changed_protected_labels(
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::forest::testing::labels;
 
     #[test]
     fn added_changed_and_removed_protected_labels_are_reported() {

@@ -126,17 +126,8 @@ impl Server {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        // Out of file descriptors, usually: give connections time to close.
-                        warn!(error = %err, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
+            let Some((tcp, peer)) = accept(&listener, &mut shutdown, "webhook").await else {
+                break;
             };
             let _ = tcp.set_nodelay(true);
             let tls = self.tls.clone();
@@ -276,6 +267,28 @@ fn json(body: String) -> Reply {
         warp::http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` resolves. A failed
+/// accept (out of file descriptors, usually) waits 100 ms, giving connections time to
+/// close, and tries again. `what` names the port in the log.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => return Some(conn),
+                Err(err) => {
+                    warn!(error = %err, port = what, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
 }
 
 pub(crate) fn plain(status: StatusCode, text: &str) -> Reply {

@@ -169,3 +169,15 @@ fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
         }
     });
 }
+
+/// This test binary's own control plane with canopy as two replicas behind one webhook
+/// address (`start_two_replicas`), started once.
+pub fn setup_two_replicas() {
+    super::CUSTOM.get_or_init(|| {
+        super::start_plane(|plane| async move {
+            let prepared = canopy::dev::canopy::prepare(&plane).await?;
+            start_two_replicas(&plane, prepared).await?;
+            Ok(plane)
+        })
+    });
+}

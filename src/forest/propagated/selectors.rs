@@ -208,12 +208,7 @@ fn parse_term(term: &str) -> Result<Expression, String> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::forest::testing::labels;
 
     #[test]
     fn label_selectors_parse_like_kubectl() {
