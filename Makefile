@@ -6,6 +6,8 @@ K8S_VERSION ?= 1.36.3
 CANOPY_CACHE ?= $(HOME)/.cache/canopy
 export CANOPY_ENVTEST_DIR ?= $(CANOPY_CACHE)/envtest/k8s-$(K8S_VERSION)
 export PATH := $(HOME)/.cargo/bin:$(PATH)
+# Rust builds are cached outside the repository too, so a fresh clone (CI) compiles only canopy.
+export CARGO_TARGET_DIR ?= $(CANOPY_CACHE)/target
 # helm renders and lints helm/canopy in tests/packaging.rs (built by hack/build-helm.sh).
 HELM_VERSION ?= 3.22.0
 export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
