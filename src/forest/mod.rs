@@ -16,6 +16,7 @@ pub mod indexer;
 pub mod limit_ranges;
 pub mod propagated;
 pub mod quota;
+pub mod quota_counts;
 #[cfg(test)]
 pub mod testing;
 mod tree;
