@@ -11,8 +11,11 @@ export CARGO_TARGET_DIR ?= $(CANOPY_CACHE)/target
 # helm renders and lints helm/canopy in tests/packaging.rs (built by hack/build-helm.sh).
 HELM_VERSION ?= 3.22.0
 export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
+# make bench-compare runs HNC's manager beside canopy (built by hack/build-hnc.sh).
+HNC_VERSION ?= 1.1.0
+export COMPARE_HNC_DIR ?= $(CANOPY_CACHE)/hnc-v$(HNC_VERSION)
 
-.PHONY: test dev dev-node envtest node node-packages image tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota
+.PHONY: test dev dev-node envtest node node-packages image tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota bench-compare
 
 ## test: everything CI checks: formatting, lints, unit and integration tests
 ## (tests/node.rs runs Pods on a real node when root; without root it reports itself skipped)
@@ -111,6 +114,13 @@ bench-quota: tools envtest
 bench-propagation: tools envtest
 	cargo build --release --bin canopy
 	cargo bench --bench propagation
+
+## bench-compare: canopy vs HNC v1.1.0 vs a plain client, one fresh control plane each
+## (docs/performance.md); HNC's manager is built by hack/build-hnc.sh (cached).
+## COMPARE_NAMESPACES=1000,5000 adds sizes (default 1000), COMPARE_SHAPES=wide,balanced
+bench-compare: tools envtest
+	HNC_VERSION=$(HNC_VERSION) CANOPY_CACHE=$(CANOPY_CACHE) hack/build-hnc.sh >/dev/null
+	cargo bench --bench compare
 
 clean-envtest:
 	rm -rf $(CANOPY_ENVTEST_DIR)
