@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use canopy::api::{HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec, keys};
 use canopy::controllers::propagation::copy::{Strip, desired_copy};
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
+/// The client-side limit canopy's `Writer` applied by default before issue 14 (now only
+/// with `--write-qps`): the plain client's second variant, for comparison.
+const DEFAULT_WRITE_QPS: u32 = 200;
 use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for};
 use futures::{StreamExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
