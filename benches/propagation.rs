@@ -15,7 +15,9 @@
 //!    waits until the apiserver sees no writes for a while.
 //! 4. **Propagation**: 5 sources (Role, RoleBinding, ResourceQuota, NetworkPolicy,
 //!    LimitRange) are created at the root; the time runs until a metadata watch per kind
-//!    has seen a copy in every descendant. Writes are counted from the apiserver's
+//!    has seen a copy in every descendant. Meanwhile an admin lists namespaces in a loop
+//!    (`kubectl get ns`, first chunk of 500): its p50/p99 beside the same calls while
+//!    idle, and the 429s canopy's writes got, show whether the fan-out crowds others out. Writes are counted from the apiserver's
 //!    `apiserver_request_total` (verb `APPLY` on the 5 resources, which only canopy uses
 //!    here), before and after, once the apiserver is quiet again.
 //! 5. **Restart**: the manager is stopped, one copy (the Role in the last namespace) is
@@ -42,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use canopy::api::{HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec, keys};
 use canopy::controllers::propagation::copy::{Strip, desired_copy};
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for};
 use futures::{StreamExt, TryStreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -63,6 +64,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const WORKERS_PER_KIND: usize = 32;
 /// Object names of the 5 sources.
 const SOURCE_NAME: &str = "bench";
+
+/// The client-side limit canopy's `Writer` applied by default before issue 14 (now only
+/// with `--write-qps`): the plain client's second variant, for comparison.
+const DEFAULT_WRITE_QPS: u32 = 200;
 
 fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -276,6 +281,11 @@ async fn cell(settings: &Settings, n: usize, shape: Shape) -> Result<Row, BoxErr
     let before = request_counts(&admin).await?;
     let cpu_before = manager.cpu();
     let observer = Observer::start(&admin, &kinds, &root, &descendants).await?;
+    // Another client's view: an admin listing namespaces (`kubectl get ns`, one chunk),
+    // idle now and again during the fan-out.
+    let idle = Latencies::of(admin_list_loop(&admin, Some(100), None).await);
+    let busy_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = tokio::spawn(admin_list_loop_owned(admin.clone(), busy_stop.clone()));
     let t0 = Instant::now();
     futures::future::try_join_all(kinds.iter().map(|(ar, body)| {
         let admin = admin.clone();
@@ -298,6 +308,8 @@ async fn cell(settings: &Settings, n: usize, shape: Shape) -> Result<Row, BoxErr
         .await
         .map_err(|e| format!("{label}: {e}"))?;
     let t_canopy = arrivals.last;
+    busy_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let busy = Latencies::of(busy.await.unwrap_or_default());
     let prop_cpu = manager.cpu().saturating_sub(cpu_before);
     let (rss_after_prop, hwm_prop) = manager.memory();
     let after = wait_quiet(&admin, Duration::from_secs(3), settings.timeout).await?;
@@ -315,6 +327,17 @@ async fn cell(settings: &Settings, n: usize, shape: Shape) -> Result<Row, BoxErr
         mib(hwm_prop)
     );
     println!("writes during propagation:\n{}", describe(&prop_writes));
+    let throttled = count(&prop_writes, |k| k.code == "429");
+    println!(
+        "admin `get ns` (limit 500): idle p50 {:.1} ms p99 {:.1} ms ({} calls); during the fan-out p50 {:.1} ms p99 {:.1} ms ({} calls): p99 {:.2}x idle; 429 answers to writes: {throttled}",
+        idle.p50_ms,
+        idle.p99_ms,
+        idle.n,
+        busy.p50_ms,
+        busy.p99_ms,
+        busy.n,
+        busy.p99_ms / idle.p99_ms.max(0.001)
+    );
 
     // ---- restart on the converged tree, with one copy deleted while it is down ----
     manager.stop();
@@ -850,6 +873,58 @@ async fn baseline(
         start.elapsed(),
         retries.load(std::sync::atomic::Ordering::Relaxed),
     ))
+}
+
+// ---- another client's latency ----
+
+#[derive(Default)]
+struct Latencies {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Latencies {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self {
+            n: samples.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+        }
+    }
+}
+
+/// Lists namespaces as `kubectl get ns` does (its first chunk of 500), one call after
+/// another, `calls` times or until `stop`; returns each call's latency.
+async fn admin_list_loop(
+    admin: &Client,
+    calls: Option<usize>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let api: Api<Namespace> = Api::all(admin.clone());
+    let mut samples = Vec::new();
+    while calls.is_none_or(|c| samples.len() < c)
+        && !stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        let started = Instant::now();
+        if api.list(&ListParams::default().limit(500)).await.is_ok() {
+            samples.push(started.elapsed());
+        }
+    }
+    samples
+}
+
+async fn admin_list_loop_owned(
+    admin: Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    admin_list_loop(&admin, None, Some(&stop)).await
 }
 
 // ---- apiserver request counters ----

@@ -13,7 +13,7 @@ use tracing::info;
 use crate::admin::{self, AdminListener, Metrics, Readiness};
 use crate::controllers;
 use crate::controllers::propagation::Propagation;
-use crate::controllers::writer::{DEFAULT_WRITE_QPS, Writer};
+use crate::controllers::writer::Writer;
 use crate::forest::watch;
 use crate::leader::{self, LeaderElectionArgs};
 use crate::webhooks::Webhooks;
@@ -44,10 +44,11 @@ pub struct ManagerArgs {
     /// Run only the webhook server (no controllers).
     #[arg(long = "webhooks")]
     pub webhooks_only: bool,
-    /// Most writes of copies per second (a client-side limit, so a fan-out to thousands
-    /// of namespaces cannot flood the apiserver).
-    #[arg(long, default_value_t = DEFAULT_WRITE_QPS)]
-    pub write_qps: u32,
+    /// Most writes of copies per second, a client-side cap on top of the bound on writes in
+    /// flight; off by default (the apiserver's flow control paces canopy, and its 429s
+    /// are honoured). For an apiserver without API Priority and Fairness.
+    #[arg(long)]
+    pub write_qps: Option<u32>,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -155,7 +156,7 @@ pub async fn run(
         listeners,
         halves,
         None,
-        DEFAULT_WRITE_QPS,
+        None,
         DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
         shutdown,
     )
@@ -174,7 +175,7 @@ pub async fn run_with(
     listeners: Listeners,
     halves: Halves,
     election: Option<LeaderElectionArgs>,
-    write_qps: u32,
+    write_qps: Option<u32>,
     webhook_configuration: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {

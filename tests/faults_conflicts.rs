@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::client_for;
 use canopy::manager::{Halves, Listeners, run_with};
 use canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION;
@@ -65,7 +64,7 @@ impl Controllers {
                     },
                     halves,
                     None,
-                    DEFAULT_WRITE_QPS,
+                    None,
                     DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
                     shutdown,
                 )
@@ -123,7 +122,7 @@ fn setup() -> MutexGuard<'static, ()> {
                         Listeners::webhooks(listener),
                         halves,
                         None,
-                        DEFAULT_WRITE_QPS,
+                        None,
                         DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
                         std::future::pending(),
                     )

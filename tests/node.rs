@@ -344,6 +344,71 @@ fn a_propagated_quota_stops_the_pod_that_exceeds_it_in_every_descendant() {
     }
 }
 
+/// `status.used[resource]` of the tenant's HierarchicalResourceQuota.
+fn tenant_quota_used(tenant: &str, resource: &str) -> Option<String> {
+    let hrq = json(&[
+        "get",
+        "hrq",
+        "canopy-tenant-quota",
+        "-n",
+        tenant,
+        "-o",
+        "json",
+    ])?;
+    hrq["status"]["used"][resource].as_str().map(str::to_owned)
+}
+
+#[test]
+fn a_tenant_quota_counts_running_pods_across_the_tree_and_frees_finished_ones() {
+    if !require_node(
+        true,
+        "a_tenant_quota_counts_running_pods_across_the_tree_and_frees_finished_ones",
+    ) {
+        return;
+    }
+    let t = unique("hrq");
+    create_tenant(&t, 10, "  quota: {pods: \"2\"}\n");
+    let sub = format!("{t}-sub");
+    owner_subnamespace(&t, &t, &sub);
+    eventually("the tenant quota to be counted", WAIT, || {
+        (tenant_quota_used(&t, "pods")? == "0").then_some(())
+    });
+    let sleeper = |ns: &str, name: &str| pod_yaml(ns, name, "exec sleep 86400", Some(RESOURCES));
+    // One Pod runs in the root; one in the subnamespace runs to completion.
+    must(apply(&sleeper(&t, "a")), "the first Pod");
+    let finishing = pod_yaml(&sub, "b", "exit 0", Some(RESOURCES))
+        .replace("spec:\n", "spec:\n  restartPolicy: Never\n");
+    must(apply(&finishing), "the Pod that finishes");
+    wait_running(&t, "a", POD_WAIT);
+    // Both count while b has not finished; then, like the apiserver's quota, a finished
+    // Pod counts nothing, and its place is free while it still exists.
+    eventually("the finished Pod to stop counting", POD_WAIT, || {
+        let b = json(&["get", "pod", "b", "-n", &sub, "-o", "json"])?;
+        (b["status"]["phase"] == "Succeeded" && tenant_quota_used(&t, "pods")? == "1").then_some(())
+    });
+    must(apply(&sleeper(&sub, "c")), "a Pod in the freed place");
+    wait_running(&sub, "c", POD_WAIT);
+    // Two running Pods across the tree: a third is refused in either namespace.
+    for ns in [&t, &sub] {
+        let out = apply(&sleeper(ns, "d"));
+        assert!(!out.success, "a third running Pod was admitted in {ns}");
+        assert!(
+            out.stderr.contains("pods: requested 1, used 2, hard 2"),
+            "{}",
+            out.stderr
+        );
+    }
+    // Deleting a running Pod frees its place for a Pod that then runs.
+    kubectl_ok(&["delete", "pod", "a", "-n", &t, "--wait=true"]);
+    eventually("the deleted Pod's place to be free", WAIT, || {
+        apply(&sleeper(&sub, "d")).success.then_some(())
+    });
+    wait_running(&sub, "d", POD_WAIT);
+    eprintln!(
+        "{t}: 2 running Pods under pods: 2, the third refused; a finished and a deleted Pod freed their places"
+    );
+}
+
 #[test]
 fn a_pod_without_resources_runs_with_the_tenant_limit_range_defaults() {
     if !require_node(

@@ -14,6 +14,7 @@ pub mod quota;
 pub mod tenant;
 pub mod volume;
 pub mod webhook_rules;
+pub mod write_bounds;
 pub mod writer;
 
 use std::sync::Arc;

@@ -1,10 +1,8 @@
 //! The one place that writes to the apiserver. Every write names field manager `canopy`.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhookConfiguration,
 };
@@ -21,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::metrics::ControllerMetrics;
 use super::ops::{Executed, Op};
+use super::write_bounds::WriteBounds;
 use crate::api::errors;
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{
@@ -83,29 +82,28 @@ fn merge_params() -> PatchParams {
     }
 }
 
-/// Writes canopy's decisions; cheap to clone. Writes of copies share one client-side
-/// rate limit, so a fan-out to thousands of namespaces never floods the apiserver.
+/// Writes canopy's decisions; cheap to clone. Writes of copies pass `WriteBounds`: a
+/// bounded number in flight, so a fan-out to thousands of namespaces goes as fast as the
+/// apiserver's flow control lets it and never floods it.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    bounds: WriteBounds,
     events: Recorder,
     /// The controllers' metrics travel with the writer, the one handle every reconciler
     /// and propagation already holds.
     metrics: Arc<ControllerMetrics>,
 }
 
-/// Copy writes per second when nothing else is configured.
-pub const DEFAULT_WRITE_QPS: u32 = 200;
-
 impl Writer {
+    /// A writer bounded only by copy writes in flight (`write_bounds`).
     pub fn new(client: Client) -> Self {
-        Self::with_qps(client, DEFAULT_WRITE_QPS)
+        Self::with_qps(client, None)
     }
 
-    /// A writer that makes at most `qps` copy writes per second (bursts of as many).
-    pub fn with_qps(client: Client, qps: u32) -> Self {
-        let qps = NonZeroU32::new(qps).unwrap_or(NonZeroU32::MIN);
+    /// A writer that also makes at most `qps` copy writes per second (bursts of as many),
+    /// if given (`--write-qps`).
+    pub fn with_qps(client: Client, qps: Option<u32>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -113,7 +111,7 @@ impl Writer {
         Self {
             events: Recorder::new(client.clone(), reporter),
             client,
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(qps))),
+            bounds: WriteBounds::new(qps),
             metrics: Arc::default(),
         }
     }
@@ -149,7 +147,7 @@ impl Writer {
     }
 
     /// Server-side applies a propagated copy (forcing: canopy owns copies outright),
-    /// within the copy-write rate limit.
+    /// within the copy-write bounds.
     async fn apply_copy(
         &self,
         resource: &ApiResource,
@@ -157,7 +155,7 @@ impl Writer {
         name: &str,
         copy: &Value,
     ) -> Result<()> {
-        self.limiter.until_ready().await;
+        let _in_flight = self.bounds.enter(&resource.plural).await;
         self.metrics.record_write(&resource.plural, "apply");
         self.apply_object(resource, Some(namespace), name, copy)
             .await
@@ -330,9 +328,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes a copy, within the copy-write rate limit; one already gone is fine.
+    /// Deletes a copy, within the copy-write bounds; one already gone is fine.
     async fn delete_copy(&self, resource: &ApiResource, namespace: &str, name: &str) -> Result<()> {
-        self.limiter.until_ready().await;
+        let _in_flight = self.bounds.enter(&resource.plural).await;
         self.metrics.record_write(&resource.plural, "delete");
         self.delete_object(resource, Some(namespace), name).await
     }

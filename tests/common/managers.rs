@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use canopy::controllers::writer::DEFAULT_WRITE_QPS;
 use canopy::dev::canopy::PreparedCanopy;
 use canopy::dev::{ControlPlane, DevError, client_for};
 use canopy::leader::LeaderElectionArgs;
@@ -43,7 +42,7 @@ pub fn start_manager(kubeconfig: PathBuf, identity: &str, listeners: Listeners) 
             listeners,
             halves,
             Some(election),
-            DEFAULT_WRITE_QPS,
+            None,
             canopy::webhooks::certs::DEFAULT_WEBHOOK_CONFIGURATION.to_owned(),
             shutdown,
         )
