@@ -374,6 +374,7 @@ async fn one_run(
             Api::<ValidatingWebhookConfiguration>::all(admin.clone())
                 .delete("canopy", &DeleteParams::default())
                 .await?;
+            wait_webhooks_gone(&admin).await?;
             canopy_kubeconfig = Some(prepared.manager_kubeconfig);
         }
         System::Hnc => install_hnc(&plane, &admin, &settings.hnc_dir).await?,
@@ -643,6 +644,29 @@ async fn install_hnc(plane: &ControlPlane, admin: &Client, dir: &Path) -> Result
         .create(&PostParams::default(), &ns)
         .await?;
     Ok(())
+}
+
+/// Waits until the apiserver has dropped the deleted webhook configuration from its cache
+/// (it is eventually consistent): a namespace create, in a dry run, succeeds.
+async fn wait_webhooks_gone(admin: &Client) -> Result<(), BoxError> {
+    let api: Api<Namespace> = Api::all(admin.clone());
+    let mut probe = Namespace::default();
+    probe.metadata.name = Some("compare-webhook-probe".to_owned());
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let start = Instant::now();
+    loop {
+        match api.create(&params, &probe).await {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() < Duration::from_secs(60) => {
+                eprintln!("waiting for the webhook configuration to go: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Creates the namespaces, then the HierarchyConfigurations (canopy's or HNC's), 64 at a
