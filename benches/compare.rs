@@ -411,19 +411,25 @@ async fn one_run(
             )?),
         })
     };
+    let before_labels = request_counts(&admin).await?;
     let mut controller = start_controller(1)?;
     let mut labelled = Duration::ZERO;
     if let Some(c) = controller.as_mut() {
         let label_key = system.depth_label(&root);
         wait_for_labels(&admin, &label_key, n, c, settings.timeout).await?;
         labelled = c.started.elapsed();
-        let (_, last_write) = wait_quiet(&admin, Duration::from_secs(3), settings.timeout).await?;
+        let (after, last_write) =
+            wait_quiet(&admin, Duration::from_secs(3), settings.timeout).await?;
         println!(
             "tree labelled after {:.1} s; last write {:.1} s after the start",
             labelled.as_secs_f64(),
             last_write
                 .map_or(labelled, |t| t.saturating_duration_since(c.started))
                 .as_secs_f64()
+        );
+        println!(
+            "writes while labelling:\n{}",
+            describe(&diff(&before_labels, &after))
         );
     }
     let writer = match &canopy_kubeconfig {
@@ -1082,8 +1088,10 @@ async fn request_counts(admin: &Client) -> Result<Counts, BoxError> {
     Ok(counts)
 }
 
-/// Waits until no mutating request other than a Lease renewal has been counted for
-/// `quiet`; returns the counts and when they last changed while waiting (`None`: never).
+/// Waits until no object write (`is_object_write`) has been counted for `quiet`; returns
+/// the counts and when they last changed while waiting (`None`: never). Lease renewals,
+/// reviews and failed requests (the apiserver's own `POST endpoints` gets a 422 every
+/// 10 s here; canopy's status apply of a missing CanopyConfiguration a 404) do not count.
 async fn wait_quiet(
     admin: &Client,
     quiet: Duration,
@@ -1092,7 +1100,7 @@ async fn wait_quiet(
     let start = Instant::now();
     let writes = |c: &Counts| -> Counts {
         c.iter()
-            .filter(|(k, _)| k.resource != "leases")
+            .filter(|(k, _)| is_object_write(k))
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };
