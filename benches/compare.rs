@@ -24,7 +24,8 @@
 //!   API Priority and Fairness flow as canopy). The time includes creating the source.
 //!   This is the limit: the same writes with no controller in the way.
 //! - **canopy**: `canopy manager --controllers` at its defaults, as its ServiceAccount. The
-//!   webhook configuration is removed (no webhook server runs).
+//!   webhook configuration is removed (no webhook server runs); the admin port is a free
+//!   loopback port.
 //! - **hnc**: HNC v1.1.0's manager (`hack/build-hnc.sh`) with the arguments of its release
 //!   manifest (`--max-reconciles=10 --apiserver-qps-throttle=50`, the 4 system namespaces
 //!   excluded), **`--no-webhooks`** (HNC's webhooks need a Service in front of the
@@ -53,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use canopy::api::{HIERARCHY_NAME, HierarchyConfiguration, HierarchyConfigurationSpec, keys};
 use canopy::controllers::propagation::copy::{Strip, desired_copy};
-use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for};
+use canopy::dev::{ControlPlane, ControlPlaneOptions, client_for, free_port};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
@@ -399,7 +400,13 @@ async fn one_run(
             System::Plain => None,
             System::Canopy => Some(Controller::start(
                 &settings.canopy,
-                &["manager", "--controllers"],
+                &[
+                    "manager",
+                    "--controllers",
+                    // Its default, 0.0.0.0:8080, may be taken on a shared machine.
+                    "--admin-addr",
+                    &format!("127.0.0.1:{}", free_port()?),
+                ],
                 canopy_kubeconfig.as_deref().ok_or("no canopy kubeconfig")?,
                 &log(k),
             )?),
