@@ -567,7 +567,7 @@ fn print_table(results: &[(usize, Shape, Vec<Outcome>)]) {
             };
             let c = o.controller.as_ref();
             println!(
-                "| {n} {} (depth {}) | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} | {} | {} | {} | {} | {} |",
+                "| {n} {} (depth {}) | {} | {} | {} | {} | {} | {} | {} | {:.3} / {:.3} | {} | {} | {} | {} | {} |",
                 shape.name(),
                 o.depth,
                 o.system.name(),
