@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Client;
 use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use parking_lot::RwLock;
@@ -339,7 +340,8 @@ where
     watch_health::resilient(
         health,
         name.to_owned(),
-        watcher::watcher(api, watcher::Config::default().any_semantic()),
+        watcher::watcher(api, watcher::Config::default().any_semantic())
+            .modify(indexer::without_managed_fields),
     )
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::{ApiResource, DynamicObject};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -446,7 +446,7 @@ async fn watch_sources(
     let events = resilient(
         &stale,
         watch_name("sources", &kind.resource),
-        watcher::watcher(api, config),
+        watcher::watcher(api, config).modify(indexer::without_managed_fields),
     );
     indexer::run(events, SourceFeed { kind, forest }, dirty, || {}).await;
 }
@@ -465,7 +465,7 @@ async fn watch_copies(
     let events = resilient(
         &stale,
         watch_name("copies", &kind.resource),
-        watcher::watcher(api, config),
+        watcher::watcher(api, config).modify(CopyState::lean),
     );
     indexer::run(events, CopyFeed { kind }, dirty, || {}).await;
 }
