@@ -27,6 +27,7 @@ fn tenant_ns(name: &str) -> NamespaceContext<'_> {
         tenant: Some(TenantContext {
             name: "acme",
             policies: None,
+            guardrails: Guardrails::default(),
         }),
         limit_ranges: NO_LIMIT_RANGES,
     }
@@ -289,6 +290,7 @@ fn tenant_override_wins_over_the_cluster() {
     let policies = TenantPolicies {
         host_path: Some(PolicyMode::Warn),
         resources: Some(PolicyMode::Off),
+        guardrails: None,
     };
     let object = bad_deployment();
     let request = PolicyInput {
@@ -296,6 +298,7 @@ fn tenant_override_wins_over_the_cluster() {
             tenant: Some(TenantContext {
                 name: "acme",
                 policies: Some(&policies),
+                guardrails: Guardrails::default(),
             }),
             ..tenant_ns("acme-dev")
         }),
