@@ -1059,3 +1059,204 @@ fn arbitrary_json_never_panics() {
     // The generator must reach every kind of answer, or the test proves little.
     assert!(outcomes.iter().all(|&n| n > 100), "{outcomes:?}");
 }
+
+fn rails_spec() -> crate::api::TenantSpec {
+    serde_json::from_value(json!({
+        "runtimeClasses": {"allowed": ["gvisor", "kata"], "default": "gvisor"},
+        "nodeSelector": {"pool": "acme"},
+        "imageRegistries": {"allowed": ["registry.example.com/acme/"]},
+        "serviceTypes": {"allowed": ["ClusterIP"]},
+    }))
+    .expect("a valid Tenant spec")
+}
+
+fn railed_ns<'a>(
+    spec: &'a crate::api::TenantSpec,
+    policies: Option<&'a TenantPolicies>,
+) -> NamespaceContext<'a> {
+    NamespaceContext {
+        tenant: Some(TenantContext {
+            name: "acme",
+            policies,
+            guardrails: Guardrails::of(spec, None),
+        }),
+        ..tenant_ns("acme-dev")
+    }
+}
+
+#[test]
+fn guardrails_refuse_with_one_message_naming_fields_reasons_and_fixes() {
+    let config = config();
+    let spec = rails_spec();
+    let object = good_pod();
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert_eq!(
+        results(&outcome),
+        [
+            (Policy::HostPath, "passed"),
+            (Policy::Resources, "passed"),
+            (Policy::Guardrails, "violated")
+        ]
+    );
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "Pod \"web\" refused by canopy: spec.runtimeClassName is unset \
+             (tenant acme allows runtime classes \"gvisor\", \"kata\"); \
+             set spec.runtimeClassName to \"gvisor\"; \
+             spec.nodeSelector does not select pool (tenant acme runs Pods only on nodes labelled pool=acme); \
+             set spec.nodeSelector.pool to \"acme\"; \
+             container \"app\" at spec.containers[0] uses image \"nginx\" \
+             (tenant acme allows images from \"registry.example.com/acme/\"); \
+             use an image that starts with \"registry.example.com/acme/\""
+        )
+    );
+    // A compliant Pod passes.
+    let mut compliant = good_pod();
+    compliant["spec"]["runtimeClassName"] = json!("kata");
+    compliant["spec"]["nodeSelector"] = json!({"pool": "acme"});
+    compliant["spec"]["containers"][0]["image"] = json!("registry.example.com/acme/web:1");
+    let request = PolicyInput {
+        object: Some(&compliant),
+        ..request
+    };
+    assert!(run(&request).is_allowed());
+}
+
+#[test]
+fn guardrails_warn_skip_exempt_requesters_and_only_cover_tenants_that_set_them() {
+    let config = config();
+    let spec = rails_spec();
+    let object = good_pod();
+    let policies = TenantPolicies {
+        guardrails: Some(PolicyMode::Warn),
+        ..TenantPolicies::default()
+    };
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, Some(&policies))),
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert!(outcome.is_allowed());
+    assert!(
+        outcome.warnings[0]
+            .starts_with("Pod \"web\" would be refused by canopy: spec.runtimeClassName"),
+        "{:?}",
+        outcome.warnings
+    );
+    assert_eq!(outcome.reports[2].mode.source, ModeSource::Tenant);
+    // An exempt user is not checked.
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        requester: Requester {
+            username: "ci-bot",
+            groups: NO_GROUPS,
+        },
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[2].result, CheckResult::Skipped);
+    // A tenant without guardrails has no guardrails report for its Pods.
+    let outcome = run(&input("", "Pod", &object, &config));
+    assert!(
+        outcome
+            .reports
+            .iter()
+            .all(|r| r.policy != Policy::Guardrails)
+    );
+}
+
+#[test]
+fn an_ephemeral_container_answers_only_for_itself() {
+    let config = config();
+    let spec = rails_spec();
+    // A Pod from before the guardrails: no runtime class, no selector.
+    let mut old = good_pod();
+    old["spec"]["containers"][0]["image"] = json!("registry.example.com/acme/web");
+    let mut debugged = old.clone();
+    debugged["spec"]["ephemeralContainers"] =
+        json!([{"name": "debug", "image": "registry.example.com/acme/toolbox"}]);
+    let request = PolicyInput {
+        subresource: Some("ephemeralcontainers"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Pod", &debugged, &config)
+    };
+    assert!(run(&request).is_allowed());
+    let mut foreign = old.clone();
+    foreign["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox"}]);
+    let request = PolicyInput {
+        object: Some(&foreign),
+        ..request
+    };
+    let outcome = run(&request);
+    let message = outcome.denial_message().expect("refused");
+    assert!(
+        message.contains(
+            "ephemeral container \"debug\" at spec.ephemeralContainers[0] uses image \"busybox\""
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("runtimeClassName"), "{message}");
+}
+
+#[test]
+fn services_are_judged_on_what_changed() {
+    let config = config();
+    let spec = rails_spec();
+    let node_port = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Service", &node_port, &config)
+    };
+    assert_eq!(
+        run(&request).denial_message(),
+        Some(
+            "Service \"web\" refused by canopy: spec.type is \"NodePort\" \
+             (tenant acme allows Service types \"ClusterIP\"); set spec.type to \"ClusterIP\""
+        )
+    );
+    // A NodePort Service from before the guardrail may still be labelled...
+    let mut labelled = node_port.clone();
+    labelled["metadata"]["labels"] = json!({"tier": "front"});
+    let update = PolicyInput {
+        operation: Operation::Update,
+        object: Some(&labelled),
+        old_object: Some(&node_port),
+        ..request
+    };
+    let outcome = run(&update);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].result, CheckResult::Unchanged);
+    // ...but not given an external IP.
+    let mut external = node_port.clone();
+    external["spec"]["externalIPs"] = json!(["198.51.100.1"]);
+    let update = PolicyInput {
+        object: Some(&external),
+        ..update
+    };
+    let message = run(&update).denial_message().map(str::to_owned);
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "Service \"web\" refused by canopy: spec.externalIPs[0] is \"198.51.100.1\" \
+             (tenant acme allows no external IPs); remove it"
+        )
+    );
+    // Services outside every tenant are not the guardrails' business.
+    let plain = PolicyInput {
+        namespace: Some(NamespaceContext {
+            tenant: None,
+            ..tenant_ns("plain")
+        }),
+        ..input("", "Service", &external, &config)
+    };
+    assert!(run(&plain).reports.is_empty());
+}
