@@ -204,6 +204,12 @@ fn admitted(out: &Kubectl) {
     assert!(!out.stderr.contains("canopy"), "warned: {}", out.stderr);
 }
 
+/// One broken guardrail: the change to the compliant spec, the field below the pod spec,
+/// what the message says (`SPEC` for the pod spec's path), the fix.
+type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, String, String);
+/// A kind's manifest from a name and a pod spec.
+type Make = fn(&str, &str) -> String;
+
 /// Each pod guardrail broken alone, in a Pod, a Deployment and a CronJob: refused with the
 /// field at its path in that kind and the fix; the compliant object of each kind admitted.
 #[test]
@@ -219,8 +225,7 @@ fn each_pod_guardrail_names_its_field_and_fix_in_every_kind() {
         "(tenant {t} allows runtime classes \"{gvisor}\", \"{}\")",
         r.runtime("kata")
     );
-    // (the change, the field below the pod spec, what the message says, the fix)
-    let cases: Vec<(Vec<(&str, &str)>, &str, String, String)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![("runtimeClassName", "")],
             "runtimeClassName",
@@ -265,7 +270,7 @@ fn each_pod_guardrail_names_its_field_and_fix_in_every_kind() {
             format!("use an image that starts with \"registry.example.com/{t}/\""),
         ),
     ];
-    let kinds: [(&str, &str, fn(&str, &str) -> String); 3] = [
+    let kinds: [(&str, &str, Make); 3] = [
         ("Pod", "spec", pod),
         ("Deployment", "spec.template.spec", deployment),
         ("CronJob", "spec.jobTemplate.spec.template.spec", cron_job),
@@ -505,9 +510,10 @@ fn warn_mode_admits_with_the_message() {
     );
     assert!(out.success, "Warn refused: {}", out.stderr);
     assert!(
-        out.stderr.contains(&format!(
-            "Deployment \"web\" would be refused by canopy: spec.template.spec.runtimeClassName is unset"
-        )),
+        out.stderr.contains(
+            "Deployment \"web\" would be refused by canopy: \
+             spec.template.spec.runtimeClassName is unset"
+        ),
         "no warning: {}",
         out.stderr
     );
