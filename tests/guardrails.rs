@@ -390,6 +390,28 @@ fn claims_and_ephemeral_volumes_keep_to_the_allowed_classes() {
         ],
     );
     admitted(&owner_apply(t, REAL, &claim("fast", &format!("{t}-fast"))));
+    // A StatefulSet answers for the claims it will make, at `kubectl apply`.
+    let stateful_set = |class: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  \
+             selector: {{matchLabels: {{app: db}}}}\n  serviceName: db\n  template:\n    \
+             metadata: {{labels: {{app: db}}}}\n    spec: {}\n  volumeClaimTemplates:\n  \
+             - metadata: {{name: data}}\n    spec: {{storageClassName: {class}, \
+             accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n",
+            r.spec(&[])
+        )
+    };
+    refused(
+        &owner_apply(t, DRY_RUN, &stateful_set(&format!("{t}-slow"))),
+        &[&format!(
+            "spec.volumeClaimTemplates[0].spec.storageClassName is \"{t}-slow\""
+        )],
+    );
+    admitted(&owner_apply(
+        t,
+        DRY_RUN,
+        &stateful_set(&format!("{t}-fast")),
+    ));
 
     let ephemeral = |class: &str| {
         let class = if class.is_empty() {
@@ -595,4 +617,39 @@ fn owners_cannot_change_their_own_guardrails_but_an_admin_can() {
     eventually("the wider registry list to apply", WAIT, || {
         owner_apply(t, DRY_RUN, &docker).success.then_some(())
     });
+}
+
+/// The CRD's schema keeps the guardrails well-formed: a runtime class default outside
+/// `allowed` and an unknown Service type are refused by the apiserver, the same Tenant
+/// without them is admitted.
+#[test]
+fn the_schema_refuses_malformed_guardrails() {
+    cluster_with_canopy();
+    let t = unique("schema");
+    let tenant = |runtime: &str, services: &str| {
+        format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  \
+             runtimeClasses: {runtime}\n  serviceTypes: {{allowed: [{services}]}}\n"
+        )
+    };
+    let dry_run = |yaml: &str| {
+        common::kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(yaml))
+    };
+    let out = dry_run(&tenant("{allowed: [kata], default: gvisor}", "ClusterIP"));
+    assert!(
+        !out.success && out.stderr.contains("default must be one of allowed"),
+        "{}",
+        out.stderr
+    );
+    let out = dry_run(&tenant("{allowed: [kata]}", "Ingress"));
+    assert!(
+        !out.success && out.stderr.contains("spec.serviceTypes.allowed[0]"),
+        "{}",
+        out.stderr
+    );
+    let out = dry_run(&tenant(
+        "{allowed: [gvisor, kata], default: gvisor}",
+        "ClusterIP",
+    ));
+    assert!(out.success, "{}", out.stderr);
 }

@@ -44,9 +44,11 @@ pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>
         .as_deref()
         .and_then(|name| state.tenants.get(&ObjectRef::<Tenant>::new(name)));
     let limit_ranges = namespace.and_then(|ns| state.limit_ranges.in_namespace(ns));
-    // Only a claim (or a Pod's ephemeral volume) without a class needs it; one clone of a
-    // short name per request is cheaper than deciding whether it will.
-    let default_storage_class = state.storage_classes.default_class();
+    // Only a tenant with a storage guardrail needs the default class.
+    let default_storage_class = tenant
+        .as_ref()
+        .filter(|t| t.spec.storage_classes.is_some())
+        .and_then(|_| state.storage_classes.default_class());
     let namespace_context = namespace.map(|name| NamespaceContext {
         name,
         excluded,

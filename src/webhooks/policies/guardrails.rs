@@ -225,6 +225,30 @@ pub fn check_claim(spec: &PersistentVolumeClaimSpec, rails: &Guardrails<'_>) -> 
     .collect()
 }
 
+/// The claims a StatefulSet will make (`spec.volumeClaimTemplates[i]`), checked at the
+/// StatefulSet so that a bad class is refused at `kubectl apply`, not when the controller
+/// creates the claim.
+pub fn check_claim_templates(
+    templates: &[PersistentVolumeClaimSpec],
+    rails: &Guardrails<'_>,
+) -> Vec<Violation> {
+    let Some(rule) = rails.storage_classes else {
+        return Vec::new();
+    };
+    templates
+        .iter()
+        .enumerate()
+        .filter_map(|(index, spec)| {
+            check_class(
+                format!("spec.volumeClaimTemplates[{index}].spec.storageClassName"),
+                spec.storage_class_name.as_deref(),
+                rule,
+                rails.default_storage_class,
+            )
+        })
+        .collect()
+}
+
 fn check_images(spec: &PodSpec, path: &str, allowed: &[String]) -> Vec<Violation> {
     let allowed_image = |image: &str| allowed.iter().any(|p| image.starts_with(p.as_str()));
     let mut found = Vec::new();

@@ -369,6 +369,9 @@ enum Checked {
         unchanged: bool,
         /// The old object's pod spec, on an update.
         old: Option<ExtractedPodSpec>,
+        /// A StatefulSet's `volumeClaimTemplates`: the claims it will make, judged here
+        /// rather than when the controller creates them.
+        claim_templates: Vec<PersistentVolumeClaimSpec>,
     },
     Service {
         spec: ServiceSpec,
@@ -398,10 +401,15 @@ impl Checked {
                 let pod = extract_pod_spec(workload, object)?;
                 let old = old.and_then(|old| extract_pod_spec(workload, old).ok());
                 let unchanged = old.as_ref().is_some_and(|old| old.spec == pod.spec);
+                let claim_templates = match workload {
+                    WorkloadKind::StatefulSet => claim_templates(object)?,
+                    _ => Vec::new(),
+                };
                 Checked::Workload {
                     pod,
                     unchanged,
                     old,
+                    claim_templates,
                 }
             }
             ObjectKind::Service => Checked::Service {
@@ -448,8 +456,20 @@ impl Checked {
                         .map(|old| guardrails::check_pod_spec(old, &rules.guardrails)),
                 )
             }
-            (Checked::Workload { pod, .. }, Policy::Guardrails) => {
-                violated(guardrails::check_pod_spec(pod, &rules.guardrails))
+            (
+                Checked::Workload {
+                    pod,
+                    claim_templates,
+                    ..
+                },
+                Policy::Guardrails,
+            ) => {
+                let mut found = guardrails::check_pod_spec(pod, &rules.guardrails);
+                found.extend(guardrails::check_claim_templates(
+                    claim_templates,
+                    &rules.guardrails,
+                ));
+                violated(found)
             }
             // Services and claims are edited in place (labels, ports, a resize): a field
             // that already broke a guardrail before does not block the edit.
@@ -515,6 +535,22 @@ fn service_spec(object: &Value) -> Result<ServiceSpec, PolicyError> {
 
 fn claim_spec(object: &Value) -> Result<PersistentVolumeClaimSpec, PolicyError> {
     required_field("PersistentVolumeClaim", object, "/spec", "spec")
+}
+
+/// The claim specs of a StatefulSet's `volumeClaimTemplates` (a template without a spec
+/// asks for nothing a guardrail checks).
+fn claim_templates(object: &Value) -> Result<Vec<PersistentVolumeClaimSpec>, PolicyError> {
+    let templates: Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>> = optional_field(
+        "StatefulSet",
+        object,
+        "/spec/volumeClaimTemplates",
+        "spec.volumeClaimTemplates",
+    )?;
+    Ok(templates
+        .into_iter()
+        .flatten()
+        .map(|t| t.spec.unwrap_or_default())
+        .collect())
 }
 
 /// The violations of `new` whose field the old object did not already break; `Unchanged`

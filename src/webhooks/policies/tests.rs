@@ -994,7 +994,21 @@ fn arbitrary_json_never_panics() {
         ("", "PodTemplate"),
         ("", "PersistentVolume"),
         ("storage.k8s.io", "StorageClass"),
+        ("apps", "StatefulSet"),
+        ("", "Service"),
+        ("", "PersistentVolumeClaim"),
     ];
+    // Every guardrail on, so their readers see the arbitrary objects too.
+    let rails: crate::api::TenantSpec = serde_json::from_value(json!({
+        "runtimeClasses": {"allowed": ["gvisor"]},
+        "nodeSelector": {"pool": "acme"},
+        "storageClasses": {"allowed": ["fast"]},
+        "serviceTypes": {"allowed": ["ClusterIP"]},
+        "externalIPs": {"allowed": ["10.0.0.0/8"]},
+        "imageRegistries": {"allowed": ["registry.example.com/"]},
+        "priorityClasses": {"allowed": ["low"]},
+    }))
+    .expect("a valid Tenant spec");
     let fixtures = [
         good_pod(),
         pod_without_memory_limit(),
@@ -1002,6 +1016,10 @@ fn arbitrary_json_never_panics() {
         pv(json!({"hostPath": {"path": "/"}})),
         json!({"metadata": {"name": "sc"}, "reclaimPolicy": "Retain"}),
         json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}}}}),
+        json!({"spec": {"type": "NodePort", "externalIPs": ["1.2.3.4"], "ports": [{"port": 80}]}}),
+        json!({"spec": {"storageClassName": "slow", "accessModes": ["ReadWriteOnce"]}}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}},
+            "volumeClaimTemplates": [{"spec": {"storageClassName": "slow"}}]}}),
     ];
     let limit_ranges = [LimitRange::default()];
     let mut rng = Rng(0x00c0_ffee);
@@ -1031,7 +1049,11 @@ fn arbitrary_json_never_panics() {
             old_object: Some(&old),
             namespace: Some(NamespaceContext {
                 limit_ranges: &limit_ranges,
-                ..tenant_ns("acme-dev")
+                ..if round % 3 == 0 {
+                    railed_ns(&rails, None)
+                } else {
+                    tenant_ns("acme-dev")
+                }
             }),
             requester: alice(),
             config: &config,
@@ -1259,4 +1281,36 @@ fn services_are_judged_on_what_changed() {
         ..input("", "Service", &external, &config)
     };
     assert!(run(&plain).reports.is_empty());
+}
+
+#[test]
+fn a_stateful_set_answers_for_the_claims_it_will_make() {
+    let config = config();
+    let spec: crate::api::TenantSpec =
+        serde_json::from_value(json!({"storageClasses": {"allowed": ["fast"]}}))
+            .expect("a valid Tenant spec");
+    let stateful_set = |class: &str| {
+        json!({"metadata": {"name": "db"}, "spec": {
+            "template": {"spec": {"containers": [{"name": "db", "image": "x", "resources": full()}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"storageClassName": class}}]}})
+    };
+    let slow = stateful_set("slow");
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("apps", "StatefulSet", &slow, &config)
+    };
+    assert_eq!(
+        run(&request).denial_message(),
+        Some(
+            "StatefulSet \"db\" refused by canopy: spec.volumeClaimTemplates[0].spec.storageClassName \
+             is \"slow\" (tenant acme allows storage classes \"fast\"); \
+             set spec.volumeClaimTemplates[0].spec.storageClassName to \"fast\""
+        )
+    );
+    let fast = stateful_set("fast");
+    let request = PolicyInput {
+        object: Some(&fast),
+        ..request
+    };
+    assert!(run(&request).is_allowed());
 }
