@@ -17,10 +17,11 @@
 
 mod common;
 
+use common::managers::ManagerProcess;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use canopy::api::{
@@ -55,58 +56,6 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
-    }
-}
-
-/// `canopy manager --controllers` as its own process, killed with SIGKILL.
-struct Manager {
-    child: Option<Child>,
-    kubeconfig: PathBuf,
-    log: PathBuf,
-}
-
-impl Manager {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("the manager's log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_canopy"));
-        command
-            .args(["manager", "--controllers", "--leader-elect=false"])
-            // Any free port: nothing here reads it, and the default may be taken.
-            .args(["--admin-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env(
-                "RUST_LOG",
-                std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        self.child = Some(command.spawn().expect("the manager starts"));
-    }
-
-    /// SIGKILL: no graceful shutdown, requests in flight are cut.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -401,11 +350,17 @@ fn copies_end_exact_after_manager_kills_and_an_apiserver_restart() {
     let client = runtime.block_on(common::client());
     let root = common::unique("chaos");
     let descendants = runtime.block_on(create_tree(&client, &root, n));
-    let mut manager = Manager {
-        child: None,
+    // Any free admin port: nothing here reads it, and the default may be taken.
+    let mut manager = ManagerProcess::new(
+        &[
+            "--controllers",
+            "--leader-elect=false",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
         kubeconfig,
         log,
-    };
+    );
     manager.start();
 
     // Stable sources: written once, before any fault; their copies must survive everything.

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// The HRQ canopy writes into a tenant's root from `Tenant.spec.quota`.
 pub const TENANT_QUOTA: &str = "canopy-tenant-quota";
 
+/// The `resource` of a reservation made for a namespace (its subtree's usage) moving into
+/// an HRQ's subtree; its `name` is the namespace.
+pub const MOVE_RESOURCE: &str = "namespaces";
+
 /// A quota on the sum of usage over a namespace and all of its descendants.
 #[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(

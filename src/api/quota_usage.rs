@@ -1,6 +1,7 @@
 //! How objects count against a `HierarchicalResourceQuota`: the rules of the apiserver's
 //! own quota evaluators (`pkg/quota/v1/evaluator/core`) for Pods, Services and
-//! PersistentVolumeClaims, and exact quantity arithmetic.
+//! PersistentVolumeClaims, the object count `count/<resource>[.<group>]` of any other
+//! namespaced kind (the apiserver's generic evaluator), and exact quantity arithmetic.
 //!
 //! Amounts are kept in thousandths (`i128`), as `Quantity.MilliValue` does: a fraction
 //! below a thousandth is rounded up, so usage is never undercounted.
@@ -20,25 +21,68 @@ pub const COUNTED: [&str; 3] = ["pods", "services", "persistentvolumeclaims"];
 
 const STORAGE_CLASS_SUFFIX: &str = ".storageclass.storage.k8s.io/";
 
+/// The object count of a resource as `spec.hard` names it: `count/<plural>` for the core
+/// group, `count/<plural>.<group>` otherwise (as the apiserver's ResourceQuota does).
+pub fn count_name(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        format!("count/{plural}")
+    } else {
+        format!("count/{plural}.{group}")
+    }
+}
+
+/// The `(group, plural)` that a `count/...` name counts; `None` for any other name or a
+/// malformed one. A plural has no dot, so the first dot starts the group.
+pub fn counted_resource(name: &str) -> Option<(String, String)> {
+    let rest = name.strip_prefix("count/")?;
+    let (plural, group) = match rest.split_once('.') {
+        Some((_, "")) => return None,
+        Some(split) => split,
+        None => (rest, ""),
+    };
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with(['-', '.'])
+            && !s.ends_with(['-', '.'])
+    };
+    (dns(plural) && !plural.contains('.') && (group.is_empty() || dns(group)))
+        .then(|| (group.to_owned(), plural.to_owned()))
+}
+
+/// Whether `name` is an object count of a kind other than the three whose evaluators
+/// canopy runs itself (those are counted from their own watches): one that needs a
+/// watch of its kind's metadata.
+pub fn is_generic_count(name: &str) -> bool {
+    counted_resource(name)
+        .is_some_and(|(group, plural)| !(group.is_empty() && COUNTED.contains(&plural.as_str())))
+}
+
+/// The usage of one object of a generically counted kind: one of it.
+pub fn object_count(group: &str, plural: &str) -> Amounts {
+    Amounts::from([(count_name(group, plural), ONE)])
+}
+
 /// Whether canopy counts the resource name `name` in `spec.hard`.
 pub fn is_supported(name: &str) -> bool {
-    matches!(
-        name,
-        "pods"
-            | "count/pods"
-            | "services"
-            | "count/services"
-            | "services.loadbalancers"
-            | "services.nodeports"
-            | "persistentvolumeclaims"
-            | "count/persistentvolumeclaims"
-            | "requests.storage"
-            | "cpu"
-            | "memory"
-            | "ephemeral-storage"
-    ) || name
-        .strip_prefix("requests.")
-        .is_some_and(|r| !r.is_empty())
+    counted_resource(name).is_some()
+        || matches!(
+            name,
+            "pods"
+                | "services"
+                | "services.loadbalancers"
+                | "services.nodeports"
+                | "persistentvolumeclaims"
+                | "requests.storage"
+                | "cpu"
+                | "memory"
+                | "ephemeral-storage"
+        )
+        || name
+            .strip_prefix("requests.")
+            .is_some_and(|r| !r.is_empty())
         || name.strip_prefix("limits.").is_some_and(|r| !r.is_empty())
         || name
             .split_once(STORAGE_CLASS_SUFFIX)
@@ -458,9 +502,47 @@ mod tests {
         ] {
             assert!(is_supported(ok), "{ok}");
         }
-        for no in ["count/secrets", "configmaps", "requests.", "x"] {
+        for no in [
+            "configmaps",
+            "requests.",
+            "x",
+            "count/",
+            "count/.apps",
+            "count/Pods",
+        ] {
             assert!(!is_supported(no), "{no}");
         }
+    }
+
+    #[test]
+    fn object_counts_are_named_as_the_apiserver_names_them() {
+        assert_eq!(count_name("", "configmaps"), "count/configmaps");
+        assert_eq!(count_name("apps", "deployments"), "count/deployments.apps");
+        assert_eq!(
+            counted_resource("count/deployments.apps"),
+            Some(("apps".into(), "deployments".into()))
+        );
+        assert_eq!(
+            counted_resource("count/widgets.example.com"),
+            Some(("example.com".into(), "widgets".into()))
+        );
+        assert_eq!(
+            counted_resource("count/secrets"),
+            Some(("".into(), "secrets".into()))
+        );
+        for no in ["count/", "count/a..b", "count/x.", "pods", "count/UPPER"] {
+            assert_eq!(counted_resource(no), None, "{no}");
+        }
+        // Pods, Services and claims have their own evaluators and watches.
+        assert!(!is_generic_count("count/pods"));
+        assert!(!is_generic_count("count/persistentvolumeclaims"));
+        assert!(is_generic_count("count/configmaps"));
+        assert!(is_generic_count("count/pods.example.com"));
+        assert!(!is_generic_count("requests.cpu"));
+        assert_eq!(
+            object_count("apps", "deployments")["count/deployments.apps"],
+            1000
+        );
     }
 
     #[test]

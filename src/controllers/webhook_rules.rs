@@ -8,6 +8,10 @@
 //! `kubectl apply -k`) resets them. Only that webhook's `rules` are written: its
 //! clientConfig, caBundle, selectors and every other webhook stay as they are.
 //!
+//! Likewise the `quota.canopy.dev` rules: as shipped, plus the creation of every kind a
+//! HierarchicalResourceQuota counts generically (`count/configmaps`), which
+//! `forest::quota_counts` publishes.
+//!
 //! The same loop keeps the `workloads.canopy.dev` webhook's `namespaceSelector` in step
 //! with `policies.scope`: with `Tenants` it matches only namespaces labelled
 //! `canopy.dev/tenant`, so a canopy outage cannot block Pods that the policies would not
@@ -112,7 +116,7 @@ fn coverage(rules: &[RuleWithOperations]) -> BTreeSet<[String; 5]> {
 pub enum RulesPlan {
     /// The webhook's rules already cover exactly the wanted kinds.
     UpToDate,
-    /// The configuration has no `propagated.canopy.dev` webhook: canopy does not add one
+    /// The configuration has no such webhook: canopy does not add one
     /// (it would have to invent its clientConfig); the installation owns the webhooks.
     NoWebhook,
     /// Replace the webhook's rules with these.
@@ -126,15 +130,64 @@ pub fn plan_rules(
     current: &ValidatingWebhookConfiguration,
     configured: &[ApiResource],
 ) -> RulesPlan {
-    let Some(webhook) = current
-        .webhooks
-        .iter()
-        .flatten()
-        .find(|w| w.name == PROPAGATED_WEBHOOK)
-    else {
+    plan_webhook_rules(current, PROPAGATED_WEBHOOK, desired_rules(configured))
+}
+
+/// The webhook that reserves quota usage (`src/webhooks/quota.rs`).
+pub const QUOTA_WEBHOOK: &str = "quota.canopy.dev";
+
+/// The `quota.canopy.dev` rules: creating and updating Pods (and resizing them), Services
+/// and claims, as the static manifest ships them, plus creating an object of any kind an
+/// HRQ counts generically (`count/configmaps`; `counted` from `forest::quota_counts`).
+pub fn desired_quota_rules(counted: &[ApiResource]) -> Vec<RuleWithOperations> {
+    let strings = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    let mut rules = vec![RuleWithOperations {
+        api_groups: strings(&[""]),
+        api_versions: strings(&["v1"]),
+        operations: strings(&["CREATE", "UPDATE"]),
+        resources: strings(&["pods", "pods/resize", "services", "persistentvolumeclaims"]),
+        scope: Some(SCOPE.to_owned()),
+    }];
+    let mut by_group_version: std::collections::BTreeMap<(String, String), BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for resource in counted {
+        by_group_version
+            .entry((resource.group.clone(), resource.version.clone()))
+            .or_default()
+            .insert(resource.plural.clone());
+    }
+    rules.extend(
+        by_group_version
+            .into_iter()
+            .map(|((group, version), resources)| RuleWithOperations {
+                api_groups: Some(vec![group]),
+                api_versions: Some(vec![version]),
+                operations: strings(&["CREATE"]),
+                resources: Some(resources.into_iter().collect()),
+                scope: Some(SCOPE.to_owned()),
+            }),
+    );
+    rules
+}
+
+/// Compares the `quota.canopy.dev` rules of `current` with `desired_quota_rules`.
+pub fn plan_quota_rules(
+    current: &ValidatingWebhookConfiguration,
+    counted: &[ApiResource],
+) -> RulesPlan {
+    plan_webhook_rules(current, QUOTA_WEBHOOK, desired_quota_rules(counted))
+}
+
+/// Compares the rules of the webhook `name` in `current` with `desired`, by what they
+/// match.
+fn plan_webhook_rules(
+    current: &ValidatingWebhookConfiguration,
+    name: &str,
+    desired: Vec<RuleWithOperations>,
+) -> RulesPlan {
+    let Some(webhook) = current.webhooks.iter().flatten().find(|w| w.name == name) else {
         return RulesPlan::NoWebhook;
     };
-    let desired = desired_rules(configured);
     if coverage(webhook.rules.as_deref().unwrap_or_default()) == coverage(&desired) {
         RulesPlan::UpToDate
     } else {
@@ -213,6 +266,7 @@ pub async fn run(
     configuration: String,
 ) {
     let mut kinds = propagation.resolved_kinds();
+    let mut counted_kinds = state.counted_kinds.clone();
     // A watch of the one object by name (allowed by a ClusterRole rule limited with
     // resourceNames): a reset by a `helm upgrade` is repaired at once, not at a resync.
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
@@ -232,6 +286,9 @@ pub async fn run(
     loop {
         tokio::select! {
             changed = kinds.changed() => if changed.is_err() {
+                return;
+            },
+            changed = counted_kinds.changed() => if changed.is_err() {
                 return;
             },
             event = events.next() => match event {
@@ -312,40 +369,53 @@ pub async fn run(
         let Some(object) = current.as_ref() else {
             continue;
         };
-        match plan_rules(object, &configured) {
-            RulesPlan::UpToDate => {}
-            RulesPlan::NoWebhook => {
-                debug!(
-                    webhook = PROPAGATED_WEBHOOK,
-                    "the configuration has no such webhook"
-                )
-            }
-            RulesPlan::Set(rules) => {
-                let op = Op::SetWebhookRules {
-                    configuration: configuration.clone(),
-                    webhook: PROPAGATED_WEBHOOK,
-                    rules: rules.clone(),
-                };
-                match writer.execute(op).await {
-                    Ok(_) => {
-                        // Until the watch event arrives, remember what was written, so a
-                        // resync in between does not write it again.
-                        for webhook in current
-                            .iter_mut()
-                            .flat_map(|c| c.webhooks.iter_mut().flatten())
-                        {
-                            if webhook.name == PROPAGATED_WEBHOOK {
-                                webhook.rules = Some(rules.clone());
+        let counted = counted_kinds.borrow().clone();
+        let plans = [
+            (
+                PROPAGATED_WEBHOOK,
+                plan_rules(object, &configured),
+                configured.len(),
+            ),
+            (
+                QUOTA_WEBHOOK,
+                plan_quota_rules(object, &counted),
+                counted.len(),
+            ),
+        ];
+        for (name, plan, kinds) in plans {
+            match plan {
+                RulesPlan::UpToDate => {}
+                RulesPlan::NoWebhook => {
+                    debug!(webhook = name, "the configuration has no such webhook")
+                }
+                RulesPlan::Set(rules) => {
+                    let op = Op::SetWebhookRules {
+                        configuration: configuration.clone(),
+                        webhook: name,
+                        rules: rules.clone(),
+                    };
+                    match writer.execute(op).await {
+                        Ok(_) => {
+                            // Until the watch event arrives, remember what was written, so
+                            // a resync in between does not write it again.
+                            for webhook in current
+                                .iter_mut()
+                                .flat_map(|c| c.webhooks.iter_mut().flatten())
+                            {
+                                if webhook.name == name {
+                                    webhook.rules = Some(rules.clone());
+                                }
                             }
+                            info!(
+                                webhook = name,
+                                kinds, "set the webhook's rules to its kinds"
+                            )
                         }
-                        info!(
-                            webhook = PROPAGATED_WEBHOOK,
-                            kinds = configured.len(),
-                            "set the webhook's rules to the propagated kinds"
-                        )
+                        // Retried at the next resync.
+                        Err(err) => {
+                            warn!(webhook = name, error = %err, "cannot set the webhook's rules")
+                        }
                     }
-                    // Retried at the next resync.
-                    Err(err) => warn!(error = %err, "cannot set the webhook's rules"),
                 }
             }
         }
@@ -394,6 +464,59 @@ mod tests {
             kind: "Widget".into(),
             plural: plural.into(),
         }
+    }
+
+    #[test]
+    fn the_quota_webhook_is_called_for_the_creates_of_every_counted_kind() {
+        assert_eq!(plan_quota_rules(&shipped(), &[]), RulesPlan::UpToDate);
+        let configmaps = ApiResource::erase::<ConfigMap>(&());
+        let deployments = ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
+        let RulesPlan::Set(rules) =
+            plan_quota_rules(&shipped(), &[configmaps.clone(), deployments])
+        else {
+            panic!("the rules must change");
+        };
+        let matches = |group: &str, plural: &str, op: &str| {
+            coverage(&rules).contains(&[
+                group.to_owned(),
+                "v1".to_owned(),
+                plural.to_owned(),
+                op.to_owned(),
+                SCOPE.to_owned(),
+            ])
+        };
+        assert!(matches("", "configmaps", "CREATE"));
+        assert!(matches("apps", "deployments", "CREATE"));
+        // An update never adds an object.
+        assert!(!matches("", "configmaps", "UPDATE"));
+        // What the manifest ships stays.
+        for plural in ["pods", "pods/resize", "services", "persistentvolumeclaims"] {
+            assert!(
+                matches("", plural, "CREATE") && matches("", plural, "UPDATE"),
+                "{plural}"
+            );
+        }
+        let mut written = shipped();
+        for webhook in written.webhooks.iter_mut().flatten() {
+            if webhook.name == QUOTA_WEBHOOK {
+                webhook.rules = Some(rules.clone());
+            }
+        }
+        assert_eq!(
+            plan_quota_rules(
+                &written,
+                &[
+                    configmaps,
+                    ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
+                ]
+            ),
+            RulesPlan::UpToDate
+        );
+        // The last HRQ counting them gone: back to what ships.
+        assert_eq!(
+            plan_quota_rules(&written, &[]),
+            RulesPlan::Set(desired_quota_rules(&[]))
+        );
     }
 
     #[test]

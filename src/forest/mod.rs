@@ -17,6 +17,7 @@ pub mod indexer;
 pub mod limit_ranges;
 pub mod propagated;
 pub mod quota;
+pub mod quota_counts;
 pub mod storage_classes;
 #[cfg(test)]
 pub mod testing;

@@ -1,16 +1,18 @@
 //! The quota part of the model: every HierarchicalResourceQuota, and the usage of every
-//! counted object (Pods, Services, PersistentVolumeClaims) by uid and summed per
-//! namespace, fed by their watches through `Indexer`s. The admission webhook reads which
+//! counted object (Pods, Services, PersistentVolumeClaims, and the objects of any kind an
+//! HRQ counts with `count/<resource>`) by uid and summed per namespace, fed by their
+//! watches through `Indexer`s. The admission webhook reads which
 //! HRQs apply to a namespace; the recount controller and the hierarchy webhook read a
 //! subtree's usage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::ResourceExt;
+use kube::core::{DynamicObject, PartialObjectMeta};
 use tokio::sync::Notify;
 
 use super::Forest;
@@ -26,10 +28,24 @@ pub struct QuotaChanged;
 struct Inner {
     /// HRQs by namespace, then name.
     hrqs: HashMap<String, BTreeMap<String, Arc<HierarchicalResourceQuota>>>,
-    /// Every counted object by uid: its resource, namespace and usage.
-    objects: HashMap<String, (&'static str, String, Amounts)>,
+    /// Every counted object by uid: its resource (a `count/...` name for the generically
+    /// counted kinds), namespace and usage.
+    objects: HashMap<String, (String, String, Amounts)>,
     /// Usage summed per namespace.
     by_namespace: HashMap<String, Amounts>,
+    /// The generic object counts (`count/configmaps`, ...) and how far counting them got.
+    counts: HashMap<String, CountState>,
+}
+
+/// How far the count of a generically counted kind got (`src/forest/quota_counts.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CountState {
+    /// Its watch is listing: not counted yet.
+    Listing,
+    /// Every object of the kind is in the index.
+    Counted,
+    /// It cannot be counted, and why (no such kind, cluster-scoped, canopy may not list it).
+    Unavailable(String),
 }
 
 impl Inner {
@@ -51,9 +67,29 @@ impl Inner {
         true
     }
 
-    fn put_object(&mut self, uid: String, resource: &'static str, ns: String, usage: Amounts) {
+    fn put_object(&mut self, uid: String, resource: &str, ns: String, usage: Amounts) {
         quota_usage::add(self.by_namespace.entry(ns.clone()).or_default(), &usage);
-        self.objects.insert(uid, (resource, ns, usage));
+        self.objects.insert(uid, (resource.to_owned(), ns, usage));
+    }
+
+    /// Replaces every object of `resource` with `listed` (uid, namespace, usage).
+    fn replace_objects(
+        &mut self,
+        resource: &str,
+        listed: impl IntoIterator<Item = (String, String, Amounts)>,
+    ) {
+        let stale: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, (r, _, _))| r == resource)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in stale {
+            self.remove_object(&uid);
+        }
+        for (uid, ns, usage) in listed {
+            self.put_object(uid, resource, ns, usage);
+        }
     }
 }
 
@@ -63,6 +99,9 @@ pub struct QuotaIndex {
     inner: Arc<RwLock<Inner>>,
     /// Woken on every change (the recount controller waits on it).
     pub changed: Arc<Notify>,
+    /// Woken when an HRQ changes, for the one task that starts and stops the watches of
+    /// generically counted kinds (a `Notify` wakes one waiter).
+    pub hrqs_changed: Arc<Notify>,
 }
 
 impl QuotaIndex {
@@ -139,9 +178,64 @@ impl QuotaIndex {
             .map(|(_, ns, usage)| (ns.clone(), usage.clone()))
     }
 
+    /// The generic object counts (`count/configmaps`, `count/deployments.apps`) that any
+    /// HRQ names: the kinds whose objects must be watched and counted.
+    pub fn generic_counts(&self) -> BTreeSet<String> {
+        self.read()
+            .hrqs
+            .values()
+            .flat_map(|m| m.values())
+            .flat_map(|h| h.spec.hard.keys())
+            .filter(|name| quota_usage::is_generic_count(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Every generic object count the index has a state for.
+    pub fn count_names(&self) -> Vec<String> {
+        self.read().counts.keys().cloned().collect()
+    }
+
+    /// Whether usage of the resource name `name` is fully known: always for what canopy's
+    /// own watches count, for a generic object count once its kind's watch has listed.
+    pub fn is_counted(&self, name: &str) -> bool {
+        !quota_usage::is_generic_count(name)
+            || self.read().counts.get(name) == Some(&CountState::Counted)
+    }
+
+    /// Why the object count `name` cannot be counted, if it cannot.
+    pub fn count_problem(&self, name: &str) -> Option<String> {
+        match self.read().counts.get(name) {
+            Some(CountState::Unavailable(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records how far counting `name` got.
+    pub fn set_count_state(&self, name: &str, state: CountState) {
+        let previous = self.write().counts.insert(name.to_owned(), state.clone());
+        if previous != Some(state) {
+            self.changed();
+        }
+    }
+
+    /// Stops counting `name`: its objects and its state go.
+    pub fn forget_count(&self, name: &str) {
+        let mut inner = self.write();
+        inner.replace_objects(name, []);
+        inner.counts.remove(name);
+        drop(inner);
+        self.changed();
+    }
+
     fn changed(&self) -> Vec<QuotaChanged> {
         self.changed.notify_one();
         vec![QuotaChanged]
+    }
+
+    fn hrq_changed(&self) -> Vec<QuotaChanged> {
+        self.hrqs_changed.notify_one();
+        self.changed()
     }
 }
 
@@ -162,7 +256,7 @@ impl Indexer<HierarchicalResourceQuota> for HrqFeed {
             .entry(ns)
             .or_default()
             .insert(hrq.name_any(), Arc::new(hrq));
-        self.0.changed()
+        self.0.hrq_changed()
     }
 
     fn delete(&self, hrq: HierarchicalResourceQuota) -> Vec<QuotaChanged> {
@@ -177,7 +271,7 @@ impl Indexer<HierarchicalResourceQuota> for HrqFeed {
             }
         }
         drop(inner);
-        self.0.changed()
+        self.0.hrq_changed()
     }
 
     fn reset(&self, listed: Vec<HierarchicalResourceQuota>, _first: bool) -> Vec<QuotaChanged> {
@@ -191,7 +285,7 @@ impl Indexer<HierarchicalResourceQuota> for HrqFeed {
             }
         }
         self.0.write().hrqs = hrqs;
-        self.0.changed()
+        self.0.hrq_changed()
     }
 }
 
@@ -261,24 +355,75 @@ impl<K: Counted> Indexer<K> for UsageFeed {
     }
 
     fn reset(&self, listed: Vec<K>, _first: bool) -> Vec<QuotaChanged> {
-        let mut inner = self.0.write();
-        let stale: Vec<String> = inner
-            .objects
-            .iter()
-            .filter(|(_, (r, _, _))| *r == K::RESOURCE)
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in stale {
-            inner.remove_object(&uid);
+        let listed = listed.into_iter().filter_map(|obj| {
+            let usage = obj.usage();
+            Some((obj.uid()?, obj.namespace()?, usage))
+        });
+        self.0.write().replace_objects(K::RESOURCE, listed);
+        self.0.changed()
+    }
+}
+
+/// Feeds the objects of one generically counted kind (`count/<resource>`) into the index,
+/// from a watch of their metadata: each counts one.
+#[derive(Clone)]
+pub struct CountFeed {
+    pub index: QuotaIndex,
+    /// The `count/...` name.
+    pub name: String,
+}
+
+impl CountFeed {
+    fn entry(&self, obj: &PartialObjectMeta<DynamicObject>) -> Option<(String, String, Amounts)> {
+        Some((
+            obj.uid()?,
+            obj.namespace()?,
+            Amounts::from([(self.name.clone(), 1000)]),
+        ))
+    }
+}
+
+impl Indexer<PartialObjectMeta<DynamicObject>> for CountFeed {
+    type Change = QuotaChanged;
+
+    fn apply(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<QuotaChanged> {
+        let Some((uid, ns, usage)) = self.entry(&obj) else {
+            return Vec::new();
+        };
+        let mut inner = self.index.write();
+        if inner.objects.contains_key(&uid) {
+            return Vec::new();
         }
-        for obj in listed {
-            if let (Some(uid), Some(ns)) = (obj.uid(), obj.namespace()) {
-                let usage = obj.usage();
-                inner.put_object(uid, K::RESOURCE, ns, usage);
-            }
+        inner.put_object(uid, &self.name, ns, usage);
+        drop(inner);
+        self.index.changed()
+    }
+
+    fn delete(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<QuotaChanged> {
+        let Some(uid) = obj.uid() else {
+            return Vec::new();
+        };
+        if self.index.write().remove_object(&uid) {
+            self.index.changed()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn reset(
+        &self,
+        listed: Vec<PartialObjectMeta<DynamicObject>>,
+        _first: bool,
+    ) -> Vec<QuotaChanged> {
+        let listed: Vec<_> = listed.iter().filter_map(|o| self.entry(o)).collect();
+        let mut inner = self.index.write();
+        inner.replace_objects(&self.name, listed);
+        // Only a kind still wanted is marked counted (its watch may outlive the HRQ).
+        if let Some(state) = inner.counts.get_mut(&self.name) {
+            *state = CountState::Counted;
         }
         drop(inner);
-        self.0.changed()
+        self.index.changed()
     }
 }
 
@@ -339,5 +484,63 @@ mod tests {
         assert_eq!(over, ["root/canopy-tenant-quota", "a/team"]);
         feed.delete(hrq("a", "team"));
         assert_eq!(index.over(&forest, "a1").len(), 1);
+    }
+
+    fn meta(ns: &str, uid: &str) -> PartialObjectMeta<DynamicObject> {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": uid, "namespace": ns, "uid": uid}
+        }))
+        .expect("metadata")
+    }
+
+    #[test]
+    fn a_generic_count_is_counted_only_once_its_kind_has_listed() {
+        let forest = tree("root > a, root > b");
+        let index = QuotaIndex::default();
+        let mut counted = hrq("root", "team");
+        counted.spec.hard.insert(
+            "count/configmaps".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("2".into()),
+        );
+        HrqFeed(index.clone()).apply(counted);
+        assert_eq!(
+            index.generic_counts(),
+            BTreeSet::from(["count/configmaps".to_owned()])
+        );
+        // Pods have their own watch: always counted.
+        assert!(index.is_counted("pods") && index.is_counted("count/pods"));
+        assert!(!index.is_counted("count/configmaps"));
+        index.set_count_state("count/configmaps", CountState::Listing);
+        let feed = CountFeed {
+            index: index.clone(),
+            name: "count/configmaps".into(),
+        };
+        feed.apply(meta("a", "1"));
+        assert!(!index.is_counted("count/configmaps"), "still listing");
+        feed.reset(vec![meta("a", "1"), meta("b", "2"), meta("b", "3")], true);
+        assert!(index.is_counted("count/configmaps"));
+        assert_eq!(
+            index.subtree_usage(&forest, "root")["count/configmaps"],
+            3000
+        );
+        assert_eq!(index.subtree_usage(&forest, "b")["count/configmaps"], 2000);
+        feed.delete(meta("b", "3"));
+        // An update of metadata does not count twice.
+        feed.apply(meta("a", "1"));
+        assert_eq!(
+            index.subtree_usage(&forest, "root")["count/configmaps"],
+            2000
+        );
+        assert!(index.object("2").is_some());
+        index.set_count_state("count/configmaps", CountState::Unavailable("no".into()));
+        assert_eq!(
+            index.count_problem("count/configmaps").as_deref(),
+            Some("no")
+        );
+        assert!(!index.is_counted("count/configmaps"));
+        index.forget_count("count/configmaps");
+        assert!(index.subtree_usage(&forest, "root").is_empty());
+        assert!(index.count_names().is_empty());
     }
 }

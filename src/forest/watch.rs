@@ -50,6 +50,9 @@ pub struct ClusterState {
     pub kinds: Arc<PropagatedKinds>,
     /// HierarchicalResourceQuotas and the usage of every counted object.
     pub quota: QuotaIndex,
+    /// The kinds counted generically for HRQs (`count/<resource>`) that exist: the
+    /// `quota.canopy.dev` webhook must be called for their creates.
+    pub counted_kinds: watch::Receiver<Vec<kube::core::ApiResource>>,
     /// True once every watcher has listed its kind once.
     pub ready: watch::Receiver<bool>,
     /// Whether the watches feeding this state (the Forest's and the propagated kinds')
@@ -91,6 +94,7 @@ impl ClusterState {
             volumes: reflector::store().0,
             kinds: Arc::new(PropagatedKinds::settled()),
             quota: QuotaIndex::default(),
+            counted_kinds: watch::channel(Vec::new()).1,
             ready,
             health: Arc::new(WatchHealth::new()),
         }
@@ -223,10 +227,17 @@ pub fn start(
     // Quota: the HRQs and the usage of what they count. A change only wakes the recount
     // controller (through the index's `Notify`), so the emitted changes are dropped.
     let quota = QuotaIndex::default();
+    let (counted_kinds, counted_kinds_rx) = watch::channel(Vec::new());
     let quota_watches = {
         let (quota, readiness, health) = (quota.clone(), readiness.clone(), health.clone());
         async move {
             tokio::join!(
+                super::quota_counts::run(
+                    client.clone(),
+                    quota.clone(),
+                    health.clone(),
+                    counted_kinds
+                ),
                 index_only(
                     watcher(
                         &health,
@@ -274,6 +285,7 @@ pub fn start(
         volumes: volume_store,
         kinds: Arc::new(PropagatedKinds::reporting_to(health.clone())),
         quota: quota.clone(),
+        counted_kinds: counted_kinds_rx,
         ready: ready_rx,
         health,
     };

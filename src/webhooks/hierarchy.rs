@@ -159,17 +159,33 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
             new_parent.as_deref(),
         )
     };
+    let mut quota_move = None;
     let consent = consent.and_then(|consent| {
         let forest = webhooks.state.forest();
+        quota_move = super::quota::move_of(webhooks, &forest, namespace, new_parent.as_deref());
         check_joining_fits(webhooks, &forest, namespace, new_parent.as_deref())
             .or_else(|| {
-                super::quota::move_refusal(webhooks, &forest, namespace, new_parent.as_deref())
+                let (plan, parent) = (quota_move.as_ref()?, new_parent.as_deref()?);
+                super::quota::move_refusal(namespace, parent, plan)
             })
             .map_or(Ok(consent), Err)
     });
-    match consent {
+    let verdict = match consent {
         Err(message) => Verdict::Deny(message),
         Ok(consent) => check_consent(webhooks, &request.user_info, namespace, &consent).await,
+    };
+    // Last, once nothing else refuses: the usage moving in is reserved on the HRQs it
+    // comes under, exactly as a create there would be.
+    match (verdict, quota_move, new_parent.as_deref()) {
+        (Verdict::Allow, Some(plan), Some(parent)) => {
+            match super::quota::reserve_move(webhooks, namespace, parent, &plan, request.dry_run)
+                .await
+            {
+                Ok(()) => Verdict::Allow,
+                Err(message) => Verdict::Deny(message),
+            }
+        }
+        (verdict, _, _) => verdict,
     }
 }
 

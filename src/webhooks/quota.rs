@@ -1,7 +1,8 @@
 //! HierarchicalResourceQuota admission: the one webhook that writes.
 //!
 //! A Pod, Service or PersistentVolumeClaim created (or grown: a Pod resize, a claim
-//! expansion) in a namespace under one or more HRQs is admitted only after its usage has
+//! expansion), or an object of a kind an HRQ counts (`count/configmaps`), created in a
+//! namespace under one or more HRQs is admitted only after its usage has
 //! been **reserved** on every one of them: the webhook reads the HRQ from the apiserver,
 //! refuses the object when `status.used` plus the request would exceed `spec.hard`, and
 //! otherwise replaces the HRQ's status with the usage added and a reservation recorded,
@@ -26,6 +27,7 @@ use kube::core::admission::{AdmissionRequest, Operation};
 
 use super::Webhooks;
 use super::review::Verdict;
+use crate::api::MOVE_RESOURCE;
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::quota_usage::{self, Amounts};
 use crate::api::{
@@ -193,8 +195,9 @@ fn review_hrq(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObject>) ->
         if !quota_usage::is_supported(resource) {
             problems.push(format!(
                 "{resource:?} is not counted by canopy (it counts pods, services, \
-                 persistentvolumeclaims, their count/ forms, requests.*, limits.*, cpu, memory, \
-                 ephemeral-storage, requests.storage and per-storage-class claims)"
+                 persistentvolumeclaims, count/<resource>[.<group>] of any namespaced kind, \
+                 requests.*, limits.*, cpu, memory, ephemeral-storage, requests.storage and \
+                 per-storage-class claims)"
             ));
         }
         match quota_usage::parse_milli(&quantity.0) {
@@ -240,15 +243,25 @@ async fn review_usage(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObj
     let kind = request.kind.kind.as_str();
     let name = object.metadata.name.clone().unwrap_or(request.name.clone());
     let what = format!("{kind} {namespace}/{name}");
+    let group = request.resource.group.as_str();
     let usage_of = |o: &DynamicObject| match serde_json::to_value(o) {
-        Ok(v) => quota_usage::usage_of(resource, v),
+        // Pods, Services and claims of the core group have evaluators of their own.
+        Ok(v) if group.is_empty() => quota_usage::usage_of(resource, v),
+        Ok(_) => None,
         Err(e) => Some(Err(e.to_string())),
     };
     let usage = match usage_of(object) {
-        None => return Verdict::Allow,
         Some(Ok(usage)) => usage,
         Some(Err(e)) => return Verdict::Deny(format!("{what} is malformed: {e}")),
+        // Any other kind counts one object, when it is created (`count/<resource>`).
+        None if request.operation == Operation::Create && subresource.is_empty() => {
+            quota_usage::object_count(group, resource)
+        }
+        None => return Verdict::Allow,
     };
+    if let Some(refusal) = uncountable(webhooks, &hrqs, &usage, &what) {
+        return Verdict::Deny(refusal);
+    }
     let old = match (
         &request.operation,
         request.old_object.as_ref().map(usage_of),
@@ -270,23 +283,50 @@ async fn review_usage(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObj
         usage: Default::default(),
         expires: (Timestamp::now() + RESERVATION_TTL).to_string(),
     };
+    match reserve_all(
+        webhooks,
+        &hrqs,
+        &what,
+        &increase,
+        &usage,
+        &reservation,
+        request.dry_run,
+    )
+    .await
+    {
+        Ok(()) => Verdict::Allow,
+        Err(message) => Verdict::Deny(message),
+    }
+}
+
+/// Reserves `usage` (which adds `increase`) on every HRQ of `hrqs` concerned by it; on a
+/// refusal by one, releases what was reserved on the others.
+async fn reserve_all(
+    webhooks: &Webhooks,
+    hrqs: &[std::sync::Arc<HierarchicalResourceQuota>],
+    what: &str,
+    increase: &Amounts,
+    usage: &Amounts,
+    reservation: &QuotaReservation,
+    dry_run: bool,
+) -> Result<(), String> {
     let started = Instant::now();
     let mut reserved: Vec<(String, String)> = Vec::new();
-    for hrq in &hrqs {
+    for hrq in hrqs {
         let (ns, hrq_name) = (hrq.namespace().unwrap_or_default(), hrq.name_any());
         // The model's copy decides cheaply whether this HRQ is concerned at all.
-        if decide(hrq, &what, &increase, &usage, reservation.clone()) == Decision::NotConcerned {
+        if decide(hrq, what, increase, usage, reservation.clone()) == Decision::NotConcerned {
             continue;
         }
         let outcome = reserve(
             &webhooks.quota,
             &ns,
             &hrq_name,
-            &what,
-            &increase,
-            &usage,
-            &reservation,
-            request.dry_run,
+            what,
+            increase,
+            usage,
+            reservation,
+            dry_run,
             started,
         )
         .await;
@@ -297,22 +337,49 @@ async fn review_usage(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObj
                 for (ns, hrq_name) in &reserved {
                     release(&webhooks.quota, ns, hrq_name, &reservation.uid).await;
                 }
-                return Verdict::Deny(message);
+                return Err(message);
             }
         }
     }
-    Verdict::Allow
+    Ok(())
 }
 
-/// Why moving `namespace` (with its subtree) under `new_parent` would take an HRQ above
-/// the new parent past its `hard`, if it would. Only HRQs that do not cover the namespace
-/// already count; the usage moving is the subtree's, from the model, against `status.used`.
-pub fn move_refusal(
+/// A refusal when an HRQ over the object counts something of it that canopy cannot count
+/// (a kind it may not list, say): admitting it uncounted would let the quota overshoot.
+fn uncountable(
+    webhooks: &Webhooks,
+    hrqs: &[std::sync::Arc<HierarchicalResourceQuota>],
+    usage: &Amounts,
+    what: &str,
+) -> Option<String> {
+    usage.keys().find_map(|name| {
+        let why = webhooks.state.quota.count_problem(name)?;
+        let hrq = hrqs.iter().find(|h| h.spec.hard.contains_key(name))?;
+        Some(format!(
+            "{what} refused by canopy: HierarchicalResourceQuota {:?} in namespace {:?} \
+             limits {name}, which canopy cannot count ({why})",
+            hrq.name_any(),
+            hrq.namespace().unwrap_or_default()
+        ))
+    })
+}
+
+/// What moving a subtree under a new parent brings under HRQs it was not under yet.
+pub struct Move {
+    /// The HRQs above the new parent that do not cover the namespace already.
+    pub hrqs: Vec<std::sync::Arc<HierarchicalResourceQuota>>,
+    /// The subtree's usage, from the model.
+    pub usage: Amounts,
+}
+
+/// What moving `namespace` (with its subtree) under `new_parent` brings under new HRQs;
+/// `None` when it comes under none.
+pub fn move_of(
     webhooks: &Webhooks,
     forest: &crate::forest::Forest,
     namespace: &str,
     new_parent: Option<&str>,
-) -> Option<String> {
+) -> Option<Move> {
     let new_parent = new_parent?;
     let quota = &webhooks.state.quota;
     if quota.is_empty() {
@@ -325,12 +392,23 @@ pub fn move_refusal(
         .flat_map(|ns| quota.in_namespace(ns))
         .map(|h| key(&h))
         .collect();
-    let moving = quota.subtree_usage(forest, namespace);
+    let hrqs: Vec<_> = quota
+        .over(forest, new_parent)
+        .into_iter()
+        .filter(|h| !current.contains(&key(h)))
+        .collect();
+    (!hrqs.is_empty()).then(|| Move {
+        hrqs,
+        usage: quota.subtree_usage(forest, namespace),
+    })
+}
+
+/// Why moving `namespace` under `new_parent` would take an HRQ above the new parent past
+/// its `hard`, if it would, against the model's `status.used` (the message a user reads;
+/// `reserve_move` then makes it exact).
+pub fn move_refusal(namespace: &str, new_parent: &str, plan: &Move) -> Option<String> {
     let mut refusals = Vec::new();
-    for hrq in quota.over(forest, new_parent) {
-        if current.contains(&key(&hrq)) {
-            continue;
-        }
+    for hrq in &plan.hrqs {
         let Ok(hard) = quota_usage::parse_list(&hrq.spec.hard) else {
             continue;
         };
@@ -339,7 +417,7 @@ pub fn move_refusal(
             .as_ref()
             .and_then(|s| quota_usage::parse_list(&s.used).ok())
             .unwrap_or_default();
-        let over: Vec<String> = quota_usage::restrict(&moving, &hard)
+        let over: Vec<String> = quota_usage::restrict(&plan.usage, &hard)
             .iter()
             .filter_map(|(resource, more)| {
                 let have = used.get(resource).copied().unwrap_or(0);
@@ -369,6 +447,45 @@ pub fn move_refusal(
             refusals.join("; ")
         )
     })
+}
+
+/// The uid under which a move's reservation is recorded: one per namespace, so moving it
+/// again replaces the reservation.
+pub fn move_reservation_uid(namespace: &str) -> String {
+    format!("namespace/{namespace}")
+}
+
+/// Reserves the moving subtree's usage on the HRQs it comes under, as creating it there
+/// would: a compare-and-swap on each, so a Pod created under the same HRQ at the same
+/// instant cannot take it past `hard` together with the move. The recount releases the
+/// reservation once the model has the namespace in the HRQ's subtree (and counts its
+/// objects), or when it expires (the move did not happen).
+pub async fn reserve_move(
+    webhooks: &Webhooks,
+    namespace: &str,
+    new_parent: &str,
+    plan: &Move,
+    dry_run: bool,
+) -> Result<(), String> {
+    let reservation = QuotaReservation {
+        uid: move_reservation_uid(namespace),
+        namespace: namespace.to_owned(),
+        name: namespace.to_owned(),
+        resource: MOVE_RESOURCE.to_owned(),
+        usage: Default::default(),
+        expires: (Timestamp::now() + RESERVATION_TTL).to_string(),
+    };
+    let what = format!("moving namespace {namespace:?} under {new_parent:?}");
+    reserve_all(
+        webhooks,
+        &plan.hrqs,
+        &what,
+        &plan.usage,
+        &plan.usage,
+        &reservation,
+        dry_run,
+    )
+    .await
 }
 
 /// Reserves on one HRQ: `Ok(true)` when written, `Ok(false)` when nothing was needed (a

@@ -150,7 +150,7 @@ pub struct Replicas {
 }
 
 /// Forwards each accepted connection to the next backend in turn.
-fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
+pub fn start_proxy(listener: std::net::TcpListener, backends: [u16; 2]) {
     spawn_on_own_runtime(async move {
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
             return;
@@ -180,4 +180,77 @@ pub fn setup_two_replicas() {
             Ok(plane)
         })
     });
+}
+
+/// `canopy manager` as its own process, so it can be killed with SIGKILL (no graceful
+/// shutdown, no Lease released, requests in flight cut). It dies with the thread that
+/// started it (`PR_SET_PDEATHSIG`), so start it from the test's own thread.
+pub struct ManagerProcess {
+    pub args: Vec<String>,
+    pub kubeconfig: PathBuf,
+    /// Where its log is appended.
+    pub log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl ManagerProcess {
+    pub fn new(args: &[&str], kubeconfig: PathBuf, log: PathBuf) -> Self {
+        Self {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            kubeconfig,
+            log,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the manager's log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"));
+        command
+            .arg("manager")
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("CANOPY_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        self.child = Some(command.spawn().expect("the manager starts"));
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port (bound and released: fine for a test's own processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::ops::Op;
 use super::writer::Writer;
+use crate::api::MOVE_RESOURCE;
 use crate::api::quota_usage::{self, Amounts};
 use crate::api::{HierarchicalResourceQuota, HierarchicalResourceQuotaStatus};
 use crate::forest::Forest;
@@ -57,6 +58,14 @@ pub fn desired_status(
             .filter_map(|(name, q)| quota_usage::parse_milli(&q.0).map(|v| (name.clone(), v)))
             .collect();
         let outstanding = match index.object(&reservation.uid) {
+            // A namespace moving in: counted once the model has it in the subtree.
+            _ if reservation.resource == MOVE_RESOURCE => {
+                if subtree.contains(&reservation.name.as_str()) {
+                    Amounts::new()
+                } else {
+                    reserved
+                }
+            }
             // Counted now: only what it has not reached yet (a resize in flight) remains.
             Some((ns, usage)) if subtree.contains(&ns.as_str()) => {
                 quota_usage::increase(&quota_usage::restrict(&usage, &hard), &reserved)
@@ -74,6 +83,9 @@ pub fn desired_status(
     for name in hard.keys() {
         used.entry(name.clone()).or_insert(0);
     }
+    // An object count whose kind is not (yet) fully listed is left out of `used`: the
+    // webhook refuses what it would count until it is ("not counted yet").
+    used.retain(|name, _| index.is_counted(name));
     let (requests, limits) = quota_usage::summaries(&used, &hard);
     HierarchicalResourceQuotaStatus {
         hard: hrq.spec.hard.clone(),
@@ -242,6 +254,26 @@ mod tests {
             status.requests_summary.as_deref(),
             Some("pods: 3/5, requests.cpu: 600m/1")
         );
+    }
+
+    #[test]
+    fn a_move_reservation_holds_until_the_namespace_is_in_the_subtree() {
+        let index = QuotaIndex::default();
+        let feed = UsageFeed(index.clone());
+        feed.apply(pod("q", "q1", "200m"));
+        let moving = json!({"uid": "namespace/q", "namespace": "q", "name": "q",
+            "resource": MOVE_RESOURCE, "usage": {"pods": "1", "requests.cpu": "200m"},
+            "expires": LATER});
+        let hrq = hrq(json!({"reservations": [moving]}));
+        // Before the model has the move: the reservation counts (q is not in the tree).
+        let before = desired_status(&hrq, &tree("root > a, q"), &index, now());
+        assert_eq!(before.used["requests.cpu"].0, "200m");
+        assert_eq!(before.reservations.len(), 1);
+        // After: the namespace's own Pods count, and the reservation goes (not twice).
+        let after = desired_status(&hrq, &tree("root > a, root > q"), &index, now());
+        assert_eq!(after.used["requests.cpu"].0, "200m");
+        assert_eq!(after.used["pods"].0, "1");
+        assert!(after.reservations.is_empty());
     }
 
     #[test]
