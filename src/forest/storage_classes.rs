@@ -14,6 +14,8 @@ use super::indexer::Indexer;
 
 /// The annotation that makes a StorageClass the default.
 pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+/// Its beta spelling, which the apiserver still honours.
+const DEFAULT_CLASS_BETA: &str = "storageclass.beta.kubernetes.io/is-default-class";
 
 /// The StorageClasses marked default, by name, with their creation time.
 #[derive(Clone, Default)]
@@ -36,10 +38,9 @@ impl StorageClassIndex {
 
     fn set(&self, class: &StorageClass) {
         let name = class.name_any();
-        let is_default = class
-            .annotations()
-            .get(DEFAULT_CLASS)
-            .is_some_and(|v| v == "true");
+        let is_default = [DEFAULT_CLASS, DEFAULT_CLASS_BETA]
+            .iter()
+            .any(|key| class.annotations().get(*key).is_some_and(|v| v == "true"));
         let mut defaults = self.defaults.write();
         if is_default {
             let created = class.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -110,5 +111,13 @@ mod tests {
             false,
         );
         assert_eq!(index.default_class().as_deref(), Some("a"));
+        // The beta annotation counts too.
+        let mut beta = class("beta", None, 1);
+        beta.metadata.annotations = Some(BTreeMap::from([(
+            DEFAULT_CLASS_BETA.to_owned(),
+            "true".to_owned(),
+        )]));
+        index.reset(vec![beta], false);
+        assert_eq!(index.default_class().as_deref(), Some("beta"));
     }
 }
