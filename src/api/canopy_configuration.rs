@@ -95,6 +95,10 @@ pub struct PolicyConfig {
     /// PersistentVolumes and StorageClasses, cluster-wide.
     #[serde(default)]
     pub reclaim_policy: PolicyMode,
+    /// The Tenants' guardrails (`runtimeClasses`, `nodeSelector`, ...), in namespaces of a
+    /// tenant that sets them; a Tenant's `spec.policies.guardrails` overrides it.
+    #[serde(default)]
+    pub guardrails: PolicyMode,
     #[serde(default)]
     pub exemptions: Exemptions,
 }
@@ -107,6 +111,7 @@ impl Default for PolicyConfig {
             resources: PolicyMode::default(),
             required_resources: default_required_resources(),
             reclaim_policy: PolicyMode::default(),
+            guardrails: PolicyMode::default(),
             exemptions: Exemptions::default(),
         }
     }

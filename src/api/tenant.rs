@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{LimitRangeSpec, ResourceQuotaSpec};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -126,6 +128,89 @@ pub struct TenantSpec {
     /// CanopyConfiguration's `podSecurity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurityLevel>,
+    /// Guardrails: the RuntimeClasses the tenant's Pods may run with. Checked, never
+    /// filled in: a Pod that names none is refused with the class to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_classes: Option<RuntimeClasses>,
+    /// Guardrails: node labels every Pod of the tenant must select (in `nodeSelector`, or
+    /// with an equivalent required node affinity), so its Pods run only on its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Guardrails: the StorageClasses of the tenant's PersistentVolumeClaims and generic
+    /// ephemeral volumes; a claim without a class gets the cluster's default class, which
+    /// must then be allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_classes: Option<AllowedNames>,
+    /// Guardrails: the Service types the tenant may create; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_types: Option<ServiceTypes>,
+    /// Guardrails: the CIDRs the tenant's Services may name in `externalIPs`. Without it a
+    /// tenant's Service may name none (an external IP captures that address's traffic
+    /// cluster-wide, CVE-2020-8554).
+    #[serde(
+        rename = "externalIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_ips: Option<AllowedCidrs>,
+    /// Guardrails: prefixes every container image of the tenant must start with, as
+    /// written (`registry.example.com/acme/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registries: Option<AllowedNames>,
+    /// Guardrails: the PriorityClasses the tenant's Pods may name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_classes: Option<AllowedNames>,
+}
+
+/// The RuntimeClasses a tenant's Pods may run with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.default) || self.default in self.allowed").message("default must be one of allowed"))]
+pub struct RuntimeClasses {
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// The class a Pod that names none is told to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// A list of allowed names (or prefixes, for image registries).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AllowedNames {
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+/// The Service types a tenant may create.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ServiceTypes {
+    #[serde(default)]
+    pub allowed: Vec<ServiceType>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::ExternalName => "ExternalName",
+        }
+    }
+}
+
+/// CIDRs (`203.0.113.0/24`, or one address) a tenant's Services may use as external IPs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AllowedCidrs {
+    #[serde(default)]
+    pub allowed: Vec<String>,
 }
 
 fn default_owner_role() -> String {
@@ -172,6 +257,10 @@ pub struct TenantPolicies {
     pub host_path: Option<PolicyMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<PolicyMode>,
+    /// The mode of the tenant's guardrails (runtimeClasses, nodeSelector, storageClasses,
+    /// serviceTypes, externalIPs, imageRegistries, priorityClasses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<PolicyMode>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
