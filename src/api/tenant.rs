@@ -54,7 +54,7 @@ pub fn owner_access_name(tenant: &str) -> String {
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "Tenant",
-    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree",
+    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree.",
     plural = "tenants",
     shortname = "tn",
     status = "TenantStatus",
@@ -140,7 +140,14 @@ fn default_true() -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount owner and not allowed otherwise"))]
 pub struct Owner {
+    /// The kind of subject: `User`, `Group` or `ServiceAccount`.
+    // Checked by a CEL rule rather than an enum: a schema error makes the apiserver skip
+    // every CEL rule of the object and add a second, puzzling line ("some validation rules
+    // were not checked"), where a rule gives one clear line.
+    #[schemars(schema_with = "owner_kind_schema")]
+    #[x_kube(validation = Rule::new("self == 'User' || self == 'Group' || self == 'ServiceAccount'").message("kind must be User, Group or ServiceAccount"))]
     pub kind: OwnerKind,
+    /// The user's, group's or ServiceAccount's name.
     #[schemars(length(min = 1))]
     pub name: String,
     /// The ServiceAccount's namespace; only for `kind: ServiceAccount`.
@@ -148,6 +155,17 @@ pub struct Owner {
     pub namespace: Option<String>,
 }
 
+/// The schema of `Owner.kind`: a string, checked by the field's CEL rule.
+fn owner_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": "The kind of subject: `User`, `Group` or `ServiceAccount`.",
+        // Bounds the rule's estimated cost, which the apiserver limits per CRD.
+        "maxLength": 14,
+    })
+}
+
+/// The kind of subject an owner is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OwnerKind {
     User,
@@ -155,6 +173,7 @@ pub enum OwnerKind {
     ServiceAccount,
 }
 
+/// What deleting a Tenant does to its namespaces.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// The namespaces stay, without the tenant's label and owner binding.
@@ -168,21 +187,29 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicies {
+    /// The hostPath policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<PolicyMode>,
+    /// The resources policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<PolicyMode>,
 }
 
+/// What canopy reports about the Tenant; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
+    /// The tenant's root namespace, once canopy has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_namespace: Option<String>,
+    /// Every namespace of the tenant: the root and its descendants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// How many namespaces the tenant has, root included.
     #[serde(default)]
     pub namespace_count: u32,
+    /// `Ready`: true once the root namespace and the tenant's objects in it are in place,
+    /// otherwise false with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
