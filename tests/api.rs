@@ -250,7 +250,7 @@ fn schema_refuses_invalid_objects() {
         ),
     ];
     for (what, yaml, expected) in &cases {
-        let out = apply(&yaml);
+        let out = apply(yaml);
         assert!(!out.success, "{what} was admitted");
         assert!(
             out.stderr.contains(expected),
