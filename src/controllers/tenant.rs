@@ -253,7 +253,7 @@ fn owner_access(tenant: &Tenant) -> Option<(Value, Value)> {
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": access, "ownerReferences": owner_ref},
-        "rules": [{"apiGroups": ["canopy.dev"], "resources": ["tenants"], "resourceNames": [name], "verbs": ["get", "watch"]}],
+        "rules": [{"apiGroups": ["canopy.dev"], "resources": ["tenants"], "resourceNames": [name], "verbs": ["get", "list", "watch"]}],
     });
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -265,7 +265,7 @@ fn owner_access(tenant: &Tenant) -> Option<(Value, Value)> {
 }
 
 /// Reconciles one Tenant.
-#[instrument(skip(state, writer), fields(tenant = %name))]
+#[instrument(skip(state, writer, name), fields(tenant = %name))]
 pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
     let Some(tenant) = state.tenants.get(&ObjectRef::new(&name)) else {
         return Outcome::Success;

@@ -1,16 +1,17 @@
-//! What an operator sees of a misconfiguration: canopy creates the CanopyConfiguration
-//! `config` when it is missing, reports every configured kind it cannot use with the fix
-//! on its status and in a Warning Event, and the fix (a ClusterRole carrying canopy's
-//! aggregation label) takes effect without a restart. Tenant problems are Events in the
-//! namespace they concern.
+//! What operators and tenant owners can see. An operator: canopy creates the
+//! CanopyConfiguration `config` when it is missing, reports every configured kind it
+//! cannot use with the fix on its status and in a Warning Event, and the fix (a
+//! ClusterRole carrying canopy's aggregation label) takes effect without a restart;
+//! Tenant Events land in the namespace they concern. An owner: `kubectl canopy tree`
+//! shows the trees of their tenants, though they may not list namespaces.
 //!
-//! One test changes the one CanopyConfiguration; the other touches only its own Tenants.
+//! One test changes the one CanopyConfiguration; the others touch only their own Tenants.
 
 mod common;
 
 use std::time::Duration;
 
-use common::tenants::create_tenant;
+use common::tenants::{create_tenant, owner_flags, owner_subnamespace};
 use common::{apply, cluster_with_canopy, eventually, json, kubectl_ok, unique};
 use serde_json::Value;
 
@@ -221,4 +222,85 @@ fn tenant_events_land_in_the_namespace_they_concern() {
     // kubectl describe shows the Tenant's own Events.
     let described = kubectl_ok(&["describe", "tenant", &name]);
     assert!(described.contains("RootNamespaceCreated"), "{described}");
+}
+
+/// Runs the plugin as the owner of `tenant` (impersonated, as `tests/common/tenants.rs`
+/// does for kubectl).
+fn canopy_as_owner(tenant: &str, args: &[&str]) -> common::Kubectl {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canopy"))
+        .args(args)
+        .args(owner_flags(tenant))
+        .env("KUBECONFIG", &common::current().kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kubectl-canopy runs")
+        .into()
+}
+
+#[test]
+fn an_owner_sees_the_trees_of_their_tenants() {
+    cluster_with_canopy();
+    let mine = unique("own");
+    let theirs = unique("other");
+    create_tenant(&mine, 5, "");
+    create_tenant(&theirs, 5, "");
+    let child = format!("{mine}-dev");
+    owner_subnamespace(&mine, &mine, &child);
+
+    // An owner may not list namespaces: kubectl says so.
+    let denied = common::tenants::as_owner(&mine, &["get", "namespaces"]);
+    assert!(!denied.success, "an owner listed namespaces");
+
+    // -A, and no argument at all (the context's namespace, default, is not theirs): their
+    // tenant's tree, and nobody else's.
+    for args in [&["tree", "-A"][..], &["tree"][..]] {
+        let out = eventually("the owner's tree to show the subnamespace", WAIT, || {
+            let out = canopy_as_owner(&mine, args);
+            (out.success && out.stdout.contains(&child)).then_some(out)
+        });
+        assert!(
+            out.stdout.starts_with(&format!("{mine}\n")),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(&format!("└── [s] {child}")),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains(&theirs), "{args:?}: {}", out.stdout);
+    }
+    // The owner may read their Tenant by name, and list it by name.
+    let got = common::tenants::as_owner(&mine, &["get", "tenant", &mine]);
+    assert!(got.success, "{}", got.stderr);
+    let selector = format!("metadata.name={mine}");
+    let listed = common::tenants::as_owner(
+        &mine,
+        &[
+            "get",
+            "tenants",
+            "--field-selector",
+            &selector,
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        listed.success && listed.stdout.contains(&mine),
+        "{}",
+        listed.stderr
+    );
+    // Someone who owns nothing is still told what was refused, and what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canopy"))
+        .args(["tree", "-A", "--as", &unique("nobody")])
+        .env("KUBECONFIG", &common::current().kubeconfig)
+        .output()
+        .expect("kubectl-canopy runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("list namespaces at the cluster scope was refused (Forbidden)")
+            && stderr.contains("you own no Tenant"),
+        "{stderr}"
+    );
 }
