@@ -1,4 +1,7 @@
-//! Logging: `tracing` with the level from `RUST_LOG` (default `info`), as text or JSON.
+//! Logging: `tracing` with the level from `--log-level`, else `RUST_LOG`, else `info`, as
+//! text or JSON.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,19 +16,56 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; logs go to stderr so stdout stays machine-readable.
-pub fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+///
+/// `level` is a filter in `RUST_LOG`'s syntax (`info`, `debug`, `info,canopy=debug`);
+/// without it `RUST_LOG` decides, and without that `info`. Colours only when stderr is a
+/// terminal: a Pod's log is a file, where escape codes are noise. JSON lines carry each
+/// event's fields at the top level and the current span as `span` (its name and its
+/// fields, one key each), without the list of every enclosing span, which repeated them.
+pub fn init_logging(format: LogFormat, level: Option<&str>) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(level))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second call (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
+}
+
+/// The filter for `level`, else `RUST_LOG`, else `info`; kube-client's request errors
+/// stay off unless named.
+fn filter(level: Option<&str>) -> EnvFilter {
+    let base = match level {
+        Some(level) => Some(level.to_owned()),
+        None => std::env::var("RUST_LOG").ok(),
+    }
+    .filter(|l| !l.trim().is_empty())
+    .unwrap_or_else(|| "info".to_owned());
+    EnvFilter::try_new(format!("{base},{QUIET}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")))
 }
 
 /// kube-client logs every failed request at ERROR, including the expected refusals while
 /// a control plane starts and `/readyz` is polled; callers see those errors as results.
-const DEFAULT_FILTER: &str = "info,kube_client::client::builder=off";
+const QUIET: &str = "kube_client::client::builder=off";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_level_flag_wins_and_keeps_kube_client_quiet() {
+        let f = filter(Some("debug")).to_string();
+        assert!(f.contains("debug"), "{f}");
+        assert!(f.contains("kube_client::client::builder=off"), "{f}");
+        let directives = filter(Some("info,canopy=trace")).to_string();
+        assert!(directives.contains("canopy=trace"), "{directives}");
+    }
+}

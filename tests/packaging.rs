@@ -271,7 +271,18 @@ fn check_manager(objects: &[Value], namespace: &str, what: &str) {
         .map(|a| a.as_str().expect("string args"))
         .collect();
     assert_eq!(args.first(), Some(&"manager"), "{what}: {args:?}");
-    let parsed = parse_manager_args(&args[1..]);
+    // `canopy`'s global logging flags, wherever they are; the rest is the manager's.
+    let (logging, args): (Vec<&str>, Vec<&str>) = args[1..]
+        .iter()
+        .partition(|a| a.starts_with("--log-level=") || a.starts_with("--log-format="));
+    for flag in &logging {
+        let value = flag.split_once('=').map_or("", |(_, v)| v);
+        assert!(!value.is_empty(), "{what}: {flag}");
+        if flag.starts_with("--log-format=") {
+            assert!(["text", "json"].contains(&value), "{what}: {flag}");
+        }
+    }
+    let parsed = parse_manager_args(&args);
     assert_eq!(parsed.webhook_addr.port(), 9443, "{what}");
     assert_eq!(parsed.admin_addr.port(), 8080, "{what}");
     assert!(!parsed.controllers_only && !parsed.webhooks_only, "{what}");

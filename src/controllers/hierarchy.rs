@@ -171,7 +171,7 @@ fn reported_conflicts(status: &HierarchyConfigurationStatus) -> Vec<String> {
 }
 
 /// Reconciles one namespace.
-#[instrument(skip(state, writer, propagation), fields(namespace = %name))]
+#[instrument(skip(state, writer, propagation, name), fields(namespace = %name))]
 pub async fn reconcile_namespace(
     state: &ClusterState,
     writer: &Writer,

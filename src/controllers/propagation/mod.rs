@@ -411,6 +411,18 @@ impl Propagation {
         self.kinds.lock().insert(key, kind);
     }
 
+    /// Stops every kind's watches and workers, for a clean shutdown: they run on tasks of
+    /// their own, which would otherwise outlive the manager and report its connections
+    /// closing as watch failures.
+    pub fn stop(&self) {
+        let kinds: Vec<Arc<Kind>> = self.kinds.lock().drain().map(|(_, kind)| kind).collect();
+        for kind in kinds {
+            self.models().stop(&kind.model.key);
+            kind.queue.close();
+            kind.workers.lock().abort_all();
+        }
+    }
+
     /// Namespaces waiting to be re-planned, over all kinds.
     pub fn queue_depth(&self) -> usize {
         self.kinds().iter().map(|k| k.queue.len()).sum()
