@@ -97,14 +97,19 @@ fn canopy_dev_serves_the_crds_and_stops_cleanly_on_sigterm() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l["message"] == "canopy manager stopped"),
+        lines
+            .iter()
+            .any(|l| l["message"] == "canopy manager stopped"),
         "{log}"
     );
     let loud: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
         .collect();
-    assert!(loud.is_empty(), "a clean run and shutdown logged: {loud:#?}");
+    assert!(
+        loud.is_empty(),
+        "a clean run and shutdown logged: {loud:#?}"
+    );
     assert!(!log.contains("ObjectRef {"), "{log}");
     assert!(!log.contains("Some("), "{log}");
 }
