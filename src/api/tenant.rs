@@ -56,7 +56,7 @@ pub fn owner_access_name(tenant: &str) -> String {
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "Tenant",
-    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree",
+    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree.",
     plural = "tenants",
     shortname = "tn",
     status = "TenantStatus",
@@ -166,6 +166,7 @@ pub struct TenantSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("!has(self.default) || self.default in self.allowed").message("default must be one of allowed"))]
 pub struct RuntimeClasses {
+    /// The RuntimeClasses the tenant's Pods may name in `runtimeClassName`.
     #[serde(default)]
     pub allowed: Vec<String>,
     /// The class a Pod that names none is told to set.
@@ -176,6 +177,7 @@ pub struct RuntimeClasses {
 /// A list of allowed names (or prefixes, for image registries).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct AllowedNames {
+    /// The names the tenant may use (for image registries: the prefixes every image must start with).
     #[serde(default)]
     pub allowed: Vec<String>,
 }
@@ -183,6 +185,7 @@ pub struct AllowedNames {
 /// The Service types a tenant may create.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ServiceTypes {
+    /// The Service types the tenant may create; any other type is refused.
     #[serde(default)]
     pub allowed: Vec<ServiceType>,
 }
@@ -209,6 +212,7 @@ impl ServiceType {
 /// CIDRs (`203.0.113.0/24`, or one address) a tenant's Services may use as external IPs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct AllowedCidrs {
+    /// The CIDRs every external IP of the tenant's Services must fall in; none when empty.
     #[serde(default)]
     pub allowed: Vec<String>,
 }
@@ -225,7 +229,14 @@ fn default_true() -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount owner and not allowed otherwise"))]
 pub struct Owner {
+    /// The kind of subject: `User`, `Group` or `ServiceAccount`.
+    // Checked by a CEL rule rather than an enum: a schema error makes the apiserver skip
+    // every CEL rule of the object and add a second, puzzling line ("some validation rules
+    // were not checked"), where a rule gives one clear line.
+    #[schemars(schema_with = "owner_kind_schema")]
+    #[x_kube(validation = Rule::new("self == 'User' || self == 'Group' || self == 'ServiceAccount'").message("kind must be User, Group or ServiceAccount"))]
     pub kind: OwnerKind,
+    /// The user's, group's or ServiceAccount's name.
     #[schemars(length(min = 1))]
     pub name: String,
     /// The ServiceAccount's namespace; only for `kind: ServiceAccount`.
@@ -233,6 +244,17 @@ pub struct Owner {
     pub namespace: Option<String>,
 }
 
+/// The schema of `Owner.kind`: a string, checked by the field's CEL rule.
+fn owner_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": "The kind of subject: `User`, `Group` or `ServiceAccount`.",
+        // Bounds the rule's estimated cost, which the apiserver limits per CRD.
+        "maxLength": 14,
+    })
+}
+
+/// The kind of subject an owner is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OwnerKind {
     User,
@@ -240,6 +262,7 @@ pub enum OwnerKind {
     ServiceAccount,
 }
 
+/// What deleting a Tenant does to its namespaces.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// The namespaces stay, without the tenant's label and owner binding.
@@ -253,8 +276,10 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicies {
+    /// The hostPath policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<PolicyMode>,
+    /// The resources policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<PolicyMode>,
     /// The mode of the tenant's guardrails (runtimeClasses, nodeSelector, storageClasses,
@@ -263,15 +288,21 @@ pub struct TenantPolicies {
     pub guardrails: Option<PolicyMode>,
 }
 
+/// What canopy reports about the Tenant; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
+    /// The tenant's root namespace, once canopy has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_namespace: Option<String>,
+    /// Every namespace of the tenant: the root and its descendants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// How many namespaces the tenant has, root included.
     #[serde(default)]
     pub namespace_count: u32,
+    /// `Ready`: true once the root namespace and the tenant's objects in it are in place,
+    /// otherwise false with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -152,12 +152,22 @@ impl KindIndex {
         self.copies.keys()
     }
 
-    pub fn source_count(&self) -> usize {
-        self.sources.values().map(BTreeMap::len).sum()
+    /// Sources in the namespaces `counted` accepts.
+    pub fn source_count(&self, counted: impl Fn(&str) -> bool) -> usize {
+        self.sources
+            .iter()
+            .filter(|(ns, _)| counted(ns))
+            .map(|(_, objects)| objects.len())
+            .sum()
     }
 
-    pub fn copy_count(&self) -> usize {
-        self.copies.values().map(BTreeMap::len).sum()
+    /// Copies in the namespaces `counted` accepts.
+    pub fn copy_count(&self, counted: impl Fn(&str) -> bool) -> usize {
+        self.copies
+            .iter()
+            .filter(|(ns, _)| counted(ns))
+            .map(|(_, objects)| objects.len())
+            .sum()
     }
 }
 

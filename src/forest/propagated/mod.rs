@@ -119,10 +119,11 @@ impl KindModel {
         availability(&view(&health[0]), &view(&health[1]))
     }
 
-    /// Sources and copies, for `CanopyConfiguration.status.resources`.
-    pub fn counts(&self) -> (usize, usize) {
+    /// Sources and copies in the namespaces `counted` accepts, for
+    /// `CanopyConfiguration.status.resources`.
+    pub fn counts(&self, counted: impl Fn(&str) -> bool) -> (usize, usize) {
         let index = self.index();
-        (index.source_count(), index.copy_count())
+        (index.source_count(&counted), index.copy_count(&counted))
     }
 }
 
