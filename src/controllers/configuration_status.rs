@@ -146,6 +146,12 @@ fn configuration_ops(
             current.metadata.generation,
             now,
         );
+        // A new leader (a restart) starts with nothing written: what the object already
+        // says is not written again, so a converged restart writes nothing.
+        let resources = current.status.as_ref().map(|s| s.resources.as_slice());
+        if resources == Some(desired.0.as_slice()) && conditions == existing {
+            return ops;
+        }
         ops.push(Op::ApplyStatus {
             resource: ApiResource::erase::<CanopyConfiguration>(&()),
             namespace: None,
@@ -179,5 +185,45 @@ mod tests {
         assert_eq!(body["spec"], json!({}));
         assert_eq!(body["metadata"]["name"], CONFIGURATION_NAME);
         assert_eq!(body["apiVersion"], "canopy.dev/v1alpha1");
+    }
+
+    /// A new leader has written nothing yet; when the object already says what it would
+    /// write, a converged restart writes nothing. A change is still written.
+    #[test]
+    fn a_status_the_object_already_has_is_not_written_again() {
+        let resources = vec![ResourceStatus {
+            group: "rbac.authorization.k8s.io".into(),
+            resource: "roles".into(),
+            sources: 1,
+            copies: 999,
+            ..ResourceStatus::default()
+        }];
+        let condition = DesiredCondition {
+            type_: "BadConfiguration",
+            status: false,
+            reason: "AllKindsPropagated".into(),
+            message: "every configured kind is propagated".into(),
+        };
+        let now: Timestamp = "2026-12-04T00:00:00Z".parse().expect("time");
+        let conditions = conditions::merge(&[], std::slice::from_ref(&condition), Some(1), now);
+        let current: CanopyConfiguration = serde_json::from_value(json!({
+            "apiVersion": "canopy.dev/v1alpha1", "kind": "CanopyConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME, "generation": 1},
+            "spec": {},
+            "status": {"resources": resources, "conditions": conditions},
+        }))
+        .expect("configuration");
+        let later: Timestamp = "2026-12-05T00:00:00Z".parse().expect("time");
+        let quiet = availability::Transitions {
+            unusable: Vec::new(),
+            usable: Vec::new(),
+            reported: BTreeMap::new(),
+        };
+        let desired = (resources.clone(), condition.clone());
+        assert!(configuration_ops(&current, &desired, &quiet, true, later).is_empty());
+        let mut more = resources;
+        more[0].copies = 1000;
+        let ops = configuration_ops(&current, &(more, condition), &quiet, true, later);
+        assert!(matches!(ops.as_slice(), [Op::ApplyStatus { .. }]), "{ops:?}");
     }
 }
