@@ -224,6 +224,9 @@ mod tests {
         let mut more = resources;
         more[0].copies = 1000;
         let ops = configuration_ops(&current, &(more, condition), &quiet, true, later);
-        assert!(matches!(ops.as_slice(), [Op::ApplyStatus { .. }]), "{ops:?}");
+        assert!(
+            matches!(ops.as_slice(), [Op::ApplyStatus { .. }]),
+            "{ops:?}"
+        );
     }
 }
