@@ -1,12 +1,21 @@
 //! `make bench-quota`: what a HierarchicalResourceQuota adds to a Pod create, end to end.
 //!
 //! One run, one control plane (etcd, kube-apiserver; no node), one canopy manager
-//! in-process (controllers and webhooks). Pods are created through the apiserver, as the
-//! admin, alternately in a namespace under no HRQ and in a child of a namespace with an
-//! HRQ (so the webhook reads the HRQ and compare-and-swaps its status): p50/p99 of each,
+//! in-process (controllers and webhooks), one Tenant (HRQs and canopy's webhooks apply only
+//! in tenants' namespaces). Pods are created through the apiserver, as the admin,
+//! alternately in a namespace of the tenant under no HRQ and in a child of a namespace with
+//! an HRQ (so the webhook reads the HRQ and compare-and-swaps its status): p50/p99 of each,
 //! sequentially, then with `BENCH_CONCURRENCY` (default 8) creates in flight against the
 //! one HRQ (where reservations conflict and retry). `BENCH_PODS` (default 200) Pods per
-//! series. Figures go into docs/performance.md; nothing is asserted.
+//! series.
+//!
+//! Then what every tenant feels: Pod creates in a tenant's namespace (so the apiserver calls
+//! `workloads.canopy.dev` and `quota.canopy.dev`) with canopy's ValidatingWebhookConfiguration
+//! registered and with it deleted, the same client and namespace, `BENCH_WEBHOOK_PODS`
+//! (default 1,000) creates per series at concurrency 1 and `BENCH_WEBHOOK_CONCURRENCY`
+//! (default 32), in blocks that alternate (with, without, with, without) so drift in the
+//! apiserver's state falls on both. Figures go into docs/performance.md; nothing is
+//! asserted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,14 +36,25 @@ fn main() -> Result<(), BoxError> {
             .unwrap_or(d)
     };
     let (pods, concurrency) = (env("BENCH_PODS", 200), env("BENCH_CONCURRENCY", 8));
+    let webhook = WebhookSeries {
+        pods: env("BENCH_WEBHOOK_PODS", 1000),
+        concurrency: env("BENCH_WEBHOOK_CONCURRENCY", 32).max(1),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(pods, concurrency.max(1)))
+    runtime.block_on(run(pods, concurrency.max(1), webhook))
 }
 
-async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
+/// The with/without-webhooks comparison's size.
+#[derive(Clone, Copy)]
+struct WebhookSeries {
+    pods: usize,
+    concurrency: usize,
+}
+
+async fn run(pods: usize, concurrency: usize, webhook: WebhookSeries) -> Result<(), BoxError> {
     let plane = ControlPlane::start(ControlPlaneOptions::default()).await?;
     let prepared = canopy::dev::canopy::prepare(&plane).await?;
     let manager = client_for(&prepared.manager_kubeconfig).await?;
@@ -58,6 +78,7 @@ async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
     let admin = plane.client().await?;
     canopy::dev::canopy::wait_for_webhooks(&admin, Duration::from_secs(60)).await?;
 
+    create_tenant(&admin).await?;
     for ns in ["plain", "budget", "budget-child"] {
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         Api::<Namespace>::all(admin.clone())
@@ -70,21 +91,35 @@ async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
             _ => kube::core::ApiResource::erase::<canopy::api::HierarchicalResourceQuota>(&()),
         })
     };
-    let hc: kube::core::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "canopy.dev/v1alpha1", "kind": "HierarchyConfiguration",
-        "metadata": {"name": "hierarchy", "namespace": "budget-child"},
-        "spec": {"parent": "budget"}
-    }))?;
-    Api::namespaced_with(admin.clone(), "budget-child", &dynamic("hc")?)
-        .create(&PostParams::default(), &hc)
-        .await?;
+    // All three in the tenant: plain and budget under its root, budget-child under budget.
+    for (ns, parent) in [
+        ("plain", "bench"),
+        ("budget", "bench"),
+        ("budget-child", "budget"),
+    ] {
+        let hc: kube::core::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "canopy.dev/v1alpha1", "kind": "HierarchyConfiguration",
+            "metadata": {"name": "hierarchy", "namespace": ns},
+            "spec": {"parent": parent}
+        }))?;
+        Api::namespaced_with(admin.clone(), ns, &dynamic("hc")?)
+            .create(&PostParams::default(), &hc)
+            .await?;
+    }
     let hrq: kube::core::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "canopy.dev/v1alpha1", "kind": "HierarchicalResourceQuota",
         "metadata": {"name": "budget", "namespace": "budget"},
         "spec": {"hard": {"pods": "100000", "requests.cpu": "10000"}}
     }))?;
     let hrqs = Api::namespaced_with(admin.clone(), "budget", &dynamic("hrq")?);
-    hrqs.create(&PostParams::default(), &hrq).await?;
+    // Refused until canopy's model has budget in the tenant.
+    let started = Instant::now();
+    while let Err(e) = hrqs.create(&PostParams::default(), &hrq).await {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the HRQ was never admitted: {e}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Counted, and the child under it in canopy's model, before measuring.
     let started = Instant::now();
     loop {
@@ -114,8 +149,126 @@ async fn run(pods: usize, concurrency: usize) -> Result<(), BoxError> {
     row("no HRQ", 1, &mut plain, None);
     row("under an HRQ", 1, &mut quota, None);
     for (label, ns) in [("no HRQ", "plain"), ("under an HRQ", "budget-child")] {
-        let (mut times, took) = parallel(&admin, ns, pods, concurrency).await?;
+        let (mut times, took) = parallel(&admin, ns, "p", pods, concurrency).await?;
         row(label, concurrency, &mut times, Some(took));
+    }
+    with_and_without_webhooks(&admin, webhook).await
+}
+
+/// The Tenant `bench` (root namespace `bench`), once its namespace admits Pods: HRQs and
+/// canopy's webhooks apply only in tenants' namespaces.
+async fn create_tenant(admin: &Client) -> Result<(), BoxError> {
+    let tenant: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "canopy.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "bench"},
+        // Privileged: Pod Security admission is the apiserver's either way; the bench Pod
+        // sets no securityContext.
+        "spec": {"owners": [{"kind": "Group", "name": "bench-admins"}], "podSecurity": "privileged"}
+    }))?;
+    Api::<kube::core::DynamicObject>::all_with(
+        admin.clone(),
+        &kube::core::ApiResource::erase::<canopy::api::Tenant>(&()),
+    )
+    .create(&PostParams::default(), &tenant)
+    .await?;
+    // The webhooks answer for the tenant's namespace once canopy's model has it.
+    let started = Instant::now();
+    loop {
+        let probe = create(admin, "bench", "probe").await;
+        if probe.is_ok() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the tenant's namespace never admitted a Pod: {probe:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Pod creates in a tenant's namespace with canopy's webhooks registered and without.
+async fn with_and_without_webhooks(admin: &Client, series: WebhookSeries) -> Result<(), BoxError> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    let mut saved = configs.get("canopy").await?;
+    saved.metadata.resource_version = None;
+    saved.metadata.uid = None;
+    saved.metadata.managed_fields = None;
+    saved.metadata.creation_timestamp = None;
+    saved.metadata.generation = None;
+    let half = series.pods / 2;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let (mut with_c, mut without_c) = (Vec::new(), Vec::new());
+    let (mut took_with, mut took_without) = (Duration::ZERO, Duration::ZERO);
+    for block in 0..4 {
+        let registered = block % 2 == 0;
+        if registered {
+            if configs.get_opt("canopy").await?.is_none() {
+                configs.create(&PostParams::default(), &saved).await?;
+            }
+        } else {
+            configs
+                .delete("canopy", &kube::api::DeleteParams::default())
+                .await?;
+        }
+        // The apiserver's webhook configuration informer follows within milliseconds.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for i in 0..10 {
+            create(admin, "bench", &format!("warm-{block}-{i}")).await?;
+        }
+        let sequential = if registered { &mut with } else { &mut without };
+        for i in 0..half {
+            sequential.push(timed(admin, "bench", &format!("s-{block}-{i}")).await?);
+        }
+        let (times, took) = parallel(
+            admin,
+            "bench",
+            &format!("c-{block}"),
+            half,
+            series.concurrency,
+        )
+        .await?;
+        if registered {
+            with_c.extend(times);
+            took_with += took;
+        } else {
+            without_c.extend(times);
+            took_without += took;
+        }
+    }
+    if configs.get_opt("canopy").await?.is_none() {
+        configs.create(&PostParams::default(), &saved).await?;
+    }
+    println!();
+    println!(
+        "Pod creates in a tenant's namespace, with canopy's webhooks registered and without; {} per series; latency in ms",
+        2 * half
+    );
+    println!("| webhooks | in flight | p50 | p99 | creates/s |");
+    println!("|---|---|---|---|---|");
+    let with_row = row("registered", 1, &mut with, None);
+    let without_row = row("none", 1, &mut without, None);
+    let with_c_row = row(
+        "registered",
+        series.concurrency,
+        &mut with_c,
+        Some(took_with),
+    );
+    let without_c_row = row(
+        "none",
+        series.concurrency,
+        &mut without_c,
+        Some(took_without),
+    );
+    for (in_flight, w, n) in [
+        (1, with_row, without_row),
+        (series.concurrency, with_c_row, without_c_row),
+    ] {
+        println!(
+            "in flight {in_flight}: with/without p50 {:.2}x, p99 {:.2}x",
+            w.0 / n.0.max(1e-9),
+            w.1 / n.1.max(1e-9)
+        );
     }
     Ok(())
 }
@@ -143,6 +296,7 @@ async fn timed(client: &Client, ns: &str, name: &str) -> Result<Duration, BoxErr
 async fn parallel(
     client: &Client,
     ns: &str,
+    prefix: &str,
     pods: usize,
     concurrency: usize,
 ) -> Result<(Vec<Duration>, Duration), BoxError> {
@@ -150,7 +304,12 @@ async fn parallel(
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, ns, next) = (client.clone(), ns.to_owned(), next.clone());
+        let (client, ns, next, prefix) = (
+            client.clone(),
+            ns.to_owned(),
+            next.clone(),
+            prefix.to_owned(),
+        );
         workers.push(tokio::spawn(async move {
             let mut times = Vec::new();
             loop {
@@ -159,7 +318,7 @@ async fn parallel(
                     return Ok::<_, String>(times);
                 }
                 let t = Instant::now();
-                create(&client, &ns, &format!("p-{i}"))
+                create(&client, &ns, &format!("{prefix}-{i}"))
                     .await
                     .map_err(|e| e.to_string())?;
                 times.push(t.elapsed());
@@ -173,7 +332,13 @@ async fn parallel(
     Ok((all, start.elapsed()))
 }
 
-fn row(label: &str, in_flight: usize, times: &mut [Duration], took: Option<Duration>) {
+/// Prints one row; returns its p50 and p99 in ms.
+fn row(
+    label: &str,
+    in_flight: usize,
+    times: &mut [Duration],
+    took: Option<Duration>,
+) -> (f64, f64) {
     times.sort();
     let at = |q: f64| {
         let i = ((times.len() as f64 - 1.0) * q).round() as usize;
@@ -191,4 +356,5 @@ fn row(label: &str, in_flight: usize, times: &mut [Duration], took: Option<Durat
         at(0.5),
         at(0.99)
     );
+    (at(0.5), at(0.99))
 }

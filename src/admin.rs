@@ -151,7 +151,8 @@ impl AdminListener {
                 return;
             }
         };
-        tracing::info!(addr = ?addr, "serving /metrics, /healthz and /readyz");
+        let addr = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         let routes = routes(metrics, readiness);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);

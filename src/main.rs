@@ -12,9 +12,13 @@ use clap::{Parser, Subcommand};
     about = "Kubernetes multi-tenancy: namespace trees, tenants, policy propagation"
 )]
 struct Cli {
-    /// Log as text or as one JSON object per line (level by RUST_LOG).
+    /// Log as text or as one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = canopy::telemetry::LogFormat::Text)]
     log_format: canopy::telemetry::LogFormat,
+    /// What to log, in RUST_LOG's syntax: `info`, `debug`, `info,canopy=debug`
+    /// (default: $RUST_LOG, then info).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,7 +42,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    canopy::telemetry::init_logging(cli.log_format);
+    canopy::telemetry::init_logging(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Dev(args) => run_async(canopy::dev::run(args)),

@@ -266,6 +266,7 @@ pub async fn run_with(
     for task in aborts {
         task.abort();
     }
+    propagation.stop();
     info!("canopy manager stopped");
     outcome
 }

@@ -16,14 +16,17 @@ fn canopy_dev_serves_the_crds_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
     let data_dir = dir.path().join("data");
+    // The logs go to a file, as a Pod's do: JSON lines, no colours.
+    let log_path = dir.path().join("canopy.log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
     let started = Instant::now();
     let mut dev = Command::new(env!("CARGO_BIN_EXE_canopy"))
-        .args(["dev", "--kubeconfig"])
+        .args(["dev", "--log-format", "json", "--kubeconfig"])
         .arg(&kubeconfig)
         .arg("--data-dir")
         .arg(&data_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("canopy dev starts");
 
@@ -84,4 +87,29 @@ fn canopy_dev_serves_the_crds_and_stops_cleanly_on_sigterm() {
         "the apiserver is stopped"
     );
     assert!(data_dir.join("etcd").exists(), "a given --data-dir is kept");
+
+    // Logs fit a cluster: one JSON object per line, no escape codes, objects by name, and
+    // a clean shutdown (the manager first, then the control plane) warns about nothing.
+    let log = std::fs::read_to_string(&log_path).expect("the log");
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a file: {log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "canopy manager stopped"),
+        "{log}"
+    );
+    let loud: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a clean run and shutdown logged: {loud:#?}"
+    );
+    assert!(!log.contains("ObjectRef {"), "{log}");
+    assert!(!log.contains("Some("), "{log}");
 }

@@ -180,7 +180,15 @@ fn an_unreadable_kind_keeps_every_replica_ready_and_is_picked_up_once_granted() 
     assert_eq!(condition["reason"], "KindUnavailable", "{condition}");
     let message = condition["message"].as_str().unwrap_or_default();
     assert!(message.contains("secrets"), "{condition}");
-    assert!(message.contains("forbidden"), "{condition}");
+    // canopy asked the apiserver what it may do: the missing verbs, and the fix.
+    assert!(
+        message.contains("secrets: canopy's ServiceAccount may not get, list, watch"),
+        "{condition}"
+    );
+    assert!(
+        message.contains("canopy.dev/aggregate-to-manager=true"),
+        "{condition}"
+    );
     for replica in 0..2 {
         eventually("the kind-ready metric at 0", WAIT, || {
             (kind_ready_metric(replica, "", "secrets").as_deref() == Some("0")).then_some(())

@@ -101,6 +101,14 @@ fn objects(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Every object of a multi-document YAML file of the repository.
+fn objects_of_file(relative: &str) -> Vec<Value> {
+    let path = repo_path(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    objects(&text)
+}
+
 fn read_yaml(relative: &str) -> Value {
     let path = repo_path(relative);
     let text = std::fs::read_to_string(&path)
@@ -263,7 +271,18 @@ fn check_manager(objects: &[Value], namespace: &str, what: &str) {
         .map(|a| a.as_str().expect("string args"))
         .collect();
     assert_eq!(args.first(), Some(&"manager"), "{what}: {args:?}");
-    let parsed = parse_manager_args(&args[1..]);
+    // `canopy`'s global logging flags, wherever they are; the rest is the manager's.
+    let (logging, args): (Vec<&str>, Vec<&str>) = args[1..]
+        .iter()
+        .partition(|a| a.starts_with("--log-level=") || a.starts_with("--log-format="));
+    for flag in &logging {
+        let value = flag.split_once('=').map_or("", |(_, v)| v);
+        assert!(!value.is_empty(), "{what}: {flag}");
+        if flag.starts_with("--log-format=") {
+            assert!(["text", "json"].contains(&value), "{what}: {flag}");
+        }
+    }
+    let parsed = parse_manager_args(&args);
     assert_eq!(parsed.webhook_addr.port(), 9443, "{what}");
     assert_eq!(parsed.admin_addr.port(), 8080, "{what}");
     assert!(!parsed.controllers_only && !parsed.webhooks_only, "{what}");
@@ -332,11 +351,30 @@ fn parse_manager_args(args: &[&str]) -> canopy::manager::ManagerArgs {
 /// webhooks/validating-webhook-configuration.yaml pointed at `namespace`.
 #[track_caller]
 fn check_rbac_and_webhooks(objects: &[Value], namespace: &str, what: &str) {
-    let role = read_yaml("config/rbac/role.yaml");
+    let roles = objects_of_file("config/rbac/role.yaml");
+    for name in ["canopy-manager", "canopy-manager-base"] {
+        let source = find(&roles, "ClusterRole", name);
+        let rendered = find(objects, "ClusterRole", name);
+        assert_eq!(
+            rendered["rules"], source["rules"],
+            "{what}: the rules of {name} are config/rbac/role.yaml's"
+        );
+        assert_eq!(
+            rendered["aggregationRule"], source["aggregationRule"],
+            "{what}: the aggregation of {name} is config/rbac/role.yaml's"
+        );
+    }
+    // The manager's role aggregates the labelled roles, the base rules among them.
+    let label = "canopy.dev/aggregate-to-manager";
+    let manager = find(objects, "ClusterRole", "canopy-manager");
     assert_eq!(
-        find(objects, "ClusterRole", "canopy-manager")["rules"],
-        role["rules"],
-        "{what}: the manager's rules are config/rbac/role.yaml's"
+        manager["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"][label], "true",
+        "{what}"
+    );
+    assert_eq!(
+        find(objects, "ClusterRole", "canopy-manager-base")["metadata"]["labels"][label],
+        "true",
+        "{what}: the base rules join the manager's role"
     );
     for name in ["canopy-admin", "canopy-view"] {
         find(objects, "ClusterRole", name);

@@ -212,8 +212,14 @@ fn the_owner_splits_the_budget_but_cannot_change_the_tenants_quota() {
     refused(&status, &["forbidden"]);
     let foreign = as_owner_apply(&t, &hrq_yaml("default", "mine", "{pods: \"1\"}"));
     refused(&foreign, &["forbidden"]);
-    let bogus = as_owner_apply(&t, &hrq_yaml(&team, "bogus", "{count/secrets: \"1\"}"));
-    refused(&bogus, &["\"count/secrets\" is not counted by canopy"]);
+    let bogus = as_owner_apply(&t, &hrq_yaml(&team, "bogus", "{configmaps: \"1\"}"));
+    refused(
+        &bogus,
+        &[
+            "\"configmaps\" is not counted by canopy",
+            "count/<resource>",
+        ],
+    );
     // The cluster admin changes the Tenant, and the quota follows.
     let out = apply(&common::tenants::tenant_yaml(
         &t,

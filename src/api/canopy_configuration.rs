@@ -14,7 +14,7 @@ pub const CONFIGURATION_NAME: &str = "config";
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "CanopyConfiguration",
-    doc = "Cluster-wide canopy settings: propagated kinds, excluded namespaces, stripped labels and annotations, admission policies; must be named config",
+    doc = "Cluster-wide canopy settings: propagated kinds, excluded namespaces, stripped labels and annotations, and admission policies. There is one, named config.",
     plural = "canopyconfigurations",
     status = "CanopyConfigurationStatus",
     validation = Rule::new("self.metadata.name == 'config'").message("the CanopyConfiguration must be named 'config'"),
@@ -34,6 +34,8 @@ pub struct CanopyConfigurationSpec {
     /// Annotations that copies never carry.
     #[serde(default = "default_strip_annotations")]
     pub strip_annotations: Vec<String>,
+    /// The admission policies for workloads, PersistentVolumes and StorageClasses: where
+    /// they apply, what each does with a violation, and who is exempt.
     #[serde(default)]
     pub policies: PolicyConfig,
     /// The Pod Security Standard level of the namespaces of Tenants that set none.
@@ -63,10 +65,12 @@ pub struct ResourceConfig {
     /// Plural resource name, e.g. `secrets`.
     #[schemars(length(min = 1))]
     pub resource: String,
+    /// How the kind propagates: `Propagate`, `AllowPropagate`, `Remove` or `Ignore`.
     #[serde(default)]
     pub mode: PropagationMode,
 }
 
+/// How a kind propagates from a namespace to its descendants.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PropagationMode {
     /// Copy every source to every descendant.
@@ -80,21 +84,35 @@ pub enum PropagationMode {
     AllowPropagate,
 }
 
+/// The admission policies canopy's webhooks enforce.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
+    /// Where the workload policies (hostPath, resources) apply: `Tenants` (the namespaces
+    /// of a Tenant) or `AllNamespaces` (every namespace but the excluded ones).
     #[serde(default)]
     pub scope: PolicyScope,
+    /// What to do with hostPath volumes in Pods and pod templates, and with
+    /// PersistentVolumes backed by a node's storage: `Enforce`, `Warn` or `Off`.
     #[serde(default)]
     pub host_path: PolicyMode,
+    /// What to do with containers that do not request and limit every resource in
+    /// `requiredResources`: `Enforce`, `Warn` or `Off`.
     #[serde(default)]
     pub resources: PolicyMode,
     /// Resources every container must request and limit.
     #[serde(default = "default_required_resources")]
     pub required_resources: Vec<String>,
-    /// PersistentVolumes and StorageClasses, cluster-wide.
+    /// What to do with PersistentVolumes and StorageClasses whose reclaim policy is not
+    /// `Delete`, cluster-wide: `Enforce`, `Warn` or `Off`.
     #[serde(default)]
     pub reclaim_policy: PolicyMode,
+    /// What to do with a Tenant's guardrails (`runtimeClasses`, `nodeSelector`, ...) in
+    /// namespaces of a tenant that sets them: `Enforce`, `Warn` or `Off`. A Tenant's
+    /// `spec.policies.guardrails` overrides it.
+    #[serde(default)]
+    pub guardrails: PolicyMode,
+    /// Requesters and namespaces that no policy checks; empty by default.
     #[serde(default)]
     pub exemptions: Exemptions,
 }
@@ -107,6 +125,7 @@ impl Default for PolicyConfig {
             resources: PolicyMode::default(),
             required_resources: default_required_resources(),
             reclaim_policy: PolicyMode::default(),
+            guardrails: PolicyMode::default(),
             exemptions: Exemptions::default(),
         }
     }
@@ -143,10 +162,15 @@ pub enum PolicyMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exemptions {
+    /// Usernames whose requests no policy checks, e.g. a provisioner's ServiceAccount
+    /// (`system:serviceaccount:<namespace>:<name>`).
     #[serde(default)]
     pub usernames: Vec<String>,
+    /// Groups whose members' requests no policy checks, e.g. a break-glass group.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Namespaces the workload policies never check; they still take part in trees and
+    /// propagation.
     #[serde(default)]
     pub namespaces: Vec<String>,
 }
@@ -201,9 +225,12 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// What canopy reports about the configuration; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanopyConfigurationStatus {
+    /// `BadConfiguration`: true, naming each configured kind canopy cannot use and how to
+    /// fix it, or false when every configured kind is propagated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -212,11 +239,17 @@ pub struct CanopyConfigurationStatus {
     pub resources: Vec<ResourceStatus>,
 }
 
+/// How many objects of one configured kind canopy sees.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ResourceStatus {
+    /// API group of the kind; empty for the core group.
     pub group: String,
+    /// Plural resource name of the kind.
     pub resource: String,
+    /// How the kind propagates.
     pub mode: PropagationMode,
+    /// Objects of the kind that are not copies, in namespaces that are not excluded.
     pub sources: u32,
+    /// Copies canopy made, in namespaces that are not excluded.
     pub copies: u32,
 }

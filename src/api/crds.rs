@@ -1,7 +1,7 @@
 //! The CRDs of every canopy kind, as `canopy crds` prints them and `crds/` holds them.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSON,
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
 use kube::CustomResourceExt;
 
@@ -19,6 +19,55 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         spec_optional(CanopyConfiguration::crd()),
         HierarchicalResourceQuota::crd(),
     ]
+    .into_iter()
+    .map(unwrapped_descriptions)
+    .collect()
+}
+
+/// Doc comments wrap at 90 columns, and `kubectl explain` would print those line breaks
+/// in the middle of a sentence: each paragraph of a field's description becomes one line
+/// (blank lines between paragraphs stay), and `kubectl explain` wraps to the terminal.
+fn unwrapped_descriptions(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            unwrap_schema(root);
+        }
+    }
+    crd
+}
+
+/// Unwraps the description of `schema` and of every field and list item below it.
+fn unwrap_schema(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = unwrap_paragraphs(description);
+    }
+    for field in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_schema(field);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        unwrap_schema(items);
+    }
+}
+
+/// `text` with the line breaks inside each paragraph replaced by spaces.
+pub fn unwrap_paragraphs(text: &str) -> String {
+    text.trim()
+        .split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Every field of these specs has a default, so an object without `spec` is valid (as an
@@ -112,6 +161,73 @@ mod tests {
                 "{name} has no printer columns"
             );
         }
+    }
+
+    /// Every field `kubectl explain` can show, as `kind.path.to.field`, with its schema.
+    fn fields(crd: &CustomResourceDefinition) -> Vec<(String, JSONSchemaProps)> {
+        fn walk(path: &str, schema: &JSONSchemaProps, out: &mut Vec<(String, JSONSchemaProps)>) {
+            for (name, field) in schema.properties.iter().flat_map(|p| p.iter()) {
+                // apiVersion, kind and metadata are the apiserver's, documented by it.
+                if path.matches('.').count() == 0
+                    && ["apiVersion", "kind", "metadata"].contains(&name.as_str())
+                {
+                    continue;
+                }
+                let here = format!("{path}.{name}");
+                out.push((here.clone(), field.clone()));
+                walk(&here, field, out);
+                if let Some(JSONSchemaPropsOrArray::Schema(items)) = field.items.as_ref() {
+                    walk(&here, items, out);
+                }
+            }
+        }
+        let kind = crd.spec.names.kind.to_lowercase();
+        let mut out = Vec::new();
+        for version in &crd.spec.versions {
+            if let Some(root) = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+            {
+                out.push((kind.clone(), root.clone()));
+                walk(&kind, root, &mut out);
+            }
+        }
+        out
+    }
+
+    /// `kubectl explain` shows every field's description: none may be empty, and none may
+    /// break a line inside a paragraph (explain would print the break mid-sentence).
+    #[test]
+    fn every_field_of_every_kind_has_a_description_in_whole_sentences() {
+        let mut missing = Vec::new();
+        let mut wrapped = Vec::new();
+        for crd in all_crds() {
+            for (path, schema) in fields(&crd) {
+                let description = schema.description.as_deref().unwrap_or("").trim();
+                if description.is_empty() {
+                    missing.push(path);
+                } else if description.split("\n\n").any(|p| p.contains('\n')) {
+                    wrapped.push(path);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+        assert!(
+            wrapped.is_empty(),
+            "descriptions wrapped mid-paragraph: {wrapped:?}"
+        );
+    }
+
+    #[test]
+    fn paragraphs_are_unwrapped_and_kept_apart() {
+        assert_eq!(
+            unwrap_paragraphs("One sentence\nthat wraps.\n\nAnother one."),
+            "One sentence that wraps.\n\nAnother one."
+        );
     }
 
     #[test]

@@ -44,6 +44,18 @@ pub fn is_forbidden(err: &kube::Error) -> bool {
     status(err).is_some_and(|s| s.is_forbidden() || reason_or_code(s, reason::FORBIDDEN, 403))
 }
 
+/// 403 from the NamespaceLifecycle admission plugin: the namespace is being deleted and
+/// takes no new objects. Expected while a tree is torn down; nothing to report.
+pub fn is_namespace_terminating(err: &kube::Error) -> bool {
+    status(err).is_some_and(|s| {
+        is_forbidden(err)
+            && (s.message.contains("because it is being terminated")
+                || s.details
+                    .as_ref()
+                    .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+    })
+}
+
 /// 422: the content was refused (validation, an immutable field changed).
 pub fn is_invalid(err: &kube::Error) -> bool {
     status(err).is_some_and(|s| s.is_invalid() || reason_or_code(s, reason::INVALID, 422))
@@ -78,6 +90,16 @@ mod tests {
         assert!(is_conflict(&api("Conflict", 409)));
         assert!(!is_already_exists(&api("Conflict", 409)));
         assert!(is_forbidden(&api("Forbidden", 403)));
+        assert!(!is_namespace_terminating(&api("Forbidden", 403)));
+        let terminating = kube::Error::Api(Box::new(
+            Status::failure(
+                "roles \"x\" is forbidden: unable to create new content in namespace team \
+                 because it is being terminated",
+                "Forbidden",
+            )
+            .with_code(403),
+        ));
+        assert!(is_namespace_terminating(&terminating));
         assert!(is_invalid(&api("Invalid", 422)));
         assert!(is_server_error(&api("InternalError", 500)));
         assert!(!is_server_error(&api("NotFound", 404)));

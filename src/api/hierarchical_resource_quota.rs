@@ -25,7 +25,7 @@ pub const MOVE_RESOURCE: &str = "namespaces";
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "HierarchicalResourceQuota",
-    doc = "A quota shared by a namespace and all of its descendants: every object counted in the subtree counts against spec.hard",
+    doc = "A quota shared by a namespace and all of its descendants: every object counted in the subtree counts against spec.hard.",
     plural = "hierarchicalresourcequotas",
     shortname = "hrq",
     namespaced,
@@ -79,7 +79,9 @@ pub struct HierarchicalResourceQuotaStatus {
 pub struct QuotaReservation {
     /// The object's uid (assigned before validating admission).
     pub uid: String,
+    /// The object's namespace.
     pub namespace: String,
+    /// The object's name.
     pub name: String,
     /// Its resource (`pods`, `services`, `persistentvolumeclaims`).
     pub resource: String,

@@ -15,7 +15,7 @@ pub const HIERARCHY_NAME: &str = "hierarchy";
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "HierarchyConfiguration",
-    doc = "The parent of the namespace it lives in, and whether deleting that namespace may cascade; must be named hierarchy",
+    doc = "The parent of the namespace it lives in, and whether deleting that namespace may cascade. There is one per namespace, named hierarchy.",
     plural = "hierarchyconfigurations",
     shortname = "hc",
     namespaced,
@@ -36,13 +36,16 @@ pub struct HierarchyConfigurationSpec {
     pub allow_cascading_deletion: bool,
 }
 
+/// The namespace's children and its problems; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HierarchyConfigurationStatus {
     /// The namespaces whose parent is this namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
-    /// `ActivitiesHalted` and `BadConfiguration`.
+    /// `ActivitiesHalted` (canopy stopped acting on this namespace, and why) and
+    /// `BadConfiguration` (something canopy cannot do here, such as an object it cannot
+    /// propagate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -12,7 +12,7 @@ use super::Condition;
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "SubnamespaceAnchor",
-    doc = "Asks canopy for a child namespace of the namespace the anchor lives in, named like the anchor",
+    doc = "Asks canopy for a child namespace of the namespace the anchor lives in, named like the anchor.",
     plural = "subnamespaceanchors",
     shortname = "subns",
     shortname = "anchor",
@@ -51,11 +51,15 @@ pub enum AnchorState {
     Forbidden,
 }
 
+/// Where the anchor's child namespace stands; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubnamespaceAnchorStatus {
+    /// `Ok`, `Missing`, `Conflict` or `Forbidden`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AnchorState>,
+    /// `Ready`: true once the child namespace exists and is this anchor's child,
+    /// otherwise false with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

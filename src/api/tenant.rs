@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{LimitRangeSpec, ResourceQuotaSpec};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -54,7 +56,7 @@ pub fn owner_access_name(tenant: &str) -> String {
     group = "canopy.dev",
     version = "v1alpha1",
     kind = "Tenant",
-    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree",
+    doc = "A tenant: a root namespace, its owners, and the quota, limits, isolation and policies of every namespace in its tree.",
     plural = "tenants",
     shortname = "tn",
     status = "TenantStatus",
@@ -126,6 +128,93 @@ pub struct TenantSpec {
     /// CanopyConfiguration's `podSecurity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurityLevel>,
+    /// Guardrails: the RuntimeClasses the tenant's Pods may run with. Checked, never
+    /// filled in: a Pod that names none is refused with the class to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_classes: Option<RuntimeClasses>,
+    /// Guardrails: node labels every Pod of the tenant must select (in `nodeSelector`, or
+    /// with an equivalent required node affinity), so its Pods run only on its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Guardrails: the StorageClasses of the tenant's PersistentVolumeClaims and generic
+    /// ephemeral volumes; a claim without a class gets the cluster's default class, which
+    /// must then be allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_classes: Option<AllowedNames>,
+    /// Guardrails: the Service types the tenant may create; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_types: Option<ServiceTypes>,
+    /// Guardrails: the CIDRs the tenant's Services may name in `externalIPs`. Without it a
+    /// tenant's Service may name none (an external IP captures that address's traffic
+    /// cluster-wide, CVE-2020-8554).
+    #[serde(
+        rename = "externalIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_ips: Option<AllowedCidrs>,
+    /// Guardrails: prefixes every container image of the tenant must start with, as
+    /// written (`registry.example.com/acme/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registries: Option<AllowedNames>,
+    /// Guardrails: the PriorityClasses the tenant's Pods may name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_classes: Option<AllowedNames>,
+}
+
+/// The RuntimeClasses a tenant's Pods may run with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.default) || self.default in self.allowed").message("default must be one of allowed"))]
+pub struct RuntimeClasses {
+    /// The RuntimeClasses the tenant's Pods may name in `runtimeClassName`.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// The class a Pod that names none is told to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// A list of allowed names (or prefixes, for image registries).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AllowedNames {
+    /// The names the tenant may use (for image registries: the prefixes every image must start with).
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+/// The Service types a tenant may create.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ServiceTypes {
+    /// The Service types the tenant may create; any other type is refused.
+    #[serde(default)]
+    pub allowed: Vec<ServiceType>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::ExternalName => "ExternalName",
+        }
+    }
+}
+
+/// CIDRs (`203.0.113.0/24`, or one address) a tenant's Services may use as external IPs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AllowedCidrs {
+    /// The CIDRs every external IP of the tenant's Services must fall in; none when empty.
+    #[serde(default)]
+    pub allowed: Vec<String>,
 }
 
 fn default_owner_role() -> String {
@@ -140,7 +229,14 @@ fn default_true() -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount owner and not allowed otherwise"))]
 pub struct Owner {
+    /// The kind of subject: `User`, `Group` or `ServiceAccount`.
+    // Checked by a CEL rule rather than an enum: a schema error makes the apiserver skip
+    // every CEL rule of the object and add a second, puzzling line ("some validation rules
+    // were not checked"), where a rule gives one clear line.
+    #[schemars(schema_with = "owner_kind_schema")]
+    #[x_kube(validation = Rule::new("self == 'User' || self == 'Group' || self == 'ServiceAccount'").message("kind must be User, Group or ServiceAccount"))]
     pub kind: OwnerKind,
+    /// The user's, group's or ServiceAccount's name.
     #[schemars(length(min = 1))]
     pub name: String,
     /// The ServiceAccount's namespace; only for `kind: ServiceAccount`.
@@ -148,6 +244,17 @@ pub struct Owner {
     pub namespace: Option<String>,
 }
 
+/// The schema of `Owner.kind`: a string, checked by the field's CEL rule.
+fn owner_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": "The kind of subject: `User`, `Group` or `ServiceAccount`.",
+        // Bounds the rule's estimated cost, which the apiserver limits per CRD.
+        "maxLength": 14,
+    })
+}
+
+/// The kind of subject an owner is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OwnerKind {
     User,
@@ -155,6 +262,7 @@ pub enum OwnerKind {
     ServiceAccount,
 }
 
+/// What deleting a Tenant does to its namespaces.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// The namespaces stay, without the tenant's label and owner binding.
@@ -168,21 +276,33 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicies {
+    /// The hostPath policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<PolicyMode>,
+    /// The resources policy in this tenant's namespaces: `Enforce`, `Warn` or `Off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<PolicyMode>,
+    /// The mode of the tenant's guardrails (runtimeClasses, nodeSelector, storageClasses,
+    /// serviceTypes, externalIPs, imageRegistries, priorityClasses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<PolicyMode>,
 }
 
+/// What canopy reports about the Tenant; written by canopy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
+    /// The tenant's root namespace, once canopy has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_namespace: Option<String>,
+    /// Every namespace of the tenant: the root and its descendants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// How many namespaces the tenant has, root included.
     #[serde(default)]
     pub namespace_count: u32,
+    /// `Ready`: true once the root namespace and the tenant's objects in it are in place,
+    /// otherwise false with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

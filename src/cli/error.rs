@@ -81,6 +81,30 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Which rule refused, the apiserver's words, and what to ask for. A canopy webhook
+    /// says why and what to do itself; an RBAC refusal only says what is missing.
+    fn forbidden_detail(&self, message: &str) -> String {
+        const DENIED: &str = "denied the request: ";
+        if let Some(rest) = message.split("admission webhook \"").nth(1)
+            && let Some((webhook, _)) = rest.split_once('"')
+        {
+            let reason = rest.split_once(DENIED).map_or(rest, |(_, r)| r);
+            return format!(" by the admission webhook {webhook}: {reason}");
+        }
+        let ask = match self.namespace {
+            Some(ns) => format!(
+                "ask an admin of namespace {ns:?} (or a cluster admin) for {} on {} there",
+                self.verb, self.resource
+            ),
+            None => format!(
+                "ask a cluster admin for {} on {} at the cluster scope (a ClusterRole and \
+                 ClusterRoleBinding)",
+                self.verb, self.resource
+            ),
+        };
+        format!(" by RBAC: {message}; {ask}")
+    }
+
     /// Turns a client error into a message that names this request.
     pub fn error(&self, err: kube::Error) -> CliError {
         match err {
@@ -96,9 +120,10 @@ impl<'a> Request<'a> {
                     401 => CliError::new(format!(
                         "the cluster refused our credentials (Unauthorized) for {what}: {message}"
                     )),
-                    403 => {
-                        CliError::forbidden(format!("{what} was refused (Forbidden): {message}"))
-                    }
+                    403 => CliError::forbidden(format!(
+                        "{what} was refused (Forbidden){}",
+                        self.forbidden_detail(message)
+                    )),
                     _ => CliError::new(format!("cannot {what}: {message}")),
                 }
             }
@@ -145,8 +170,10 @@ mod tests {
         ));
         assert_eq!(
             err.to_string(),
-            "list namespaces at the cluster scope was refused (Forbidden): namespaces is \
-             forbidden: User \"bob\" cannot list resource \"namespaces\""
+            "list namespaces at the cluster scope was refused (Forbidden) by RBAC: namespaces \
+             is forbidden: User \"bob\" cannot list resource \"namespaces\"; ask a cluster \
+             admin for list on namespaces at the cluster scope (a ClusterRole and \
+             ClusterRoleBinding)"
         );
         assert!(err.is_forbidden());
         let err = Request::namespaced("create", "subnamespaceanchors", "acme").error(api_error(
@@ -156,7 +183,22 @@ mod tests {
         ));
         assert_eq!(
             err.to_string(),
-            "create subnamespaceanchors in namespace \"acme\" was refused (Forbidden): no"
+            "create subnamespaceanchors in namespace \"acme\" was refused (Forbidden) by \
+             RBAC: no; ask an admin of namespace \"acme\" (or a cluster admin) for create on \
+             subnamespaceanchors there"
+        );
+        // A webhook's refusal names the webhook and keeps its own explanation.
+        let err = Request::namespaced("patch", "hierarchyconfigurations", "c").error(api_error(
+            403,
+            "Forbidden",
+            "admission webhook \"hierarchy.canopy.dev\" denied the request: alice may not \
+             change the parent of namespace \"c\": ask an admin of \"root\"",
+        ));
+        assert_eq!(
+            err.to_string(),
+            "patch hierarchyconfigurations in namespace \"c\" was refused (Forbidden) by the \
+             admission webhook hierarchy.canopy.dev: alice may not change the parent of \
+             namespace \"c\": ask an admin of \"root\""
         );
     }
 

@@ -7,6 +7,7 @@ mod cluster;
 mod create;
 mod describe;
 mod error;
+mod owned;
 mod quota;
 mod set;
 mod snapshot;
@@ -26,7 +27,8 @@ pub use set::{FIELD_MANAGER, SetArgs};
     name = "kubectl-canopy",
     bin_name = "kubectl canopy",
     version,
-    about = "Manage canopy namespace trees: show them, create subnamespaces, set parents"
+    about = "Manage canopy namespace trees: show them, create subnamespaces, set parents",
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -35,9 +37,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Examples of every command, for `kubectl canopy --help`.
+const EXAMPLES: &str = "Examples:
+  kubectl canopy tree acme                    # acme and its subtree
+  kubectl canopy tree -A                      # every tree (a tenant owner: their tenants' trees)
+  kubectl canopy create acme-dev -n acme      # a subnamespace acme-dev of acme
+  kubectl canopy set team-b --parent acme     # make acme the parent of team-b
+  kubectl canopy describe acme-dev            # parent, ancestors, anchors, conditions
+
+Run `kubectl canopy COMMAND --help` for more examples.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a namespace and its subtree, or with -A every tree.
+    #[command(after_help = "Examples:
+  # The tree below acme, with subnamespaces and problems marked
+  kubectl canopy tree acme
+
+  # The tree of the context's namespace (as a tenant owner whose context namespace is
+  # not theirs: the trees of the tenants they own)
+  kubectl canopy tree
+
+  # Every tree of the cluster; a tenant owner, who may not list namespaces, sees the
+  # trees of the tenants they own
+  kubectl canopy tree -A
+
+  # As someone else (needs the impersonate right)
+  kubectl canopy tree acme --as alice --as-group acme-admins")]
     Tree {
         /// The namespace at the top (default: -n, then the context's namespace).
         #[arg(value_name = "NAMESPACE")]
@@ -47,13 +73,38 @@ pub enum Command {
         all_namespaces: bool,
     },
     /// Create a subnamespace: a SubnamespaceAnchor named CHILD in the -n namespace.
+    #[command(after_help = "Examples:
+  # A subnamespace acme-dev of acme (a SubnamespaceAnchor acme-dev in acme)
+  kubectl canopy create acme-dev -n acme
+
+  # Delete it again (with its subtree only if cascading deletion is allowed)
+  kubectl delete subnamespaceanchor acme-dev -n acme")]
     Create {
         /// The name of the new child namespace.
         child: String,
     },
     /// Set a namespace's parent or cascading deletion (its HierarchyConfiguration).
+    #[command(after_help = "Examples:
+  # Make acme the parent of team-b (you need update on hierarchyconfigurations in team-b,
+  # in acme's tree and in the tree team-b leaves: the consent rule)
+  kubectl canopy set team-b --parent acme
+
+  # Make team-b a root again
+  kubectl canopy set team-b --root
+
+  # Let deleting team-b (or its anchor) delete its subnamespaces too
+  kubectl canopy set team-b --allow-cascading-deletion
+
+  # Both at once
+  kubectl canopy set team-b --parent acme --forbid-cascading-deletion")]
     Set(SetArgs),
     /// Show a namespace's place in its tree, its anchors and its conditions.
+    #[command(after_help = "Examples:
+  # Parent, ancestors, tenant, children, anchors and conditions of acme-dev
+  kubectl canopy describe acme-dev
+
+  # The context's namespace
+  kubectl canopy describe")]
     Describe {
         /// The namespace (default: -n, then the context's namespace).
         #[arg(value_name = "NAMESPACE")]
@@ -107,7 +158,14 @@ pub async fn run(cli: &Cli) -> Result<String, CliError> {
             all_namespaces,
         } => {
             let ns = conn.namespace(name.as_deref());
-            tree::run(&conn.client, &ns, *all_namespaces).await
+            let scope = if *all_namespaces {
+                tree::Scope::All
+            } else if name.is_none() && cli.connection.namespace.is_none() {
+                tree::Scope::Default
+            } else {
+                tree::Scope::Named
+            };
+            tree::run(&conn.client, &ns, scope).await
         }
         Command::Create { child } => create::run(&conn.client, &conn.namespace(None), child).await,
         Command::Set(args) => {
@@ -173,6 +231,26 @@ mod tests {
         assert!(
             Cli::try_parse_from(["kubectl-canopy", "tree", "x", "--as-group", "devs"]).is_err()
         );
+    }
+
+    /// Every command's `--help` ends with examples of it.
+    #[test]
+    fn every_command_has_help_examples() {
+        let mut command = Cli::command();
+        let top = command.render_help().to_string();
+        assert!(top.contains("Examples:"), "{top}");
+        command.build();
+        for sub in command.get_subcommands_mut() {
+            let name = sub.get_name().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let help = sub.render_help().to_string();
+            assert!(
+                help.contains("Examples:") && help.contains(&format!("kubectl canopy {name}")),
+                "{name}: {help}"
+            );
+        }
     }
 
     #[test]

@@ -12,15 +12,42 @@ use super::snapshot::Snapshot;
 use crate::api::{ACTIVITIES_HALTED, BAD_CONFIGURATION, reasons};
 use crate::forest::Forest;
 
+/// Which trees `tree` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `-A`: every tree, or for a user who may not list namespaces cluster-wide (a
+    /// tenant owner), the trees of the Tenants they may read.
+    All,
+    /// A namespace named on the command line (argument or `-n`): its subtree.
+    Named,
+    /// Nothing named: the context namespace's subtree, or, when that cannot be read,
+    /// the trees of the Tenants the user may read.
+    Default,
+}
+
 /// Fetches the hierarchy and renders the subtree of `namespace`, or every tree.
-pub async fn run(client: &Client, namespace: &str, all: bool) -> Result<String, CliError> {
-    if all {
-        let mut snapshot = cluster::load(client).await?;
-        let names: Vec<String> = snapshot.forest.namespaces().map(str::to_owned).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        snapshot.quotas = super::quota::load(client, &names).await;
-        return Ok(render_all(&snapshot));
+pub async fn run(client: &Client, namespace: &str, scope: Scope) -> Result<String, CliError> {
+    match scope {
+        Scope::All => match cluster::load(client).await {
+            Ok(mut snapshot) => {
+                let names: Vec<String> = snapshot.forest.namespaces().map(str::to_owned).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                snapshot.quotas = super::quota::load(client, &names).await;
+                Ok(render_all(&snapshot))
+            }
+            Err(e) if e.is_forbidden() => owned_trees(client, namespace, e).await,
+            Err(e) => Err(e),
+        },
+        Scope::Named => one_tree(client, namespace).await,
+        Scope::Default => match one_tree(client, namespace).await {
+            Ok(out) => Ok(out),
+            Err(e) => owned_trees(client, namespace, e).await,
+        },
     }
+}
+
+/// The subtree of `namespace`.
+async fn one_tree(client: &Client, namespace: &str) -> Result<String, CliError> {
     let mut snapshot = cluster::load_around(client, namespace).await?;
     snapshot.require(namespace)?;
     let names: Vec<String> = snapshot
@@ -32,6 +59,38 @@ pub async fn run(client: &Client, namespace: &str, all: bool) -> Result<String, 
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     snapshot.quotas = super::quota::load(client, &names).await;
     Ok(render(&snapshot, &[namespace]))
+}
+
+/// The trees of the Tenants the user may read; `refused` (the error of what was asked
+/// first) when there are none, with what to do instead.
+async fn owned_trees(
+    client: &Client,
+    review_namespace: &str,
+    refused: CliError,
+) -> Result<String, CliError> {
+    let roots = super::owned::tenant_roots(client, review_namespace).await;
+    let walked = super::owned::walk_roots(client, &roots).await;
+    let Some(mut snapshot) = walked else {
+        return Err(CliError::new(format!(
+            "{refused}; and you own no Tenant whose tree could be shown instead: name a \
+             namespace you may read (kubectl canopy tree NAMESPACE), or ask a cluster admin \
+             for list on namespaces and hierarchyconfigurations.canopy.dev at the cluster \
+             scope"
+        )));
+    };
+    let shown: Vec<&str> = roots
+        .iter()
+        .map(String::as_str)
+        .filter(|root| snapshot.forest.exists(root))
+        .collect();
+    let names: Vec<String> = shown
+        .iter()
+        .flat_map(|root| snapshot.forest.subtree(root))
+        .map(str::to_owned)
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    snapshot.quotas = super::quota::load(client, &names).await;
+    Ok(render(&snapshot, &shown))
 }
 
 /// What a namespace is marked with after its name.

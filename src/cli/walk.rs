@@ -27,6 +27,20 @@ pub struct Visit {
 /// Walks from `start`; an error only when `start` itself is missing or unreadable.
 pub async fn walk(client: &Client, start: &str) -> Result<Snapshot, CliError> {
     let mut visits: BTreeMap<String, Visit> = BTreeMap::new();
+    collect(client, start, &mut visits).await?;
+    Ok(assemble(visits))
+}
+
+/// Walks from `start` into `visits` (which may hold other walks' namespaces: those are
+/// not read again); an error only when `start` itself is missing or unreadable.
+pub async fn collect(
+    client: &Client,
+    start: &str,
+    visits: &mut BTreeMap<String, Visit>,
+) -> Result<(), CliError> {
+    if visits.contains_key(start) {
+        return Ok(());
+    }
     let first = visit(client, start)
         .await?
         .ok_or_else(|| not_found(start))?;
@@ -68,7 +82,7 @@ pub async fn walk(client: &Client, start: &str) -> Result<Snapshot, CliError> {
         up = parent(&found);
         visits.insert(ns, found);
     }
-    Ok(assemble(visits))
+    Ok(())
 }
 
 /// A Snapshot from what the walk read. A namespace whose Namespace object could not be

@@ -152,7 +152,9 @@ pub fn plan_anchor(
 }
 
 /// Reconciles one anchor.
-#[instrument(skip(state, writer, budget), fields(namespace = %key.namespace.as_deref().unwrap_or_default(), name = %key.name))]
+// The key is shown as `namespace` and `anchor` (its Debug form is unreadable, and a field
+// called `name` would clash with the span's own name in JSON logs).
+#[instrument(skip(state, writer, budget, key), fields(namespace = %key.namespace.as_deref().unwrap_or_default(), anchor = %key.name))]
 pub async fn reconcile_anchor(
     state: &ClusterState,
     writer: &Writer,

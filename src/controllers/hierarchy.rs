@@ -171,7 +171,7 @@ fn reported_conflicts(status: &HierarchyConfigurationStatus) -> Vec<String> {
 }
 
 /// Reconciles one namespace.
-#[instrument(skip(state, writer, propagation), fields(namespace = %name))]
+#[instrument(skip(state, writer, propagation, name), fields(namespace = %name))]
 pub async fn reconcile_namespace(
     state: &ClusterState,
     writer: &Writer,
@@ -193,27 +193,46 @@ pub async fn reconcile_namespace(
         return Outcome::Success;
     }
     debug!(?plan, "writing");
-    let was_halted = hierarchy
+    let reported: Vec<(String, String)> = hierarchy
         .as_ref()
         .and_then(|h| h.status.as_ref())
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == ACTIVITIES_HALTED));
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.status == "True")
+                .map(|c| (c.type_.clone(), c.reason.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     Outcome::of_writes(
         writer
-            .execute_all(namespace_ops(&name, plan, was_halted))
+            .execute_all(namespace_ops(&name, plan, &reported))
             .await,
     )
 }
 
-/// The writes that carry out `plan` for namespace `name`, in order. A namespace that
-/// becomes halted (`was_halted` false) gets a Warning Event: users are told once, not at
-/// every rewrite of the status. Pure.
-pub fn namespace_ops(name: &str, plan: NamespacePlan, was_halted: bool) -> Vec<Op> {
-    let newly_halted = plan
+/// The writes that carry out `plan` for namespace `name`, in order. Each problem the
+/// status newly reports (a true `ActivitiesHalted` or `BadConfiguration` whose type and
+/// reason are not among `reported`, the true conditions already written) gets a Warning
+/// Event in the namespace: users are told once, not at every rewrite of the status. Pure.
+pub fn namespace_ops(name: &str, plan: NamespacePlan, reported: &[(String, String)]) -> Vec<Op> {
+    let news: Vec<_> = plan
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ACTIVITIES_HALTED))
-        .filter(|_| !was_halted)
-        .cloned();
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.status == "True")
+                .filter(|c| c.type_ == ACTIVITIES_HALTED || c.type_ == BAD_CONFIGURATION)
+                .filter(|c| {
+                    !reported
+                        .iter()
+                        .any(|(t, r)| *t == c.type_ && *r == c.reason)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let mut ops = Vec::new();
     if !plan.set_labels.is_empty() || !plan.remove_labels.is_empty() {
         ops.push(Op::PatchNamespaceLabels {
@@ -235,7 +254,7 @@ pub fn namespace_ops(name: &str, plan: NamespacePlan, was_halted: bool) -> Vec<O
             status: serde_json::json!(status),
             field_manager: keys::FIELD_MANAGER,
         });
-        if let Some(halted) = newly_halted {
+        for problem in news {
             let reference = ObjectReference {
                 api_version: Some(HierarchyConfiguration::api_version(&()).into_owned()),
                 kind: Some(HierarchyConfiguration::kind(&()).into_owned()),
@@ -246,8 +265,8 @@ pub fn namespace_ops(name: &str, plan: NamespacePlan, was_halted: bool) -> Vec<O
             ops.push(Op::Event(Event::new(
                 reference,
                 true,
-                &halted.reason,
-                halted.message.clone(),
+                &problem.reason,
+                problem.message.clone(),
             )));
         }
     }
@@ -322,7 +341,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            kinds(&namespace_ops("a", plan, false)),
+            kinds(&namespace_ops("a", plan, &[])),
             ["labels", "create hierarchy", "status"]
         );
 
@@ -339,7 +358,7 @@ mod tests {
                 now(),
             )
         };
-        let first = namespace_ops("x", halted(), false);
+        let first = namespace_ops("x", halted(), &[]);
         let Some(Op::Event(event)) = first.last() else {
             panic!("{first:?}");
         };
@@ -348,7 +367,45 @@ mod tests {
             "{event:?}"
         );
         assert!(
-            !namespace_ops("x", halted(), true)
+            !namespace_ops(
+                "x",
+                halted(),
+                &[(ACTIVITIES_HALTED.to_owned(), reasons::IN_CYCLE.to_owned())]
+            )
+            .iter()
+            .any(|op| matches!(op, Op::Event(_)))
+        );
+    }
+
+    /// A propagation conflict is a Warning Event in the namespace, once per reason.
+    #[test]
+    fn a_new_bad_configuration_is_told_once_in_the_namespace() {
+        let conflict =
+            ["cannot propagate Role \"x\" into b: a Role of that name is not a copy".to_owned()];
+        let plan = || {
+            plan_namespace(
+                &forest(),
+                "a",
+                Some(&hc("a", None)),
+                Some(&conflict),
+                baseline,
+                now(),
+            )
+        };
+        let ops = namespace_ops("a", plan(), &[]);
+        let Some(Op::Event(event)) = ops.last() else {
+            panic!("{ops:?}");
+        };
+        assert!(event.warning, "{event:?}");
+        assert_eq!(event.reason, reasons::CANNOT_PROPAGATE_OBJECT);
+        assert_eq!(event.object.namespace.as_deref(), Some("a"));
+        assert!(event.note.contains("is not a copy"), "{event:?}");
+        let told = [(
+            BAD_CONFIGURATION.to_owned(),
+            reasons::CANNOT_PROPAGATE_OBJECT.to_owned(),
+        )];
+        assert!(
+            !namespace_ops("a", plan(), &told)
                 .iter()
                 .any(|op| matches!(op, Op::Event(_)))
         );

@@ -34,6 +34,14 @@ pub enum Op {
         name: String,
         body: Value,
     },
+    /// Creates `body` unless an object of that name exists; an existing one is left
+    /// exactly as it is (a person or a GitOps tool may own it).
+    CreateIfMissing {
+        resource: ApiResource,
+        namespace: Option<String>,
+        name: String,
+        body: Value,
+    },
     /// Deletes an object; one already gone is fine.
     Delete {
         resource: ApiResource,
@@ -141,6 +149,12 @@ pub struct Event {
     pub reason: String,
     pub action: String,
     pub note: String,
+    /// A namespace the Event concerns, when `object` is cluster-scoped (a Tenant): the
+    /// apiserver keeps Events about cluster-scoped objects in `default` (where `kubectl
+    /// describe` finds them, and where tenant owners cannot look), so the Event is also
+    /// recorded in this namespace, regarding the Namespace, with `object` as `related`
+    /// (`kubectl get events -n <namespace>`).
+    pub namespace: Option<String>,
 }
 
 impl Event {
@@ -152,7 +166,14 @@ impl Event {
             reason: reason.to_owned(),
             action: reason.to_owned(),
             note,
+            namespace: None,
         }
+    }
+
+    /// The same Event, also recorded in `namespace` (see `Event::namespace`).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
     }
 }
 

@@ -253,7 +253,7 @@ fn owner_access(tenant: &Tenant) -> Option<(Value, Value)> {
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": access, "ownerReferences": owner_ref},
-        "rules": [{"apiGroups": ["canopy.dev"], "resources": ["tenants"], "resourceNames": [name], "verbs": ["get", "watch"]}],
+        "rules": [{"apiGroups": ["canopy.dev"], "resources": ["tenants"], "resourceNames": [name], "verbs": ["get", "list", "watch"]}],
     });
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -265,7 +265,7 @@ fn owner_access(tenant: &Tenant) -> Option<(Value, Value)> {
 }
 
 /// Reconciles one Tenant.
-#[instrument(skip(state, writer), fields(tenant = %name))]
+#[instrument(skip(state, writer, name), fields(tenant = %name))]
 pub async fn reconcile_tenant(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
     let Some(tenant) = state.tenants.get(&ObjectRef::new(&name)) else {
         return Outcome::Success;
@@ -366,14 +366,20 @@ pub fn tenant_ops(tenant: &Tenant, plan: TenantPlan, level: PodSecurityLevel) ->
                     name: root.clone(),
                     labels: new_root_labels(&name, level),
                     annotations: Default::default(),
-                    created: Some(Event::new(
-                        tenant.object_ref(&()),
-                        false,
-                        events::ROOT_NAMESPACE_CREATED,
-                        format!("created root namespace {root:?}"),
-                    )),
+                    created: Some(
+                        Event::new(
+                            tenant.object_ref(&()),
+                            false,
+                            events::ROOT_NAMESPACE_CREATED,
+                            format!("created root namespace {root:?}"),
+                        )
+                        .in_namespace(&root),
+                    ),
                     replan_if_exists: false,
                 });
+            }
+            if let Some(event) = blocked_event(tenant, &root, blocked.as_ref()) {
+                ops.push(Op::Event(event));
             }
             if blocked.is_none() {
                 ops.extend(objects.into_iter().map(|o| root_object_op(&root, o)));
@@ -403,6 +409,29 @@ pub fn tenant_ops(tenant: &Tenant, plan: TenantPlan, level: PodSecurityLevel) ->
         }
     }
     ops
+}
+
+/// A Warning Event when the Tenant's root has just become unusable (its `Ready`
+/// condition does not say so yet), so `kubectl describe tenant` shows it. Also recorded
+/// in the root namespace when that is where the problem is (an excluded namespace, which
+/// only admins read), but not when the root is another tenant's: that tenant's owners
+/// must not learn of this Tenant.
+fn blocked_event(tenant: &Tenant, root: &str, blocked: Option<&(&str, String)>) -> Option<Event> {
+    let (reason, message) = blocked?;
+    let reported = tenant.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.reason == *reason)
+    });
+    if reported {
+        return None;
+    }
+    let event = Event::new(tenant.object_ref(&()), true, reason, message.clone());
+    Some(if *reason == reasons::ROOT_EXCLUDED {
+        event.in_namespace(root)
+    } else {
+        event
+    })
 }
 
 /// Writes a root object, or deletes it when the Tenant no longer asks for it.
@@ -486,6 +515,12 @@ mod tests {
                 Op::CreateNamespace { name, .. } => format!("create Namespace {name}"),
                 Op::SetFinalizers { finalizers, .. } => format!("finalizers {finalizers:?}"),
                 Op::ApplyStatus { .. } => "status".to_owned(),
+                Op::Event(e) => format!(
+                    "event {} {} in {}",
+                    if e.warning { "Warning" } else { "Normal" },
+                    e.reason,
+                    e.namespace.as_deref().unwrap_or("")
+                ),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -568,10 +603,44 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", reasons::ROOT_INSIDE_ANOTHER_TENANT)
         );
+        // A Warning Event says so once, on the Tenant only: the root is another tenant's,
+        // whose owners must not read about this one.
         assert_eq!(
-            summary(&tenant_ops(&t, plan, PodSecurityLevel::Baseline)),
+            summary(&tenant_ops(&t, plan.clone(), PodSecurityLevel::Baseline)),
+            [
+                "event Warning RootInsideAnotherTenant in ".to_owned(),
+                "status".to_owned()
+            ]
+        );
+        let mut reported = t.clone();
+        reported.status = status.clone();
+        assert_eq!(
+            summary(&tenant_ops(&reported, plan, PodSecurityLevel::Baseline)),
             ["status"]
         );
+    }
+
+    #[test]
+    fn an_excluded_root_is_reported_in_that_namespace_and_a_created_root_in_itself() {
+        let t = with_finalizer(tenant(serde_json::json!({"rootNamespace": "kube-system"})));
+        let mut forest = tree("kube-system");
+        forest.set_excluded(["kube-system".to_owned()]);
+        let plan = plan_tenant(&t, &forest, now());
+        assert_eq!(
+            summary(&tenant_ops(&t, plan, PodSecurityLevel::Baseline))[0],
+            "event Warning RootExcluded in kube-system"
+        );
+        let fresh = with_finalizer(tenant(serde_json::json!({})));
+        let plan = plan_tenant(&fresh, &crate::forest::Forest::default(), now());
+        let ops = tenant_ops(&fresh, plan, PodSecurityLevel::Baseline);
+        let Some(Op::CreateNamespace {
+            created: Some(event),
+            ..
+        }) = ops.first()
+        else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(event.namespace.as_deref(), Some("acme"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn plan_volume(forest: &Forest, pv: &PersistentVolume) -> Option<Option<Stri
     }
 }
 
-#[instrument(skip(state, writer), fields(volume = %name))]
+#[instrument(skip(state, writer, name), fields(volume = %name))]
 pub async fn reconcile_volume(state: &ClusterState, writer: &Writer, name: String) -> Outcome {
     let Some(pv) = state.volumes.get(&ObjectRef::new(&name)) else {
         return Outcome::Success;

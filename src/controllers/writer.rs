@@ -45,10 +45,12 @@ impl WriteError {
 
     /// The target namespace is gone or going: nothing to write into.
     pub fn is_namespace_gone(&self) -> bool {
-        errors::is_not_found(&self.source)
-            || (errors::is_forbidden(&self.source)
-                && errors::status(&self.source)
-                    .is_some_and(|s| s.message.contains("being terminated")))
+        errors::is_not_found(&self.source) || errors::is_namespace_terminating(&self.source)
+    }
+
+    /// Refused by RBAC (or an admission plugin).
+    pub fn is_forbidden(&self) -> bool {
+        errors::is_forbidden(&self.source)
     }
 
     /// The object written to does not exist (any more).
@@ -63,6 +65,7 @@ impl WriteError {
             || errors::is_already_exists(source)
             || errors::is_not_found(source)
             || errors::is_server_error(source)
+            || errors::is_namespace_terminating(source)
     }
 }
 
@@ -130,6 +133,13 @@ impl Writer {
     /// Records a Kubernetes Event (what `kubectl describe` shows). Events are best
     /// effort: a failure is logged, never retried.
     async fn event(&self, event: super::ops::Event) {
+        if let Some(namespace) = event
+            .namespace
+            .as_deref()
+            .filter(|ns| event.object.namespace.as_deref() != Some(*ns))
+        {
+            self.event_in_namespace(namespace, event.clone()).await;
+        }
         let published = Event {
             type_: if event.warning {
                 EventType::Warning
@@ -143,6 +153,48 @@ impl Writer {
         };
         if let Err(err) = self.events.publish(&published, &event.object).await {
             tracing::debug!(error = %err, reason = %event.reason, "cannot record an event");
+        }
+    }
+
+    /// Records `event` in `namespace` too, regarding that Namespace, with `event.object`
+    /// (cluster-scoped: its own Events must live in `default`) as `related`. Best effort.
+    async fn event_in_namespace(&self, namespace: &str, event: super::ops::Event) {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let now = Timestamp::now();
+        let object = event.object.name.clone().unwrap_or_default();
+        let regarding = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Namespace".to_owned()),
+            name: Some(namespace.to_owned()),
+            // The apiserver requires it to match the Event's namespace.
+            namespace: Some(namespace.to_owned()),
+            ..ObjectReference::default()
+        };
+        let published = K8sEvent {
+            metadata: ObjectMeta {
+                // As client-go names Events: the object's name and a unique suffix.
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(if event.warning { "Warning" } else { "Normal" }.to_owned()),
+            reason: Some(event.reason.clone()),
+            action: Some(event.action),
+            note: Some(event.note),
+            regarding: Some(regarding),
+            related: Some(event.object),
+            reporting_controller: Some(FIELD_MANAGER.to_owned()),
+            reporting_instance: Some(
+                std::env::var("POD_NAME").unwrap_or_else(|_| FIELD_MANAGER.to_owned()),
+            ),
+            ..K8sEvent::default()
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        if let Err(err) = api.create(&PostParams::default(), &published).await {
+            tracing::debug!(error = %err, reason = %event.reason, %namespace, "cannot record an event");
         }
     }
 
@@ -200,6 +252,36 @@ impl Writer {
             Err(e) => Err(context(|| {
                 format!("deleting {} {}", resource.kind, qualified(namespace, name))
             })(e)),
+        }
+    }
+
+    /// Creates `body` unless an object named `name` exists (then nothing changes).
+    async fn create_if_missing(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+    ) -> Result<()> {
+        let what = || format!("creating {} {}", resource.kind, qualified(namespace, name));
+        let object: DynamicObject = serde_json::from_value(body)
+            .map_err(kube::Error::SerdeError)
+            .map_err(context(what))?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self
+            .dynamic(resource, namespace)
+            .create(&params, &object)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(kind = %resource.kind, name = %qualified(namespace, name), "created");
+                Ok(())
+            }
+            Err(e) if errors::is_already_exists(&e) => Ok(()),
+            Err(e) => Err(context(what)(e)),
         }
     }
 
@@ -612,6 +694,15 @@ impl Writer {
                 selector,
             } => {
                 self.set_webhook_selector(&configuration, webhook, &selector)
+                    .await?
+            }
+            Op::CreateIfMissing {
+                resource,
+                namespace,
+                name,
+                body,
+            } => {
+                self.create_if_missing(&resource, namespace.as_deref(), &name, body)
                     .await?
             }
             Op::Event(event) => self.event(event).await,

@@ -48,11 +48,9 @@ pub async fn prepare(plane: &ControlPlane) -> Result<PreparedCanopy, DevError> {
     apply(Api::all(admin.clone()), &ns).await?;
     let sa_api = Api::namespaced(admin.clone(), CANOPY_NAMESPACE);
     apply(sa_api, &parse::<ServiceAccount>(SERVICE_ACCOUNT)?).await?;
-    apply(
-        Api::all(admin.clone()),
-        &parse::<ClusterRole>(CLUSTER_ROLE)?,
-    )
-    .await?;
+    for document in CLUSTER_ROLE.split("\n---\n") {
+        apply(Api::all(admin.clone()), &parse::<ClusterRole>(document)?).await?;
+    }
     apply(
         Api::all(admin.clone()),
         &parse::<ClusterRoleBinding>(CLUSTER_ROLE_BINDING)?,
@@ -68,6 +66,7 @@ pub async fn prepare(plane: &ControlPlane) -> Result<PreparedCanopy, DevError> {
     ca_secret.metadata.name = Some("canopy-webhook-ca".to_owned());
     ca_secret.metadata.namespace = Some(CANOPY_NAMESPACE.to_owned());
     apply(Api::namespaced(admin.clone(), CANOPY_NAMESPACE), &ca_secret).await?;
+    wait_for_aggregation(&admin, Duration::from_secs(60)).await?;
     let token = service_account_token(&admin).await?;
     let manager_kubeconfig = plane.dir().join("canopy-manager.kubeconfig");
     let contents = kubeconfig::render(
@@ -126,6 +125,32 @@ pub async fn wait_for_webhooks(admin: &Client, timeout: Duration) -> Result<(), 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until kube-controller-manager's clusterrole-aggregation controller has given the
+/// aggregated ClusterRole `canopy-manager` the rules of the roles it selects (canopy
+/// would otherwise start with no rights at all).
+async fn wait_for_aggregation(admin: &Client, timeout: Duration) -> Result<(), DevError> {
+    let api: Api<ClusterRole> = Api::all(admin.clone());
+    let start = Instant::now();
+    loop {
+        let last = match api.get_opt(MANAGER_ROLE).await {
+            Ok(Some(role)) if role.rules.as_ref().is_some_and(|r| !r.is_empty()) => return Ok(()),
+            Ok(_) => "no rules yet".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() > timeout {
+            return Err(DevError::Timeout {
+                what: format!("the ClusterRole {MANAGER_ROLE} to aggregate its rules"),
+                logs: last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ClusterRole canopy's ServiceAccount is bound to; it aggregates the rules of every
+/// ClusterRole labelled `canopy.dev/aggregate-to-manager: "true"`.
+pub const MANAGER_ROLE: &str = "canopy-manager";
 
 fn parse<K: DeserializeOwned>(yaml: &str) -> Result<K, DevError> {
     serde_saphyr::from_str(yaml)

@@ -119,7 +119,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // canopy's /metrics, /healthz and /readyz, on a free loopback port (logged).
     let admin_port =
         crate::admin::AdminListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    tracing::info!(addr = ?admin_port.local_addr(), "canopy's admin port");
+    let addr = admin_port
+        .local_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    tracing::info!(%addr, "canopy's admin port");
     let (stop_manager, stopped) = tokio::sync::oneshot::channel::<()>();
     let manager = tokio::spawn(crate::manager::run(
         manager_client,

@@ -7,6 +7,14 @@
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
 
+/// Drops what no indexer reads and what costs most memory: `metadata.managedFields`
+/// (often more than half of a small object), so that neither a relist's buffer nor a
+/// store holds them. For `WatchStreamExt::modify` on every watch but the copies', whose
+/// indexer needs to know whether anyone but canopy wrote them (`CopyState::lean`).
+pub fn without_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// How events of one kind update the model, and what they make dirty. Implementations
 /// only update the model and describe the change; deciding what to do about it is the
 /// reconcilers' business.

@@ -4,6 +4,7 @@
 //!   every query on it is pure and needs no cluster;
 //! - the propagated kinds (`propagated/`): per kind, an index of sources and copies;
 //! - the LimitRanges by namespace (`limit_ranges.rs`);
+//! - the cluster's default StorageClass (`storage_classes.rs`);
 //! - reflector stores of anchors, HierarchyConfigurations, Tenants and PersistentVolumes,
 //!   and the configuration, together the `ClusterState` (`watch.rs`).
 //!
@@ -17,6 +18,7 @@ pub mod limit_ranges;
 pub mod propagated;
 pub mod quota;
 pub mod quota_counts;
+pub mod storage_classes;
 #[cfg(test)]
 pub mod testing;
 mod tree;

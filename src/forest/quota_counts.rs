@@ -180,8 +180,9 @@ async fn resolve(client: &Client, name: &str) -> Resolved {
         Ok(_) => Resolved::Watch(resource),
         Err(e) if crate::api::errors::is_forbidden(&e) => {
             let why = format!(
-                "canopy may not list {plural}{}: grant its ServiceAccount get, list and watch \
-                 on them (docs/quota.md, \"Counting any kind\")",
+                "canopy may not list {plural}{}: grant get, list and watch on them in a \
+                 ClusterRole labelled canopy.dev/aggregate-to-manager=true (docs/quota.md, \
+                 \"Counting any kind\")",
                 if group.is_empty() {
                     String::new()
                 } else {

@@ -8,8 +8,10 @@ use futures::Stream;
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use parking_lot::RwLock;
@@ -22,6 +24,7 @@ use super::indexer::{self, Indexer};
 use super::limit_ranges::LimitRangeIndex;
 use super::propagated::PropagatedKinds;
 use super::quota::{HrqFeed, QuotaIndex, UsageFeed};
+use super::storage_classes::StorageClassIndex;
 use super::watch_health::{self, WatchHealth};
 use crate::api::{
     CONFIGURATION_NAME, CanopyConfiguration, CanopyConfigurationSpec, HierarchyConfiguration,
@@ -39,6 +42,8 @@ pub struct ClusterState {
     pub tenants: Store<Tenant>,
     /// LimitRanges by namespace: their defaults satisfy the resources policy.
     pub limit_ranges: LimitRangeIndex,
+    /// Which StorageClass is the cluster's default, for the storage guardrail.
+    pub storage_classes: StorageClassIndex,
     /// PersistentVolumes, for keeping each with its tenant.
     pub volumes: Store<PersistentVolume>,
     /// Sources and copies of every propagated kind (their watches are started by the
@@ -86,6 +91,7 @@ impl ClusterState {
             hierarchies: reflector::store().0,
             tenants: reflector::store().0,
             limit_ranges: LimitRangeIndex::default(),
+            storage_classes: StorageClassIndex::default(),
             volumes: reflector::store().0,
             kinds: Arc::new(PropagatedKinds::settled()),
             quota: QuotaIndex::default(),
@@ -98,13 +104,14 @@ impl ClusterState {
 
 /// The watches of the model, by the name their health is reported under
 /// (`canopy_watch_stale{watch=...}`); each must list once before anything is decided.
-pub const WATCHES: [&str; 11] = [
+pub const WATCHES: [&str; 12] = [
     "namespaces",
     "hierarchyconfigurations",
     "subnamespaceanchors",
     "tenants",
     "persistentvolumes",
     "limitranges",
+    "storageclasses",
     "canopyconfiguration",
     "hierarchicalresourcequotas",
     "quota/pods",
@@ -208,6 +215,16 @@ pub fn start(
         limit_range_index.clone(),
         readiness.clone(),
     );
+    let storage_class_index = StorageClassIndex::default();
+    let storage_classes = index_only(
+        watcher(
+            &health,
+            "storageclasses",
+            Api::<StorageClass>::all(client.clone()),
+        ),
+        storage_class_index.clone(),
+        readiness.clone(),
+    );
     // Quota: the HRQs and the usage of what they count. A change only wakes the recount
     // controller (through the index's `Notify`), so the emitted changes are dropped.
     let quota = QuotaIndex::default();
@@ -265,6 +282,7 @@ pub fn start(
         hierarchies: hc_store,
         tenants: tenant_store,
         limit_ranges: limit_range_index,
+        storage_classes: storage_class_index,
         volumes: volume_store,
         kinds: Arc::new(PropagatedKinds::reporting_to(health.clone())),
         quota: quota.clone(),
@@ -280,6 +298,7 @@ pub fn start(
             configuration,
             tenants,
             limit_ranges,
+            storage_classes,
             volumes,
             quota_watches
         );
@@ -339,7 +358,8 @@ where
     watch_health::resilient(
         health,
         name.to_owned(),
-        watcher::watcher(api, watcher::Config::default().any_semantic()),
+        watcher::watcher(api, watcher::Config::default().any_semantic())
+            .modify(indexer::without_managed_fields),
     )
 }
 
@@ -386,6 +406,7 @@ mod tests {
             ("tenants", "| Tenant watcher |"),
             ("persistentvolumes", "| PersistentVolume watcher |"),
             ("limitranges", "| LimitRange watcher |"),
+            ("storageclasses", "| StorageClass watcher |"),
             ("canopyconfiguration", "| configuration watcher |"),
             (
                 "hierarchicalresourcequotas",

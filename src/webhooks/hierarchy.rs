@@ -237,7 +237,7 @@ async fn check_consent(
                      {:?}{}: moving a namespace across a tenant's boundary (making it a root, \
                      or giving it a parent outside the tenant) needs update on \
                      tenants.canopy.dev {tenant:?}, a cluster admin's right; move it within \
-                     the tenant instead",
+                     the tenant instead, or ask a cluster admin to make the move",
                     consent.tenants[0],
                     consent
                         .tenants
@@ -260,7 +260,9 @@ async fn check_consent(
                 return Verdict::Deny(format!(
                     "{username} may not change the parent of namespace {namespace:?}: it needs \
                      update on hierarchyconfigurations.canopy.dev in namespace {needed:?}, whose \
-                     policy flow the change affects"
+                     policy flow the change affects (the consent rule: every namespace that \
+                     gains or loses what flows from above must agree); ask an admin of \
+                     {needed:?} to make the change, or to grant you that right there"
                 ));
             }
             Err(err) => {

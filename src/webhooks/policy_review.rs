@@ -1,4 +1,4 @@
-//! The admission policies (hostPath, resources, reclaimPolicy) as a webhook: gathers what
+//! The admission policies (hostPath, resources, reclaimPolicy, guardrails) as a webhook: gathers what
 //! [`policies::evaluate`] needs from the cluster state, and turns its outcome into a verdict.
 
 use kube::core::DynamicObject;
@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::Webhooks;
 use super::policies::{
-    self, Decision, NamespaceContext, Operation, PolicyInput, PolicyOutcome, Requester,
+    self, Decision, Guardrails, NamespaceContext, Operation, PolicyInput, PolicyOutcome, Requester,
     TenantContext,
 };
 use super::review::Verdict;
@@ -44,12 +44,21 @@ pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>
         .as_deref()
         .and_then(|name| state.tenants.get(&ObjectRef::<Tenant>::new(name)));
     let limit_ranges = namespace.and_then(|ns| state.limit_ranges.in_namespace(ns));
+    // Only a tenant with a storage guardrail needs the default class.
+    let default_storage_class = tenant
+        .as_ref()
+        .filter(|t| t.spec.storage_classes.is_some())
+        .and_then(|_| state.storage_classes.default_class());
     let namespace_context = namespace.map(|name| NamespaceContext {
         name,
         excluded,
         tenant: tenant_name.as_deref().map(|name| TenantContext {
             name,
             policies: tenant.as_ref().and_then(|t| t.spec.policies.as_ref()),
+            guardrails: tenant
+                .as_ref()
+                .map(|t| Guardrails::of(&t.spec, default_storage_class.as_deref()))
+                .unwrap_or_default(),
         }),
         limit_ranges: limit_ranges.as_deref().unwrap_or(&[]),
     });

@@ -48,9 +48,8 @@ pub fn condition(kinds: &[(KindKey, Availability)]) -> DesiredCondition {
         status: true,
         reason: KIND_UNAVAILABLE.to_owned(),
         message: format!(
-            "cannot propagate {}; retrying (grant canopy's ServiceAccount get, list, watch, \
-             create, patch and delete on the kind, install its CRD, or remove it from \
-             spec.resources): {}",
+            "cannot propagate {}; retrying, each fix takes effect without a restart \
+             (or remove the kind from spec.resources): {}",
             if bad.len() == 1 { "a kind" } else { "kinds" },
             each.join("; ")
         ),

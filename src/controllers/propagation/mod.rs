@@ -9,6 +9,7 @@
 pub mod availability;
 pub mod conflicts;
 pub mod copy;
+pub mod permissions;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,6 +42,10 @@ pub const RESOLVE_RETRY: Duration = Duration::from_secs(10);
 
 /// How often each replica brings its `propagation_kind_ready` gauge up to date.
 const AVAILABILITY_TICK: Duration = Duration::from_secs(2);
+
+/// How often canopy asks again whether it may use every propagated kind (a grant or a
+/// revocation shows within this time); a kind that starts is checked at once.
+const PERMISSIONS_RECHECK: Duration = Duration::from_secs(30);
 
 /// One propagated kind at run time: its part of the model, its queue of namespaces to
 /// re-plan, and its workers.
@@ -82,6 +87,11 @@ pub struct Propagation {
     /// The API resources of the kinds propagated now, sorted; `None` until the
     /// configuration has been read once (so nobody mistakes "not read yet" for "none").
     resolved: watch::Sender<Option<Vec<ApiResource>>>,
+    /// Per resolved kind, the verbs of `permissions::VERBS` canopy may not use on it, as
+    /// last checked.
+    missing_verbs: Mutex<BTreeMap<KindKey, Vec<&'static str>>>,
+    /// A kind started since the permissions were last checked.
+    permissions_stale: AtomicBool,
 }
 
 impl Propagation {
@@ -102,6 +112,8 @@ impl Propagation {
             hierarchy_queue: WorkQueue::new(),
             leader,
             resolved: watch::Sender::new(None),
+            missing_verbs: Mutex::new(BTreeMap::new()),
+            permissions_stale: AtomicBool::new(true),
         })
     }
 
@@ -216,6 +228,7 @@ impl Propagation {
                 None => match kinds::resolve(&self.client, &key).await {
                     Ok(resource) => {
                         self.unresolved_mut().remove(&key);
+                        self.check_kind_permissions(&key, &resource).await;
                         self.start_kind(key, resource, mode);
                     }
                     Err(err) => {
@@ -255,6 +268,7 @@ impl Propagation {
                 Ok(resource) => {
                     self.unresolved_mut().remove(&key);
                     info!(kind = %kinds::display(&key), "the kind is served now");
+                    self.check_kind_permissions(&key, &resource).await;
                     self.start_kind(key.clone(), resource, mode);
                     let kind = self.kinds.lock().get(&key).cloned();
                     let all = self.all_namespaces();
@@ -282,12 +296,23 @@ impl Propagation {
         !self.unresolved_mut().is_empty()
     }
 
-    /// Every configured kind and whether it can be used now, sorted by kind.
+    /// Every configured kind and whether it can be used now, sorted by kind. A kind
+    /// canopy may not use (RBAC) is unavailable with the fix, whatever its watches say.
     pub fn availability(&self) -> Vec<(KindKey, Availability)> {
+        let missing = self.missing_verbs.lock().clone();
         let mut out: Vec<(KindKey, Availability)> = self
             .kinds()
             .iter()
-            .map(|k| (k.model.key.clone(), k.model.availability()))
+            .map(|k| {
+                let key = k.model.key.clone();
+                let availability = match missing.get(&key) {
+                    Some(verbs) if !verbs.is_empty() => {
+                        Availability::Unavailable(permissions::forbidden_message(&key, verbs))
+                    }
+                    _ => k.model.availability(),
+                };
+                (key, availability)
+            })
             .collect();
         out.extend(
             self.unresolved_mut()
@@ -296,6 +321,47 @@ impl Propagation {
         );
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Asks which verbs canopy may not use on a kind about to start, so that its first
+    /// report (a refused list would otherwise come first) names the missing rights and
+    /// the fix.
+    async fn check_kind_permissions(&self, key: &KindKey, resource: &ApiResource) {
+        match permissions::missing_verbs(&self.client, resource).await {
+            Ok(missing) => {
+                self.missing_verbs.lock().insert(key.clone(), missing);
+            }
+            Err(err) => {
+                debug!(kind = %kinds::display(key), error = %err, "cannot check canopy's permissions on a kind");
+            }
+        }
+    }
+
+    /// Asks the apiserver which verbs canopy may not use on each propagated kind, and
+    /// keeps the answers for `availability`. A kind whose check fails keeps its last
+    /// answer.
+    pub async fn check_permissions(&self) {
+        self.permissions_stale.store(false, Ordering::SeqCst);
+        let kinds: Vec<(KindKey, ApiResource)> = self
+            .kinds()
+            .iter()
+            .map(|k| (k.model.key.clone(), k.model.resource.clone()))
+            .collect();
+        let mut answers = BTreeMap::new();
+        for (key, resource) in &kinds {
+            match permissions::missing_verbs(&self.client, resource).await {
+                Ok(missing) => {
+                    answers.insert(key.clone(), missing);
+                }
+                Err(err) => {
+                    debug!(kind = %kinds::display(key), error = %err, "cannot check canopy's permissions on a kind");
+                    if let Some(last) = self.missing_verbs.lock().get(key) {
+                        answers.insert(key.clone(), last.clone());
+                    }
+                }
+            }
+        }
+        *self.missing_verbs.lock() = answers;
     }
 
     /// Tells the `resolved_kinds` subscribers about the kinds propagated now, if that
@@ -338,10 +404,23 @@ impl Propagation {
             conflicts_known: AtomicBool::new(false),
             workers: Mutex::new(JoinSet::new()),
         });
+        self.permissions_stale.store(true, Ordering::SeqCst);
         kind.workers
             .lock()
             .spawn(run_workers(self.clone(), kind.clone()));
         self.kinds.lock().insert(key, kind);
+    }
+
+    /// Stops every kind's watches and workers, for a clean shutdown: they run on tasks of
+    /// their own, which would otherwise outlive the manager and report its connections
+    /// closing as watch failures.
+    pub fn stop(&self) {
+        let kinds: Vec<Arc<Kind>> = self.kinds.lock().drain().map(|(_, kind)| kind).collect();
+        for kind in kinds {
+            self.models().stop(&kind.model.key);
+            kind.queue.close();
+            kind.workers.lock().abort_all();
+        }
     }
 
     /// Namespaces waiting to be re-planned, over all kinds.
@@ -349,14 +428,18 @@ impl Propagation {
         self.kinds().iter().map(|k| k.queue.len()).sum()
     }
 
-    /// Sources and copies per kind, for `CanopyConfiguration.status.resources`.
+    /// Sources and copies per configured kind, for `CanopyConfiguration.status.resources`; objects
+    /// in excluded namespaces (`kube-system`'s Roles, say) take no part in propagation and
+    /// are not counted.
     pub fn status(&self) -> Vec<ResourceStatus> {
+        let forest = self.state.forest();
+        let counted = |namespace: &str| !forest.is_excluded(namespace);
         let mut out: Vec<ResourceStatus> = self
             .models()
             .all()
             .iter()
             .map(|kind| {
-                let (sources, copies) = kind.counts();
+                let (sources, copies) = kind.counts(counted);
                 ResourceStatus {
                     group: kind.key.0.clone(),
                     resource: kind.key.1.clone(),
@@ -366,6 +449,19 @@ impl Propagation {
                 }
             })
             .collect();
+        // A kind that cannot be resolved is configured too: listed, with nothing counted
+        // (the BadConfiguration condition says why).
+        out.extend(
+            self.unresolved_mut()
+                .iter()
+                .map(|((group, resource), (mode, _))| ResourceStatus {
+                    group: group.clone(),
+                    resource: resource.clone(),
+                    mode: *mode,
+                    sources: 0,
+                    copies: 0,
+                }),
+        );
         out.sort_by(|a, b| (&a.group, &a.resource).cmp(&(&b.group, &b.resource)));
         out
     }
@@ -390,11 +486,17 @@ pub async fn keep_kinds_available(p: Arc<Propagation>) {
     let mut tick = tokio::time::interval(AVAILABILITY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retry = Instant::now();
+    let mut last_check = Instant::now();
     loop {
         tick.tick().await;
         if p.has_unresolved() && last_retry.elapsed() >= RESOLVE_RETRY {
             last_retry = Instant::now();
             p.retry_unresolved().await;
+        }
+        if p.permissions_stale.load(Ordering::SeqCst) || last_check.elapsed() >= PERMISSIONS_RECHECK
+        {
+            last_check = Instant::now();
+            p.check_permissions().await;
         }
         let ready: Vec<(KindKey, bool)> = p
             .availability()
@@ -464,6 +566,11 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
                 debug!(%namespace, error = %err, "replacing a copy whose immutable fields changed");
                 // Best effort: the retry writes the copy again either way.
                 let _ = p.writer.execute(*delete).await;
+            }
+            // Refused by RBAC: the CanopyConfiguration's condition names the kind and the
+            // fix, once; a WARN per namespace and retry would only bury it.
+            plan::Recovery::Retry if err.is_forbidden() => {
+                debug!(%namespace, error = %err, "cannot write copy");
             }
             plan::Recovery::Retry => warn!(%namespace, error = %err, "cannot write copy"),
         }

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 
 use super::NodeError;
 
+/// A second runtime handler, the same runc under another name: what a sandboxed runtime
+/// (gVisor's `runsc`, Kata) looks like to Kubernetes, so a RuntimeClass and the tenants'
+/// `runtimeClasses` guardrail can be tried on a real node without either installed.
+pub const SANDBOX_HANDLER: &str = "canopy-sandbox";
+
 pub struct Containerd {
     pub config: PathBuf,
     pub root: PathBuf,
@@ -40,6 +45,8 @@ impl Containerd {
     /// - cgroupfs, not systemd: kubelet runs with `cgroupDriver: cgroupfs`.
     /// - the stream server on loopback: `kubectl exec` goes apiserver → kubelet →
     ///   containerd on 127.0.0.1 only.
+    /// - [`SANDBOX_HANDLER`]: runc again, registered under a second name, for RuntimeClasses
+    ///   (same runc `Root`, so cleanup finds its containers with the others).
     pub fn write_config(&self, sandbox_image: &str) -> Result<(), NodeError> {
         let config = format!(
             r#"version = 2
@@ -78,6 +85,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "{runc_root}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{sandbox}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{sandbox}.options]
+        SystemdCgroup = false
+        Root = "{runc_root}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni_conf_dir}"
@@ -88,6 +100,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             socket = self.socket.display(),
             opt = self.root.join("opt").display(),
             runc_root = self.runc_root.display(),
+            sandbox = SANDBOX_HANDLER,
             cni_conf_dir = self.cni_conf_dir.display(),
         );
         if let Some(parent) = self.config.parent() {

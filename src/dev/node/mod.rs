@@ -27,6 +27,7 @@ use nix::fcntl::{Flock, FlockArg};
 use super::pki::Pki;
 use super::process::ManagedProcess;
 
+pub use containerd::SANDBOX_HANDLER;
 pub use network::{BRIDGE, NODE_IP, POD_CIDR, SERVICE_CIDR};
 
 /// The node's name.

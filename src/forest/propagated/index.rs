@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::core::{DynamicObject, ObjectMeta};
 
 use crate::api::keys;
@@ -22,12 +23,7 @@ pub struct CopyState {
 impl CopyState {
     pub fn from_meta(meta: &ObjectMeta) -> Option<Self> {
         let inherited_from = meta.labels.as_ref()?.get(keys::INHERITED_FROM)?.clone();
-        let clean = meta.managed_fields.as_ref().is_none_or(|entries| {
-            entries
-                .iter()
-                .filter(|e| e.subresource.as_deref().unwrap_or_default().is_empty())
-                .all(|e| e.manager.as_deref() == Some(keys::FIELD_MANAGER))
-        });
+        let clean = Self::only_canopy_wrote(meta);
         Some(Self {
             inherited_from,
             hash: meta
@@ -37,6 +33,41 @@ impl CopyState {
                 .cloned(),
             clean,
         })
+    }
+}
+
+impl CopyState {
+    /// Whether only canopy has written the main resource (no other field manager).
+    fn only_canopy_wrote(meta: &ObjectMeta) -> bool {
+        meta.managed_fields.as_ref().is_none_or(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.subresource.as_deref().unwrap_or_default().is_empty())
+                .all(|e| e.manager.as_deref() == Some(keys::FIELD_MANAGER))
+        })
+    }
+
+    /// Keeps of a copy's metadata only what `from_meta` reads, as the watch delivers it:
+    /// a relist of every copy of a kind is buffered whole before it is indexed, and the
+    /// managed fields, labels and annotations of tens of thousands of copies were most of
+    /// canopy's peak memory. Who wrote it is kept as one bare entry.
+    pub fn lean<K: kube::Resource>(obj: &mut K) {
+        let meta = obj.meta_mut();
+        let clean = Self::only_canopy_wrote(meta);
+        meta.managed_fields = (!clean).then(|| {
+            vec![ManagedFieldsEntry {
+                manager: Some("someone-else".to_owned()),
+                ..ManagedFieldsEntry::default()
+            }]
+        });
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.retain(|k, _| k == keys::INHERITED_FROM);
+        }
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.retain(|k, _| k == SOURCE_HASH);
+        }
+        meta.owner_references = None;
+        meta.finalizers = None;
     }
 }
 
@@ -121,11 +152,71 @@ impl KindIndex {
         self.copies.keys()
     }
 
-    pub fn source_count(&self) -> usize {
-        self.sources.values().map(BTreeMap::len).sum()
+    /// Sources in the namespaces `counted` accepts.
+    pub fn source_count(&self, counted: impl Fn(&str) -> bool) -> usize {
+        self.sources
+            .iter()
+            .filter(|(ns, _)| counted(ns))
+            .map(|(_, objects)| objects.len())
+            .sum()
     }
 
-    pub fn copy_count(&self) -> usize {
-        self.copies.values().map(BTreeMap::len).sum()
+    /// Copies in the namespaces `counted` accepts.
+    pub fn copy_count(&self, counted: impl Fn(&str) -> bool) -> usize {
+        self.copies
+            .iter()
+            .filter(|(ns, _)| counted(ns))
+            .map(|(_, objects)| objects.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::PartialObjectMeta;
+    use serde_json::json;
+
+    fn copy(managers: &[&str]) -> PartialObjectMeta<DynamicObject> {
+        let entries: Vec<_> = managers
+            .iter()
+            .map(|m| {
+                json!({"manager": m, "operation": "Apply", "fieldsType": "FieldsV1",
+                            "fieldsV1": {"f:data": {"f:a": {}, "f:b": {}}}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PartialObjectMetadata",
+            "metadata": {
+                "name": "r", "namespace": "child", "uid": "1",
+                "labels": {keys::INHERITED_FROM: "root", "app": "x", "argocd.argoproj.io/instance": "y"},
+                "annotations": {SOURCE_HASH: "abc", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "finalizers": ["f"],
+                "managedFields": entries,
+            }
+        }))
+        .expect("metadata")
+    }
+
+    #[test]
+    fn a_lean_copy_keeps_what_deciding_reads_and_who_wrote_it() {
+        for (managers, clean) in [
+            (vec![keys::FIELD_MANAGER], true),
+            (vec![keys::FIELD_MANAGER, "kubectl-edit"], false),
+        ] {
+            let mut meta = copy(&managers);
+            let before = CopyState::from_meta(&meta.metadata);
+            CopyState::lean(&mut meta);
+            assert_eq!(CopyState::from_meta(&meta.metadata), before, "{managers:?}");
+            assert_eq!(before.map(|s| s.clean), Some(clean));
+            let lean = &meta.metadata;
+            assert_eq!(lean.labels.as_ref().map(|l| l.len()), Some(1));
+            assert_eq!(lean.annotations.as_ref().map(|a| a.len()), Some(1));
+            assert!(lean.finalizers.is_none());
+            // No field sets are kept, at most one bare entry naming someone else.
+            let entries = lean.managed_fields.clone().unwrap_or_default();
+            assert!(entries.iter().all(|e| e.fields_v1.is_none()));
+            assert_eq!(entries.len(), usize::from(!clean));
+        }
     }
 }

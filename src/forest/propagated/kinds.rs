@@ -100,15 +100,24 @@ pub fn modes(resources: &[ResourceConfig]) -> Vec<(KindKey, PropagationMode)> {
 /// reports the error).
 #[derive(Debug, thiserror::Error)]
 pub enum KindError {
-    #[error("API group {group:?} cannot be discovered (not served yet?): {source}")]
+    #[error(
+        "API group {group:?} cannot be discovered (install the CRD that serves it, or \
+         correct the group in spec.resources): {source}"
+    )]
     Discovery {
         group: String,
         resource: String,
         source: kube::Error,
     },
-    #[error("no resource {resource:?} is served in API group {group:?} (is its CRD installed?)")]
+    #[error(
+        "no resource {resource:?} is served in API group {group:?} (install its CRD, or \
+         correct the plural resource name in spec.resources)"
+    )]
     Unknown { group: String, resource: String },
-    #[error("{resource}.{group} is cluster-scoped; only namespaced resources can propagate")]
+    #[error(
+        "{resource}.{group} is cluster-scoped; only namespaced resources can propagate \
+         (remove it from spec.resources)"
+    )]
     ClusterScoped { group: String, resource: String },
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::{ApiResource, DynamicObject};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -119,10 +119,11 @@ impl KindModel {
         availability(&view(&health[0]), &view(&health[1]))
     }
 
-    /// Sources and copies, for `CanopyConfiguration.status.resources`.
-    pub fn counts(&self) -> (usize, usize) {
+    /// Sources and copies in the namespaces `counted` accepts, for
+    /// `CanopyConfiguration.status.resources`.
+    pub fn counts(&self, counted: impl Fn(&str) -> bool) -> (usize, usize) {
         let index = self.index();
-        (index.source_count(), index.copy_count())
+        (index.source_count(&counted), index.copy_count(&counted))
     }
 }
 
@@ -446,7 +447,7 @@ async fn watch_sources(
     let events = resilient(
         &stale,
         watch_name("sources", &kind.resource),
-        watcher::watcher(api, config),
+        watcher::watcher(api, config).modify(indexer::without_managed_fields),
     );
     indexer::run(events, SourceFeed { kind, forest }, dirty, || {}).await;
 }
@@ -465,7 +466,7 @@ async fn watch_copies(
     let events = resilient(
         &stale,
         watch_name("copies", &kind.resource),
-        watcher::watcher(api, config),
+        watcher::watcher(api, config).modify(CopyState::lean),
     );
     indexer::run(events, CopyFeed { kind }, dirty, || {}).await;
 }

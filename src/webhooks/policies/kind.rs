@@ -20,6 +20,10 @@ pub enum ObjectKind {
     Workload(WorkloadKind),
     PersistentVolume,
     StorageClass,
+    /// Checked by the guardrails only (type, external IPs).
+    Service,
+    /// Checked by the guardrails only (storage class).
+    PersistentVolumeClaim,
 }
 
 impl ObjectKind {
@@ -40,6 +44,8 @@ impl ObjectKind {
             ("batch", "CronJob") => workload(CronJob),
             ("", "PersistentVolume") => Some(ObjectKind::PersistentVolume),
             ("storage.k8s.io", "StorageClass") => Some(ObjectKind::StorageClass),
+            ("", "Service") => Some(ObjectKind::Service),
+            ("", "PersistentVolumeClaim") => Some(ObjectKind::PersistentVolumeClaim),
             _ => None,
         }
     }
@@ -50,11 +56,16 @@ impl ObjectKind {
             ObjectKind::Workload(w) => w.name(),
             ObjectKind::PersistentVolume => "PersistentVolume",
             ObjectKind::StorageClass => "StorageClass",
+            ObjectKind::Service => "Service",
+            ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
         }
     }
 
     pub fn is_namespaced(self) -> bool {
-        matches!(self, ObjectKind::Workload(_))
+        matches!(
+            self,
+            ObjectKind::Workload(_) | ObjectKind::Service | ObjectKind::PersistentVolumeClaim
+        )
     }
 }
 
@@ -102,9 +113,11 @@ mod tests {
     }
 
     #[test]
-    fn only_workloads_are_namespaced() {
+    fn cluster_kinds_are_not_namespaced() {
         assert!(ObjectKind::Workload(WorkloadKind::Pod).is_namespaced());
         assert!(!ObjectKind::PersistentVolume.is_namespaced());
         assert!(!ObjectKind::StorageClass.is_namespaced());
+        assert!(ObjectKind::Service.is_namespaced());
+        assert!(ObjectKind::PersistentVolumeClaim.is_namespaced());
     }
 }

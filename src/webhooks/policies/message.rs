@@ -50,14 +50,18 @@ pub fn render_message(
         Tone::Refusal => " refused by canopy: ",
         Tone::Warning => " would be refused by canopy: ",
     });
-    let mut reasons_given: Vec<Policy> = Vec::new();
+    // Each reason once: a policy's reason is the same for all its violations, but each
+    // guardrail has its own (what the tenant allows).
+    let mut reasons_given: Vec<String> = Vec::new();
     let clauses = group(violations).into_iter().map(|group| {
         let first = group[0];
-        let reason = if reasons_given.contains(&first.policy) {
+        let why = reason(first, context);
+        let reason = if reasons_given.contains(&why) {
             String::new()
         } else {
-            reasons_given.push(first.policy);
-            format!(" ({})", reason(first, context))
+            let text = format!(" ({why})");
+            reasons_given.push(why);
+            text
         };
         format!(
             "{} {}{reason}; {}",
@@ -181,6 +185,10 @@ fn reason(violation: &Violation, context: ReasonContext<'_>) -> String {
             )
         }
         Policy::ReclaimPolicy => "cluster policy requires Delete".to_owned(),
+        Policy::Guardrails => match &violation.problem {
+            Problem::Guardrail(breach) => breach.reason(context.tenant),
+            _ => "forbidden by the tenant's guardrails".to_owned(),
+        },
     }
 }
 

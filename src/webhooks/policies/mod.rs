@@ -9,12 +9,18 @@
 //!   PersistentVolume;
 //! - resources ([`resources`]): every container requests and limits the required resources,
 //!   each with a positive quantity ([`quantity`]);
-//! - reclaimPolicy ([`reclaim`]): PersistentVolumes and StorageClasses use `Delete`.
+//! - reclaimPolicy ([`reclaim`]): PersistentVolumes and StorageClasses use `Delete`;
+//! - guardrails ([`guardrails`]): in a tenant's namespaces, Pods, pod templates,
+//!   PersistentVolumeClaims and Services keep to what the Tenant allows (runtime and
+//!   storage classes, nodes, Service types and external IPs, image registries, priority
+//!   classes).
 //!
 //! [`mode`] decides which of them apply to a request and how, [`message`] renders the one
 //! message that lists every violation.
 
+mod breach;
 mod error;
+pub mod guardrails;
 pub mod host_path;
 mod kind;
 pub mod message;
@@ -29,10 +35,11 @@ mod violation;
 #[cfg(test)]
 mod tests;
 
-use k8s_openapi::api::core::v1::PersistentVolumeSpec;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeSpec, ServiceSpec};
 use serde_json::Value;
 
 pub use error::PolicyError;
+pub use guardrails::Guardrails;
 pub use kind::{ObjectKind, WorkloadKind};
 pub use message::{ObjectRef, ReasonContext, Tone, render_message};
 pub use mode::{
@@ -46,7 +53,7 @@ pub use violation::{
 };
 
 use crate::api::{PolicyConfig, PolicyMode};
-use object::{object_name, required_field};
+use object::{object_name, optional_field, required_field};
 
 /// The operation of an AdmissionRequest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +212,34 @@ fn covering_policies(
     }
 }
 
+/// Whether the tenant's guardrails judge this request: only in a tenant's namespace, and
+/// only when the tenant has a guardrail for the kind (a tenant without any reports no
+/// guardrails policy for its Pods). Every Service of a tenant is checked: external IPs
+/// are refused unless the Tenant allows some. `pods/ephemeralcontainers` adds containers,
+/// whose images are checked.
+fn guardrails_cover(
+    kind: ObjectKind,
+    subresource: Option<&str>,
+    operation: Operation,
+    guardrails: Option<&Guardrails<'_>>,
+) -> bool {
+    let Some(rails) = guardrails else {
+        return false;
+    };
+    if !matches!(operation, Operation::Create | Operation::Update) {
+        return false;
+    }
+    match (kind, subresource) {
+        (ObjectKind::Workload(_), None)
+        | (ObjectKind::Workload(WorkloadKind::Pod), Some(EPHEMERAL_CONTAINERS)) => {
+            rails.cover_pods()
+        }
+        (ObjectKind::Service, None) => true,
+        (ObjectKind::PersistentVolumeClaim, None) => rails.cover_claims(),
+        _ => false,
+    }
+}
+
 /// Judges one request. An error means the object could not be read; the caller decides
 /// what to answer (the apiserver never sends such objects, so refusing is safe).
 pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
@@ -212,7 +247,16 @@ pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
         return Ok(PolicyOutcome::allow());
     };
     let subresource = input.subresource.filter(|s| !s.is_empty());
-    let policies = covering_policies(kind, subresource, input.operation);
+    let tenant_rails = input
+        .namespace
+        .as_ref()
+        .and_then(|ns| ns.tenant)
+        .map(|t| t.guardrails);
+    let mut policies = covering_policies(kind, subresource, input.operation).to_vec();
+    if guardrails_cover(kind, subresource, input.operation, tenant_rails.as_ref()) {
+        policies.push(Policy::Guardrails);
+    }
+    let policies = policies;
     if policies.is_empty() {
         return Ok(PolicyOutcome::allow());
     }
@@ -247,17 +291,22 @@ pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
         _ => None,
     };
     let checked = Checked::read(kind, object, old)?;
+    let ephemeral = subresource == Some(EPHEMERAL_CONTAINERS);
     let limit_ranges = namespace.map(|ns| ns.limit_ranges).unwrap_or_default();
     let defaults = ContainerDefaults::from_limit_ranges(limit_ranges);
-    let rules = ResourceRules {
-        required: &input.config.required_resources,
-        defaults: &defaults,
+    let rules = Rules {
+        resources: ResourceRules {
+            required: &input.config.required_resources,
+            defaults: &defaults,
+        },
+        guardrails: tenant_rails.unwrap_or_default(),
+        ephemeral,
     };
     let reports: Vec<PolicyReport> = policies
         .iter()
         .map(|&policy| {
             let result = if active(policy) {
-                checked.check(policy, rules)
+                checked.check(policy, &rules)
             } else {
                 CheckResult::Skipped
             };
@@ -302,6 +351,14 @@ pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
     })
 }
 
+/// What the policies check against, besides the object.
+struct Rules<'a> {
+    resources: ResourceRules<'a>,
+    guardrails: Guardrails<'a>,
+    /// `pods/ephemeralcontainers`: only what the new ephemeral containers bring counts.
+    ephemeral: bool,
+}
+
 /// The object of a request, read once for all the policies that check it. It lives for one
 /// request on the stack of `evaluate`, so the size difference of its variants costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -310,6 +367,19 @@ enum Checked {
         pod: ExtractedPodSpec,
         /// An update that leaves the pod spec as it was.
         unchanged: bool,
+        /// The old object's pod spec, on an update.
+        old: Option<ExtractedPodSpec>,
+        /// A StatefulSet's `volumeClaimTemplates`: the claims it will make, judged here
+        /// rather than when the controller creates them.
+        claim_templates: Vec<PersistentVolumeClaimSpec>,
+    },
+    Service {
+        spec: ServiceSpec,
+        old: Option<ServiceSpec>,
+    },
+    Claim {
+        spec: PersistentVolumeClaimSpec,
+        old: Option<PersistentVolumeClaimSpec>,
     },
     PersistentVolume {
         spec: PersistentVolumeSpec,
@@ -329,11 +399,27 @@ impl Checked {
         Ok(match kind {
             ObjectKind::Workload(workload) => {
                 let pod = extract_pod_spec(workload, object)?;
-                let unchanged = old
-                    .and_then(|old| extract_pod_spec(workload, old).ok())
-                    .is_some_and(|old| old.spec == pod.spec);
-                Checked::Workload { pod, unchanged }
+                let old = old.and_then(|old| extract_pod_spec(workload, old).ok());
+                let unchanged = old.as_ref().is_some_and(|old| old.spec == pod.spec);
+                let claim_templates = match workload {
+                    WorkloadKind::StatefulSet => claim_templates(object)?,
+                    _ => Vec::new(),
+                };
+                Checked::Workload {
+                    pod,
+                    unchanged,
+                    old,
+                    claim_templates,
+                }
             }
+            ObjectKind::Service => Checked::Service {
+                spec: service_spec(object)?,
+                old: old.and_then(|old| service_spec(old).ok()),
+            },
+            ObjectKind::PersistentVolumeClaim => Checked::Claim {
+                spec: claim_spec(object)?,
+                old: old.and_then(|old| claim_spec(old).ok()),
+            },
             ObjectKind::PersistentVolume => Checked::PersistentVolume {
                 spec: persistent_volume_spec(object)?,
                 old: old.and_then(|old| persistent_volume_spec(old).ok()),
@@ -345,7 +431,7 @@ impl Checked {
         })
     }
 
-    fn check(&self, policy: Policy, rules: ResourceRules<'_>) -> CheckResult {
+    fn check(&self, policy: Policy, rules: &Rules<'_>) -> CheckResult {
         match (self, policy) {
             // A workload is judged whole whenever its pod spec changes, as Pod Security
             // Admission does: an edited template must be fixed, not only the edited part.
@@ -359,8 +445,44 @@ impl Checked {
                 violated(host_path::check_pod_spec(pod))
             }
             (Checked::Workload { pod, .. }, Policy::Resources) => {
-                violated(resources::check_pod_spec(pod, rules))
+                violated(resources::check_pod_spec(pod, rules.resources))
             }
+            // An ephemeral container is added to a running Pod: what the Pod already
+            // was (say, from before the guardrail) is not the debugger's to fix.
+            (Checked::Workload { pod, old, .. }, Policy::Guardrails) if rules.ephemeral => {
+                only_new_fields(
+                    guardrails::check_pod_spec(pod, &rules.guardrails),
+                    old.as_ref()
+                        .map(|old| guardrails::check_pod_spec(old, &rules.guardrails)),
+                )
+            }
+            (
+                Checked::Workload {
+                    pod,
+                    claim_templates,
+                    ..
+                },
+                Policy::Guardrails,
+            ) => {
+                let mut found = guardrails::check_pod_spec(pod, &rules.guardrails);
+                found.extend(guardrails::check_claim_templates(
+                    claim_templates,
+                    &rules.guardrails,
+                ));
+                violated(found)
+            }
+            // Services and claims are edited in place (labels, ports, a resize): a field
+            // that already broke a guardrail before does not block the edit.
+            (Checked::Service { spec, old }, Policy::Guardrails) => only_new_fields(
+                guardrails::check_service(spec, &rules.guardrails),
+                old.as_ref()
+                    .map(|old| guardrails::check_service(old, &rules.guardrails)),
+            ),
+            (Checked::Claim { spec, old }, Policy::Guardrails) => only_new_fields(
+                guardrails::check_claim(spec, &rules.guardrails),
+                old.as_ref()
+                    .map(|old| guardrails::check_claim(old, &rules.guardrails)),
+            ),
             (Checked::PersistentVolume { spec, old }, Policy::HostPath) => only_new(
                 host_path::check_persistent_volume(spec),
                 old.as_ref().and_then(host_path::check_persistent_volume),
@@ -382,10 +504,15 @@ impl Checked {
             ),
             // covering_policies never pairs these.
             (Checked::Workload { .. }, Policy::ReclaimPolicy)
-            | (Checked::PersistentVolume { .. }, Policy::Resources)
-            | (Checked::StorageClass { .. }, Policy::HostPath | Policy::Resources) => {
-                CheckResult::Passed
-            }
+            | (Checked::PersistentVolume { .. }, Policy::Resources | Policy::Guardrails)
+            | (
+                Checked::StorageClass { .. },
+                Policy::HostPath | Policy::Resources | Policy::Guardrails,
+            )
+            | (
+                Checked::Service { .. } | Checked::Claim { .. },
+                Policy::HostPath | Policy::Resources | Policy::ReclaimPolicy,
+            ) => CheckResult::Passed,
         }
     }
 }
@@ -400,6 +527,50 @@ fn violated(violations: Vec<Violation>) -> CheckResult {
 
 fn persistent_volume_spec(object: &Value) -> Result<PersistentVolumeSpec, PolicyError> {
     required_field("PersistentVolume", object, "/spec", "spec")
+}
+
+fn service_spec(object: &Value) -> Result<ServiceSpec, PolicyError> {
+    Ok(optional_field("Service", object, "/spec", "spec")?.unwrap_or_default())
+}
+
+fn claim_spec(object: &Value) -> Result<PersistentVolumeClaimSpec, PolicyError> {
+    required_field("PersistentVolumeClaim", object, "/spec", "spec")
+}
+
+/// The claim specs of a StatefulSet's `volumeClaimTemplates` (a template without a spec
+/// asks for nothing a guardrail checks).
+fn claim_templates(object: &Value) -> Result<Vec<PersistentVolumeClaimSpec>, PolicyError> {
+    let templates: Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>> = optional_field(
+        "StatefulSet",
+        object,
+        "/spec/volumeClaimTemplates",
+        "spec.volumeClaimTemplates",
+    )?;
+    Ok(templates
+        .into_iter()
+        .flatten()
+        .map(|t| t.spec.unwrap_or_default())
+        .collect())
+}
+
+/// The violations of `new` whose field the old object did not already break; `Unchanged`
+/// when there were some and all were there before.
+fn only_new_fields(new: Vec<Violation>, old: Option<Vec<Violation>>) -> CheckResult {
+    let Some(old) = old else {
+        return violated(new);
+    };
+    if new.is_empty() {
+        return CheckResult::Passed;
+    }
+    let fresh: Vec<Violation> = new
+        .into_iter()
+        .filter(|v| !old.iter().any(|o| o.field_path == v.field_path))
+        .collect();
+    if fresh.is_empty() {
+        CheckResult::Unchanged
+    } else {
+        CheckResult::Violated(fresh)
+    }
 }
 
 /// A violation of a cluster-scoped object counts only if the old object did not already

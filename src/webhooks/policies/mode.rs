@@ -15,6 +15,7 @@
 use k8s_openapi::api::core::v1::LimitRange;
 
 use super::Policy;
+use super::guardrails::Guardrails;
 use crate::api::{PolicyConfig, PolicyMode, PolicyScope, TenantPolicies};
 
 /// Who sends the request, from the AdmissionRequest's `userInfo`.
@@ -30,6 +31,8 @@ pub struct TenantContext<'a> {
     pub name: &'a str,
     /// The Tenant's `spec.policies`.
     pub policies: Option<&'a TenantPolicies>,
+    /// The Tenant's guardrails.
+    pub guardrails: Guardrails<'a>,
 }
 
 /// What canopy knows of the namespace of a namespaced request.
@@ -94,6 +97,7 @@ pub struct EffectiveModes {
     pub host_path: EffectiveMode,
     pub resources: EffectiveMode,
     pub reclaim_policy: EffectiveMode,
+    pub guardrails: EffectiveMode,
 }
 
 impl EffectiveModes {
@@ -102,6 +106,7 @@ impl EffectiveModes {
             Policy::HostPath => self.host_path,
             Policy::Resources => self.resources,
             Policy::ReclaimPolicy => self.reclaim_policy,
+            Policy::Guardrails => self.guardrails,
         }
     }
 }
@@ -162,6 +167,7 @@ pub fn resolve_modes(
         host_path: workload(config.host_path, |p| p.host_path),
         resources: workload(config.resources, |p| p.resources),
         reclaim_policy,
+        guardrails: workload(config.guardrails, |p| p.guardrails),
     }
 }
 
@@ -222,10 +228,11 @@ mod tests {
         Some(TenantContext {
             name: "acme",
             policies,
+            guardrails: Guardrails::default(),
         })
     }
 
-    fn modes(m: EffectiveModes) -> [(PolicyMode, ModeSource); 3] {
+    fn modes(m: EffectiveModes) -> [(PolicyMode, ModeSource); 4] {
         Policy::ALL.map(|p| (m.get(p).mode, m.get(p).source))
     }
 
@@ -241,6 +248,7 @@ mod tests {
             [
                 (Enforce, S::Cluster),
                 (Warn, S::Cluster),
+                (Enforce, S::Cluster),
                 (Enforce, S::Cluster)
             ]
         );
@@ -251,6 +259,7 @@ mod tests {
         let policies = TenantPolicies {
             host_path: Some(Warn),
             resources: None,
+            guardrails: None,
         };
         let ns = namespace("acme-dev", acme(Some(&policies)));
         let found = resolve_modes(&config(PolicyScope::Tenants), Some(&ns), &alice());
@@ -271,6 +280,7 @@ mod tests {
         let policies = TenantPolicies {
             host_path: None,
             resources: Some(Off),
+            guardrails: Some(Warn),
         };
         let ns = namespace("acme-dev", acme(Some(&policies)));
         let found = resolve_modes(&config(PolicyScope::Tenants), Some(&ns), &alice());
@@ -278,6 +288,13 @@ mod tests {
             found.resources,
             EffectiveMode {
                 mode: Off,
+                source: S::Tenant
+            }
+        );
+        assert_eq!(
+            found.guardrails,
+            EffectiveMode {
+                mode: Warn,
                 source: S::Tenant
             }
         );
@@ -333,7 +350,7 @@ mod tests {
             groups: NO_GROUPS,
         };
         let found = resolve_modes(&cfg, Some(&ns), &deployer);
-        assert_eq!(modes(found), [(Off, S::ExemptUsername); 3]);
+        assert_eq!(modes(found), [(Off, S::ExemptUsername); 4]);
 
         let groups = vec![
             "system:authenticated".to_owned(),
@@ -344,7 +361,7 @@ mod tests {
             groups: &groups,
         };
         let found = resolve_modes(&cfg, Some(&ns), &admin);
-        assert_eq!(modes(found), [(Off, S::ExemptGroup); 3]);
+        assert_eq!(modes(found), [(Off, S::ExemptGroup); 4]);
         // system:masters is a group like any other: not configured, not exempt.
         let masters = vec!["system:masters".to_owned()];
         let found = resolve_modes(
@@ -379,6 +396,7 @@ mod tests {
             [
                 (Enforce, S::Cluster),
                 (Warn, S::Cluster),
+                (Enforce, S::Cluster),
                 (Enforce, S::Cluster)
             ]
         );
@@ -413,9 +431,9 @@ mod tests {
         };
         let ns = namespace("acme-dev", acme(None));
         let found = resolve_modes(&cfg, Some(&ns), &admin);
-        assert_eq!(modes(found), [(Enforce, S::Cluster); 3]);
+        assert_eq!(modes(found), [(Enforce, S::Cluster); 4]);
         let found = resolve_modes(&cfg, None, &admin);
-        assert_eq!(modes(found), [(Enforce, S::Cluster); 3]);
+        assert_eq!(modes(found), [(Enforce, S::Cluster); 4]);
     }
 
     #[test]

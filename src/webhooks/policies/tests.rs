@@ -27,6 +27,7 @@ fn tenant_ns(name: &str) -> NamespaceContext<'_> {
         tenant: Some(TenantContext {
             name: "acme",
             policies: None,
+            guardrails: Guardrails::default(),
         }),
         limit_ranges: NO_LIMIT_RANGES,
     }
@@ -289,6 +290,7 @@ fn tenant_override_wins_over_the_cluster() {
     let policies = TenantPolicies {
         host_path: Some(PolicyMode::Warn),
         resources: Some(PolicyMode::Off),
+        guardrails: None,
     };
     let object = bad_deployment();
     let request = PolicyInput {
@@ -296,6 +298,7 @@ fn tenant_override_wins_over_the_cluster() {
             tenant: Some(TenantContext {
                 name: "acme",
                 policies: Some(&policies),
+                guardrails: Guardrails::default(),
             }),
             ..tenant_ns("acme-dev")
         }),
@@ -991,7 +994,21 @@ fn arbitrary_json_never_panics() {
         ("", "PodTemplate"),
         ("", "PersistentVolume"),
         ("storage.k8s.io", "StorageClass"),
+        ("apps", "StatefulSet"),
+        ("", "Service"),
+        ("", "PersistentVolumeClaim"),
     ];
+    // Every guardrail on, so their readers see the arbitrary objects too.
+    let rails: crate::api::TenantSpec = serde_json::from_value(json!({
+        "runtimeClasses": {"allowed": ["gvisor"]},
+        "nodeSelector": {"pool": "acme"},
+        "storageClasses": {"allowed": ["fast"]},
+        "serviceTypes": {"allowed": ["ClusterIP"]},
+        "externalIPs": {"allowed": ["10.0.0.0/8"]},
+        "imageRegistries": {"allowed": ["registry.example.com/"]},
+        "priorityClasses": {"allowed": ["low"]},
+    }))
+    .expect("a valid Tenant spec");
     let fixtures = [
         good_pod(),
         pod_without_memory_limit(),
@@ -999,6 +1016,10 @@ fn arbitrary_json_never_panics() {
         pv(json!({"hostPath": {"path": "/"}})),
         json!({"metadata": {"name": "sc"}, "reclaimPolicy": "Retain"}),
         json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}}}}),
+        json!({"spec": {"type": "NodePort", "externalIPs": ["1.2.3.4"], "ports": [{"port": 80}]}}),
+        json!({"spec": {"storageClassName": "slow", "accessModes": ["ReadWriteOnce"]}}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}},
+            "volumeClaimTemplates": [{"spec": {"storageClassName": "slow"}}]}}),
     ];
     let limit_ranges = [LimitRange::default()];
     let mut rng = Rng(0x00c0_ffee);
@@ -1028,7 +1049,11 @@ fn arbitrary_json_never_panics() {
             old_object: Some(&old),
             namespace: Some(NamespaceContext {
                 limit_ranges: &limit_ranges,
-                ..tenant_ns("acme-dev")
+                ..if round % 3 == 0 {
+                    railed_ns(&rails, None)
+                } else {
+                    tenant_ns("acme-dev")
+                }
             }),
             requester: alice(),
             config: &config,
@@ -1055,4 +1080,237 @@ fn arbitrary_json_never_panics() {
     }
     // The generator must reach every kind of answer, or the test proves little.
     assert!(outcomes.iter().all(|&n| n > 100), "{outcomes:?}");
+}
+
+fn rails_spec() -> crate::api::TenantSpec {
+    serde_json::from_value(json!({
+        "runtimeClasses": {"allowed": ["gvisor", "kata"], "default": "gvisor"},
+        "nodeSelector": {"pool": "acme"},
+        "imageRegistries": {"allowed": ["registry.example.com/acme/"]},
+        "serviceTypes": {"allowed": ["ClusterIP"]},
+    }))
+    .expect("a valid Tenant spec")
+}
+
+fn railed_ns<'a>(
+    spec: &'a crate::api::TenantSpec,
+    policies: Option<&'a TenantPolicies>,
+) -> NamespaceContext<'a> {
+    NamespaceContext {
+        tenant: Some(TenantContext {
+            name: "acme",
+            policies,
+            guardrails: Guardrails::of(spec, None),
+        }),
+        ..tenant_ns("acme-dev")
+    }
+}
+
+#[test]
+fn guardrails_refuse_with_one_message_naming_fields_reasons_and_fixes() {
+    let config = config();
+    let spec = rails_spec();
+    let object = good_pod();
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert_eq!(
+        results(&outcome),
+        [
+            (Policy::HostPath, "passed"),
+            (Policy::Resources, "passed"),
+            (Policy::Guardrails, "violated")
+        ]
+    );
+    assert_eq!(
+        outcome.denial_message(),
+        Some(
+            "Pod \"web\" refused by canopy: spec.runtimeClassName is unset \
+             (tenant acme allows runtime classes \"gvisor\", \"kata\"); \
+             set spec.runtimeClassName to \"gvisor\"; \
+             spec.nodeSelector does not select pool (tenant acme runs Pods only on nodes labelled pool=acme); \
+             set spec.nodeSelector.pool to \"acme\"; \
+             container \"app\" at spec.containers[0] uses image \"nginx\" \
+             (tenant acme allows images from \"registry.example.com/acme/\"); \
+             use an image that starts with \"registry.example.com/acme/\""
+        )
+    );
+    // A compliant Pod passes.
+    let mut compliant = good_pod();
+    compliant["spec"]["runtimeClassName"] = json!("kata");
+    compliant["spec"]["nodeSelector"] = json!({"pool": "acme"});
+    compliant["spec"]["containers"][0]["image"] = json!("registry.example.com/acme/web:1");
+    let request = PolicyInput {
+        object: Some(&compliant),
+        ..request
+    };
+    assert!(run(&request).is_allowed());
+}
+
+#[test]
+fn guardrails_warn_skip_exempt_requesters_and_only_cover_tenants_that_set_them() {
+    let config = config();
+    let spec = rails_spec();
+    let object = good_pod();
+    let policies = TenantPolicies {
+        guardrails: Some(PolicyMode::Warn),
+        ..TenantPolicies::default()
+    };
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, Some(&policies))),
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert!(outcome.is_allowed());
+    assert!(
+        outcome.warnings[0]
+            .starts_with("Pod \"web\" would be refused by canopy: spec.runtimeClassName"),
+        "{:?}",
+        outcome.warnings
+    );
+    assert_eq!(outcome.reports[2].mode.source, ModeSource::Tenant);
+    // An exempt user is not checked.
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        requester: Requester {
+            username: "ci-bot",
+            groups: NO_GROUPS,
+        },
+        ..input("", "Pod", &object, &config)
+    };
+    let outcome = run(&request);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[2].result, CheckResult::Skipped);
+    // A tenant without guardrails has no guardrails report for its Pods.
+    let outcome = run(&input("", "Pod", &object, &config));
+    assert!(
+        outcome
+            .reports
+            .iter()
+            .all(|r| r.policy != Policy::Guardrails)
+    );
+}
+
+#[test]
+fn an_ephemeral_container_answers_only_for_itself() {
+    let config = config();
+    let spec = rails_spec();
+    // A Pod from before the guardrails: no runtime class, no selector.
+    let mut old = good_pod();
+    old["spec"]["containers"][0]["image"] = json!("registry.example.com/acme/web");
+    let mut debugged = old.clone();
+    debugged["spec"]["ephemeralContainers"] =
+        json!([{"name": "debug", "image": "registry.example.com/acme/toolbox"}]);
+    let request = PolicyInput {
+        subresource: Some("ephemeralcontainers"),
+        operation: Operation::Update,
+        old_object: Some(&old),
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Pod", &debugged, &config)
+    };
+    assert!(run(&request).is_allowed());
+    let mut foreign = old.clone();
+    foreign["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox"}]);
+    let request = PolicyInput {
+        object: Some(&foreign),
+        ..request
+    };
+    let outcome = run(&request);
+    let message = outcome.denial_message().expect("refused");
+    assert!(
+        message.contains(
+            "ephemeral container \"debug\" at spec.ephemeralContainers[0] uses image \"busybox\""
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("runtimeClassName"), "{message}");
+}
+
+#[test]
+fn services_are_judged_on_what_changed() {
+    let config = config();
+    let spec = rails_spec();
+    let node_port = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("", "Service", &node_port, &config)
+    };
+    assert_eq!(
+        run(&request).denial_message(),
+        Some(
+            "Service \"web\" refused by canopy: spec.type is \"NodePort\" \
+             (tenant acme allows Service types \"ClusterIP\"); set spec.type to \"ClusterIP\""
+        )
+    );
+    // A NodePort Service from before the guardrail may still be labelled...
+    let mut labelled = node_port.clone();
+    labelled["metadata"]["labels"] = json!({"tier": "front"});
+    let update = PolicyInput {
+        operation: Operation::Update,
+        object: Some(&labelled),
+        old_object: Some(&node_port),
+        ..request
+    };
+    let outcome = run(&update);
+    assert!(outcome.is_allowed());
+    assert_eq!(outcome.reports[0].result, CheckResult::Unchanged);
+    // ...but not given an external IP.
+    let mut external = node_port.clone();
+    external["spec"]["externalIPs"] = json!(["198.51.100.1"]);
+    let update = PolicyInput {
+        object: Some(&external),
+        ..update
+    };
+    let message = run(&update).denial_message().map(str::to_owned);
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "Service \"web\" refused by canopy: spec.externalIPs[0] is \"198.51.100.1\" \
+             (tenant acme allows no external IPs); remove it"
+        )
+    );
+    // Services outside every tenant are not the guardrails' business.
+    let plain = PolicyInput {
+        namespace: Some(NamespaceContext {
+            tenant: None,
+            ..tenant_ns("plain")
+        }),
+        ..input("", "Service", &external, &config)
+    };
+    assert!(run(&plain).reports.is_empty());
+}
+
+#[test]
+fn a_stateful_set_answers_for_the_claims_it_will_make() {
+    let config = config();
+    let spec: crate::api::TenantSpec =
+        serde_json::from_value(json!({"storageClasses": {"allowed": ["fast"]}}))
+            .expect("a valid Tenant spec");
+    let stateful_set = |class: &str| {
+        json!({"metadata": {"name": "db"}, "spec": {
+            "template": {"spec": {"containers": [{"name": "db", "image": "x", "resources": full()}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"storageClassName": class}}]}})
+    };
+    let slow = stateful_set("slow");
+    let request = PolicyInput {
+        namespace: Some(railed_ns(&spec, None)),
+        ..input("apps", "StatefulSet", &slow, &config)
+    };
+    assert_eq!(
+        run(&request).denial_message(),
+        Some(
+            "StatefulSet \"db\" refused by canopy: spec.volumeClaimTemplates[0].spec.storageClassName \
+             is \"slow\" (tenant acme allows storage classes \"fast\"); \
+             set spec.volumeClaimTemplates[0].spec.storageClassName to \"fast\""
+        )
+    );
+    let fast = stateful_set("fast");
+    let request = PolicyInput {
+        object: Some(&fast),
+        ..request
+    };
+    assert!(run(&request).is_allowed());
 }

@@ -3,17 +3,26 @@
 
 use std::fmt;
 
+pub use super::breach::Breach;
+
 /// The admission policies of `CanopyConfiguration.spec.policies`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Policy {
     HostPath,
     Resources,
     ReclaimPolicy,
+    /// The tenant's guardrails (`Tenant.spec.runtimeClasses`, `nodeSelector`, ...).
+    Guardrails,
 }
 
 impl Policy {
     /// Every policy, in the order violations are reported.
-    pub const ALL: [Policy; 3] = [Policy::HostPath, Policy::Resources, Policy::ReclaimPolicy];
+    pub const ALL: [Policy; 4] = [
+        Policy::HostPath,
+        Policy::Resources,
+        Policy::ReclaimPolicy,
+        Policy::Guardrails,
+    ];
 
     /// The policy's key in `spec.policies`, so metrics and logs use the names admins configure.
     pub fn as_str(self) -> &'static str {
@@ -21,6 +30,7 @@ impl Policy {
             Policy::HostPath => "hostPath",
             Policy::Resources => "resources",
             Policy::ReclaimPolicy => "reclaimPolicy",
+            Policy::Guardrails => "guardrails",
         }
     }
 }
@@ -38,6 +48,7 @@ pub enum ContainerRole {
     Container,
     InitContainer,
     Sidecar,
+    Ephemeral,
 }
 
 impl ContainerRole {
@@ -46,6 +57,7 @@ impl ContainerRole {
             ContainerRole::Container => "container",
             ContainerRole::InitContainer => "init container",
             ContainerRole::Sidecar => "sidecar container",
+            ContainerRole::Ephemeral => "ephemeral container",
         }
     }
 }
@@ -131,6 +143,8 @@ pub enum Problem {
         object: ReclaimObject,
         value: Option<String>,
     },
+    /// A guardrail of the tenant, with what it allows.
+    Guardrail(Breach),
 }
 
 /// One thing a policy refuses, with enough to name it, explain it and say how to fix it.
@@ -172,6 +186,7 @@ impl Violation {
             Problem::ReclaimPolicy {
                 value: Some(value), ..
             } => format!("is {}", value.escape_debug()),
+            Problem::Guardrail(breach) => breach.text(),
         }
     }
 
@@ -203,6 +218,7 @@ impl Violation {
             Problem::ReclaimPolicy { object, .. } => {
                 format!("set {} to Delete", object.field_path())
             }
+            Problem::Guardrail(breach) => breach.fix(&self.field_path),
         }
     }
 
