@@ -293,7 +293,17 @@ pub fn json(args: &[&str]) -> Option<serde_json::Value> {
 
 /// `kubectl apply -f -` of `yaml`.
 pub fn apply(yaml: &str) -> Kubectl {
-    kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))
+    // A controller may create the object between kubectl's GET and its CREATE (canopy
+    // creates the CanopyConfiguration `config` when it is missing): the apiserver then
+    // answers AlreadyExists, and applying again, as a GitOps tool's next sync would, works.
+    let mut out = kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml));
+    for _ in 0..3 {
+        if out.success || !out.stderr.contains("(AlreadyExists)") {
+            break;
+        }
+        out = kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml));
+    }
+    out
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.

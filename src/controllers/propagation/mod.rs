@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, instrument, warn};
 
+use super::ops::Op;
 use super::queue::{Outcome, WorkQueue};
 use super::writer::Writer;
 use crate::api::{PropagationMode, ResourceStatus};
@@ -558,6 +559,15 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
     // others. What a failure means is decided by `plan::after_failure`.
     for op in plan::copy_ops(&model.resource, &namespace, plan) {
         let Err(err) = p.writer.execute(op.clone()).await else {
+            match &op {
+                Op::ApplyCopy {
+                    namespace, body, ..
+                } => model.record_written_copy(namespace, body),
+                Op::DeleteCopy {
+                    namespace, name, ..
+                } => model.record_deleted_copy(namespace, name),
+                _ => {}
+            }
             continue;
         };
         match plan::after_failure(op, plan::Failure::of(&err)) {

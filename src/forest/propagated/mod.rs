@@ -77,6 +77,30 @@ impl KindModel {
         self.index.write()
     }
 
+    /// Records a copy canopy has just written (`body`, the applied object), before the
+    /// copies' watch reports it: a namespace planned again in between (another source
+    /// changed) would otherwise see the copy missing and write it a second time. The
+    /// watch event then replaces the record with what the apiserver holds (the same state,
+    /// or one that says someone else also wrote it), as client-go's mutation cache does
+    /// for an informer.
+    pub fn record_written_copy(&self, namespace: &str, body: &serde_json::Value) {
+        let Some(name) = body.pointer("/metadata/name").and_then(|n| n.as_str()) else {
+            return;
+        };
+        let Ok(meta) = serde_json::from_value::<kube::core::ObjectMeta>(body["metadata"].clone())
+        else {
+            return;
+        };
+        if let Some(state) = CopyState::from_meta(&meta) {
+            self.index_mut().set_copy(namespace, name, state);
+        }
+    }
+
+    /// Records a copy canopy has just deleted, before the watch reports it.
+    pub fn record_deleted_copy(&self, namespace: &str, name: &str) {
+        self.index_mut().remove_copy(namespace, name);
+    }
+
     pub fn is_listed(&self) -> bool {
         *self.listed.borrow() == (true, true)
     }
@@ -469,4 +493,46 @@ async fn watch_copies(
         watcher::watcher(api, config).modify(CopyState::lean),
     );
     indexer::run(events, CopyFeed { kind }, dirty, || {}).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model() -> KindModel {
+        KindModel {
+            key: ("rbac.authorization.k8s.io".into(), "rolebindings".into()),
+            resource: ApiResource::erase::<k8s_openapi::api::rbac::v1::RoleBinding>(&()),
+            mode: RwLock::new(PropagationMode::Propagate),
+            index: RwLock::new(KindIndex::default()),
+            listed: watch::channel((true, true)).0,
+            health: Mutex::new([Health::default(), Health::default()]),
+            watches: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    #[test]
+    fn a_written_copy_is_known_before_its_watch_event_and_a_deleted_one_is_gone() {
+        let kind = model();
+        let body = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "edit", "namespace": "child",
+                "labels": {keys::INHERITED_FROM: "root"},
+                "annotations": {crate::api::keys::SOURCE_HASH: "h1"}},
+        });
+        kind.record_written_copy("child", &body);
+        let state = kind.index().copy("child", "edit").cloned();
+        assert_eq!(
+            state.as_ref().map(|s| s.inherited_from.as_str()),
+            Some("root")
+        );
+        assert_eq!(state.as_ref().and_then(|s| s.hash.as_deref()), Some("h1"));
+        assert_eq!(state.map(|s| s.clean), Some(true));
+        // Something that is not a copy records nothing.
+        kind.record_written_copy("child", &json!({"metadata": {"name": "x"}}));
+        assert!(kind.index().copy("child", "x").is_none());
+        kind.record_deleted_copy("child", "edit");
+        assert!(kind.index().copy("child", "edit").is_none());
+    }
 }
