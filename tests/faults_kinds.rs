@@ -12,11 +12,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::managers::start_two_replicas;
-use common::objects::{configure_kinds, create_namespace, make_subnamespace};
+use common::objects::{bad_configuration, configure_kinds, create_namespace, make_subnamespace};
 use common::{CUSTOM, apply, eventually, json, kubectl, kubectl_ok};
 use common::{start_plane, unique};
 use parking_lot::Mutex;
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -86,16 +85,6 @@ fn kind_ready_metric(replica: usize, group: &str, resource: &str) -> Option<Stri
         })
         .and_then(|l| l.rsplit(' ').next())
         .map(str::to_owned)
-}
-
-/// The `BadConfiguration` condition of the CanopyConfiguration, if written.
-fn bad_configuration() -> Option<Value> {
-    let config = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
-    config["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "BadConfiguration")
-        .cloned()
 }
 
 /// A ClusterRole with every verb canopy needs on `resources` of `group`, bound to

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use canopy::dev::NODE_NAME;
 use canopy::dev::node::SANDBOX_HANDLER;
-use common::node::{RESOURCES, TOOLBOX, require_node, wait_running};
+use common::node::{RESOURCES, pod_yaml, require_node, wait_running};
 use common::tenants::{WAIT, create_tenant};
 use common::{apply, eventually, json, kubectl, kubectl_with_stdin, unique};
 
@@ -24,21 +24,10 @@ fn pod(ns: &str, name: &str, runtime: Option<&str>, pool: Option<&str>) -> Strin
     let pool = pool.map_or(String::new(), |p| {
         format!("  nodeSelector: {{pool: {p}}}\n")
     });
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-{runtime}{pool}  terminationGracePeriodSeconds: 0
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  containers:
-  - name: main
-    image: {TOOLBOX}
-    imagePullPolicy: Never
-    command: [sh, -c, 'exec sleep 86400']
-    resources: {RESOURCES}
-"
+    pod_yaml(ns, name, "exec sleep 86400", Some(RESOURCES)).replacen(
+        "spec:\n",
+        &format!("spec:\n{runtime}{pool}"),
+        1,
     )
 }
 

@@ -11,31 +11,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::objects::{bad_configuration, configure_kinds};
 use common::tenants::{create_tenant, owner_flags, owner_subnamespace};
-use common::{apply, cluster_with_canopy, eventually, json, kubectl_ok, unique};
+use common::{cluster_with_canopy, eventually, json, kubectl_ok, unique};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The CanopyConfiguration's `BadConfiguration` condition, once written.
-fn bad_configuration() -> Option<Value> {
-    let config = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
-    config["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "BadConfiguration")
-        .cloned()
-}
-
-/// The configuration's kinds: the default ones plus `extra` (flow-style YAML items).
-fn configure(extra: &[&str]) {
-    let mut yaml = "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\nspec:\n  resources:\n  - {group: '', resource: resourcequotas, mode: Propagate}\n  - {group: networking.k8s.io, resource: networkpolicies, mode: Propagate}\n  - {group: '', resource: limitranges, mode: Propagate}\n".to_owned();
-    for line in extra {
-        yaml.push_str(&format!("  - {line}\n"));
-    }
-    let out = apply(&yaml);
-    assert!(out.success, "{}", out.stderr);
-}
 
 /// The Events with `reason` in `namespace` (every namespace with `None`).
 fn events(namespace: Option<&str>, reason: &str) -> Vec<Value> {
@@ -115,7 +96,7 @@ fn a_kind_canopy_cannot_use_is_reported_with_its_fix_and_the_fix_works() {
     );
 
     // A typo, a cluster-scoped kind, and a kind canopy may not read or write.
-    configure(&[
+    configure_kinds(&[
         "{group: example.com, resource: widgets, mode: Propagate}",
         "{group: rbac.authorization.k8s.io, resource: clusterroles, mode: Propagate}",
         "{group: '', resource: configmaps, mode: Propagate}",
@@ -197,7 +178,7 @@ fn a_kind_canopy_cannot_use_is_reported_with_its_fix_and_the_fix_works() {
     assert_eq!(condition["status"], "True", "the other two are still bad");
 
     // Back to the defaults: nothing to report.
-    configure(&[]);
+    configure_kinds(&[]);
     eventually("the condition to clear", WAIT, || {
         let c = bad_configuration()?;
         (c["status"] == "False" && c["reason"] == "AllKindsAvailable").then_some(())

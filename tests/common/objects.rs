@@ -117,6 +117,16 @@ pub fn configure_kinds(extra: &[&str]) {
     assert!(out.success, "{}", out.stderr);
 }
 
+/// The CanopyConfiguration's `BadConfiguration` condition, once written.
+pub fn bad_configuration() -> Option<Value> {
+    let config = json(&["get", "canopyconfiguration", "config", "-o", "json"])?;
+    config["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "BadConfiguration")
+        .cloned()
+}
+
 /// The object `kind`/`name` in namespace `ns`, if it exists.
 pub fn get(kind: &str, ns: &str, name: &str) -> Option<Value> {
     json(&["get", kind, name, "-n", ns, "-o", "json"])
