@@ -63,9 +63,16 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// The version is the one discovery prefers; the webhook's `matchPolicy` (`Equivalent`,
 /// the default) sends requests made through any other version of the same resource too.
 pub fn desired_rules(configured: &[ApiResource]) -> Vec<RuleWithOperations> {
+    let kinds: Vec<ApiResource> = default_kinds().iter().chain(configured).cloned().collect();
+    rules_for(&kinds, &OPERATIONS)
+}
+
+/// One rule per API group and version of `resources` (sorted, so the result does not
+/// depend on their order), each for `operations` on namespaced objects.
+fn rules_for(resources: &[ApiResource], operations: &[&str]) -> Vec<RuleWithOperations> {
     let mut by_group_version: std::collections::BTreeMap<(String, String), BTreeSet<String>> =
         std::collections::BTreeMap::new();
-    for resource in default_kinds().iter().chain(configured) {
+    for resource in resources {
         by_group_version
             .entry((resource.group.clone(), resource.version.clone()))
             .or_default()
@@ -76,7 +83,7 @@ pub fn desired_rules(configured: &[ApiResource]) -> Vec<RuleWithOperations> {
         .map(|((group, version), resources)| RuleWithOperations {
             api_groups: Some(vec![group]),
             api_versions: Some(vec![version]),
-            operations: Some(OPERATIONS.iter().map(|o| (*o).to_owned()).collect()),
+            operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
             resources: Some(resources.into_iter().collect()),
             scope: Some(SCOPE.to_owned()),
         })
@@ -148,25 +155,7 @@ pub fn desired_quota_rules(counted: &[ApiResource]) -> Vec<RuleWithOperations> {
         resources: strings(&["pods", "pods/resize", "services", "persistentvolumeclaims"]),
         scope: Some(SCOPE.to_owned()),
     }];
-    let mut by_group_version: std::collections::BTreeMap<(String, String), BTreeSet<String>> =
-        std::collections::BTreeMap::new();
-    for resource in counted {
-        by_group_version
-            .entry((resource.group.clone(), resource.version.clone()))
-            .or_default()
-            .insert(resource.plural.clone());
-    }
-    rules.extend(
-        by_group_version
-            .into_iter()
-            .map(|((group, version), resources)| RuleWithOperations {
-                api_groups: Some(vec![group]),
-                api_versions: Some(vec![version]),
-                operations: strings(&["CREATE"]),
-                resources: Some(resources.into_iter().collect()),
-                scope: Some(SCOPE.to_owned()),
-            }),
-    );
+    rules.extend(rules_for(counted, &["CREATE"]));
     rules
 }
 

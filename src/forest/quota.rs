@@ -233,6 +233,14 @@ impl QuotaIndex {
         vec![QuotaChanged]
     }
 
+    /// Removes the counted object with `uid`; a change only if it was there.
+    fn remove(&self, uid: Option<String>) -> Vec<QuotaChanged> {
+        match uid {
+            Some(uid) if self.write().remove_object(&uid) => self.changed(),
+            _ => Vec::new(),
+        }
+    }
+
     fn hrq_changed(&self) -> Vec<QuotaChanged> {
         self.hrqs_changed.notify_one();
         self.changed()
@@ -343,15 +351,7 @@ impl<K: Counted> Indexer<K> for UsageFeed {
     }
 
     fn delete(&self, obj: K) -> Vec<QuotaChanged> {
-        let Some(uid) = obj.uid() else {
-            return Vec::new();
-        };
-        let removed = self.0.write().remove_object(&uid);
-        if removed {
-            self.0.changed()
-        } else {
-            Vec::new()
-        }
+        self.0.remove(obj.uid())
     }
 
     fn reset(&self, listed: Vec<K>, _first: bool) -> Vec<QuotaChanged> {
@@ -400,14 +400,7 @@ impl Indexer<PartialObjectMeta<DynamicObject>> for CountFeed {
     }
 
     fn delete(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<QuotaChanged> {
-        let Some(uid) = obj.uid() else {
-            return Vec::new();
-        };
-        if self.index.write().remove_object(&uid) {
-            self.index.changed()
-        } else {
-            Vec::new()
-        }
+        self.index.remove(obj.uid())
     }
 
     fn reset(
