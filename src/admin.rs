@@ -16,6 +16,7 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
@@ -24,6 +25,7 @@ use warp::http::StatusCode;
 
 use crate::controllers::metrics::ControllerMetrics;
 use crate::controllers::quota::metrics::QuotaMetrics;
+use crate::forest::tenant_metrics::TenantMetrics;
 use crate::forest::watch::ClusterState;
 use crate::forest::watch_health::{self, WatchHealth};
 use crate::webhooks::metrics::Metrics as AdmissionMetrics;
@@ -43,6 +45,10 @@ pub struct Metrics {
     pub admission: Arc<AdmissionMetrics>,
     /// `canopy_quota_*`: each HierarchicalResourceQuota's hard, used and reservations.
     pub quota: Arc<QuotaMetrics>,
+    /// `canopy_tenant_*`: per-tenant namespaces, copies, quota and refusals.
+    pub tenants: Arc<TenantMetrics>,
+    /// `canopy_leader`: 1 while this replica runs the controllers (holds the Lease).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -55,20 +61,44 @@ impl Metrics {
     pub fn new() -> Self {
         let controllers = Arc::new(ControllerMetrics::new());
         let watches = Arc::new(WatchHealth::new());
-        let admission = Arc::new(AdmissionMetrics::new());
+        let tenants = Arc::new(TenantMetrics::default());
+        let admission = Arc::new(AdmissionMetrics::new().with_tenants(tenants.clone()));
         let quota = Arc::new(QuotaMetrics::default());
+        let leader = Gauge::default();
         let mut registry = Registry::default();
         controllers.register(registry.sub_registry_with_prefix("canopy_controller"));
         watches.register(registry.sub_registry_with_prefix("canopy"));
         admission.register(registry.sub_registry_with_prefix("canopy_admission"));
         quota.register(registry.sub_registry_with_prefix("canopy_quota"));
+        tenants.register(registry.sub_registry_with_prefix("canopy_tenant"));
+        registry.register(
+            "canopy_leader",
+            "1 while this replica runs the controllers (holds the leader Lease, or runs \
+             without leader election), else 0; the sum over the replicas is 1 when healthy",
+            leader.clone(),
+        );
         Self {
             registry,
             controllers,
             watches,
             admission,
             quota,
+            tenants,
+            leader,
         }
+    }
+
+    /// Serves `canopy_webhook_certificate_expiration_timestamp_seconds` from `expiry`,
+    /// the serving certificate's notAfter (kept current by whoever rotates it). Only a
+    /// manager that serves webhooks and knows its certificate's expiry has the series, so
+    /// an alert on it never fires for an unknown value.
+    pub fn register_certificate_expiry(&mut self, expiry: Gauge) {
+        self.registry.register(
+            "canopy_webhook_certificate_expiration_timestamp_seconds",
+            "When the webhook server's serving certificate expires (its notAfter), in \
+             seconds since the Unix epoch",
+            expiry,
+        );
     }
 
     /// The text exposition format.

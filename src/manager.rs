@@ -73,8 +73,9 @@ pub enum ManagerError {
 }
 
 /// The webhook server's listening socket and TLS settings, bound before the manager runs
-/// so callers (tests, `canopy dev`) know the port to register.
-pub struct WebhookListener(Server);
+/// so callers (tests, `canopy dev`) know the port to register; and the serving
+/// certificate's notAfter when known, for the metrics.
+pub struct WebhookListener(Server, Option<prometheus_client::metrics::gauge::Gauge>);
 
 impl WebhookListener {
     pub async fn bind(
@@ -83,7 +84,21 @@ impl WebhookListener {
         key_pem: &[u8],
     ) -> Result<Self, ManagerError> {
         let tls = server::tls_config(cert_pem, key_pem)?;
-        Ok(Self(Server::bind(addr, tls)?))
+        // Read once: certificates from files are loaded at the start only, so the one
+        // served until a restart is this one (a renewal on disk needs a restart, which
+        // the expiry alert then asks for).
+        let expiry = crate::webhooks::certs::pem_not_after(cert_pem).map(|at| {
+            let gauge = prometheus_client::metrics::gauge::Gauge::default();
+            gauge.set(at);
+            gauge
+        });
+        if expiry.is_none() {
+            tracing::warn!(
+                "cannot read the serving certificate's expiry; \
+                 canopy_webhook_certificate_expiration_timestamp_seconds is not served"
+            );
+        }
+        Ok(Self(Server::bind(addr, tls)?, expiry))
     }
 
     pub async fn from_args(args: &ManagerArgs) -> Result<Self, ManagerError> {
@@ -102,10 +117,11 @@ impl WebhookListener {
     /// A listener whose certificate comes from `resolver` (rotated without a restart).
     pub fn bind_with_resolver(
         addr: SocketAddr,
-        resolver: std::sync::Arc<dyn rustls::server::ResolvesServerCert>,
+        resolver: std::sync::Arc<crate::webhooks::certs::RotatingCertificate>,
     ) -> Result<Self, ManagerError> {
+        let expiry = resolver.expiry();
         let tls = server::tls_config_with_resolver(resolver)?;
-        Ok(Self(Server::bind(addr, tls)?))
+        Ok(Self(Server::bind(addr, tls)?, Some(expiry)))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -181,7 +197,14 @@ pub async fn run_with(
 ) -> Result<(), ManagerError> {
     let username = whoami(&client).await?;
     info!(%username, "canopy manager starting");
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let (true, Some(expiry)) = (
+        halves.webhooks,
+        listeners.webhooks.as_ref().and_then(|l| l.1.clone()),
+    ) {
+        metrics.register_certificate_expiry(expiry);
+    }
+    let metrics = Arc::new(metrics);
     let (state, changes, watchers) = watch::start(client.clone(), metrics.watches.clone());
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
@@ -223,6 +246,21 @@ pub async fn run_with(
             }
         }
     };
+    // `canopy_leader` follows the Lease on every replica.
+    let leadership = {
+        let (mut leader, gauge) = (leader.clone(), metrics.leader.clone());
+        async move {
+            loop {
+                gauge.set(i64::from(*leader.borrow_and_update()));
+                if leader.changed().await.is_err() {
+                    gauge.set(0);
+                    return;
+                }
+            }
+        }
+    };
+    let tenant_metrics =
+        controllers::tenant_metrics::run(state.clone(), leader.clone(), metrics.tenants.clone());
     let quota = controllers::quota::run(
         state.clone(),
         writer.clone(),
@@ -241,7 +279,8 @@ pub async fn run_with(
     let serve = {
         let shutdown = shutdown.clone();
         async move {
-            if let (true, Some(WebhookListener(server))) = (halves.webhooks, listeners.webhooks) {
+            if let (true, Some(WebhookListener(server, _))) = (halves.webhooks, listeners.webhooks)
+            {
                 let webhooks =
                     Webhooks::new(state, client, username).with_metrics(metrics.admission.clone());
                 server.serve(webhooks, shutdown).await;
@@ -256,6 +295,8 @@ pub async fn run_with(
         tokio::spawn(quota),
         tokio::spawn(serve),
         tokio::spawn(admin),
+        tokio::spawn(leadership),
+        tokio::spawn(tenant_metrics),
     ];
     let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
     let outcome = tokio::select! {

@@ -12,6 +12,7 @@ pub mod propagation;
 pub mod queue;
 pub mod quota;
 pub mod tenant;
+pub mod tenant_metrics;
 pub mod volume;
 pub mod webhook_rules;
 pub mod write_bounds;

@@ -19,6 +19,7 @@ pub mod propagated;
 pub mod quota;
 pub mod quota_counts;
 pub mod storage_classes;
+pub mod tenant_metrics;
 #[cfg(test)]
 pub mod testing;
 mod tree;

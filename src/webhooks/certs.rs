@@ -129,10 +129,54 @@ fn issue_leaf(ca: &Ca, hosts: &[String], validity: Duration) -> Result<Certified
     Ok(CertifiedKey::from_der(chain, private, &provider)?)
 }
 
+/// When the certificate whose DER is `der` expires (its notAfter), in seconds since the
+/// Unix epoch; `None` if it cannot be read as an X.509 certificate.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// The notAfter of the first certificate in a PEM chain (the serving one).
+pub fn pem_not_after(pem: &[u8]) -> Option<i64> {
+    use rustls_pki_types::pem::PemObject;
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    not_after(&first)
+}
+
 /// Hands the current serving certificate to every TLS handshake.
 #[derive(Debug)]
 pub struct RotatingCertificate {
     current: RwLock<Arc<CertifiedKey>>,
+    /// The current certificate's notAfter, served as
+    /// `canopy_webhook_certificate_expiration_timestamp_seconds`.
+    expiry: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl RotatingCertificate {
+    fn new(leaf: CertifiedKey) -> Self {
+        let rotating = Self {
+            expiry: Default::default(),
+            current: RwLock::new(Arc::new(leaf)),
+        };
+        rotating.record_expiry(&rotating.current.read());
+        rotating
+    }
+
+    fn replace(&self, leaf: CertifiedKey) {
+        self.record_expiry(&leaf);
+        *self.current.write() = Arc::new(leaf);
+    }
+
+    fn record_expiry(&self, leaf: &CertifiedKey) {
+        if let Some(at) = leaf.cert.first().and_then(|der| not_after(der)) {
+            self.expiry.set(at);
+        }
+    }
+
+    /// The gauge of the current certificate's notAfter (shared: it follows rotations).
+    pub fn expiry(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.expiry.clone()
+    }
 }
 
 impl ResolvesServerCert for RotatingCertificate {
@@ -169,9 +213,7 @@ impl CertManager {
         let ca = load_or_create_ca(&client, &namespace, &args.ca_secret).await?;
         let leaf = issue_leaf(&ca, &hosts, validity(&args))?;
         let manager = Self {
-            resolver: Arc::new(RotatingCertificate {
-                current: RwLock::new(Arc::new(leaf)),
-            }),
+            resolver: Arc::new(RotatingCertificate::new(leaf)),
             client,
             args,
             namespace,
@@ -212,7 +254,7 @@ impl CertManager {
             if ca_changed || issued.elapsed() >= renew_after {
                 match issue_leaf(&ca, &self.hosts, validity) {
                     Ok(leaf) => {
-                        *self.resolver.current.write() = Arc::new(leaf);
+                        self.resolver.replace(leaf);
                         issued = tokio::time::Instant::now();
                         self.ca = ca;
                         info!(ca_changed, "rotated the webhook serving certificate");
@@ -335,5 +377,12 @@ mod tests {
         let leaf = issue_leaf(&ca, &hosts, Duration::from_secs(3600)).expect("a leaf");
         assert_eq!(leaf.cert.len(), 1);
         assert!(leaf.keys_match().is_ok());
+        // Its expiry is read back from the certificate itself, as the gauge serves it.
+        let expires = not_after(&leaf.cert[0]).expect("a readable notAfter");
+        let expected = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+        assert!((expires - expected).abs() <= 5, "{expires} vs {expected}");
+        let rotating = RotatingCertificate::new(leaf);
+        assert_eq!(rotating.expiry().get(), expires);
+        assert_eq!(not_after(b"not a certificate"), None);
     }
 }

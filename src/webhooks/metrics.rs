@@ -3,6 +3,7 @@
 //! Label values are fixed strings (policy and mode names, webhook paths the server knows),
 //! never taken from a request, so a caller cannot grow the series without bound.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,8 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::policies::PolicyReport;
+use super::policies::{CheckResult, PolicyReport};
 use crate::api::PolicyMode;
+use crate::forest::tenant_metrics::TenantMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -39,6 +41,9 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     bad_requests: Counter,
     latency: Family<WebhookLabels, Histogram>,
+    /// Where refusals are counted per tenant (`canopy_tenant_policy_refusals_total`),
+    /// registered with the other per-tenant series.
+    tenants: Arc<TenantMetrics>,
 }
 
 impl Default for Metrics {
@@ -58,7 +63,14 @@ impl Metrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
             }),
+            tenants: Arc::default(),
         }
+    }
+
+    /// Counts refusals per tenant into `tenants` (the manager's) instead of a private set.
+    pub fn with_tenants(mut self, tenants: Arc<TenantMetrics>) -> Self {
+        self.tenants = tenants;
+        self
     }
 
     /// Adds the series to `registry` (under its prefix, `canopy_admission` in the
@@ -97,6 +109,22 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts, for `tenant`, each Enforce policy whose violations refused a request.
+    pub fn record_policy_refusals(&self, tenant: &str, reports: &[PolicyReport]) {
+        for report in reports {
+            if report.mode.mode == PolicyMode::Enforce
+                && matches!(report.result, CheckResult::Violated(_))
+            {
+                self.tenants.record_refusal(tenant, report.policy.as_str());
+            }
+        }
+    }
+
+    /// Counts a request in a namespace of `tenant` refused by the quota webhook.
+    pub fn record_quota_refusal(&self, tenant: &str) {
+        self.tenants.record_refusal(tenant, "quota");
     }
 
     /// Counts a policy request whose object could not be read.

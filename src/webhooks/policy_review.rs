@@ -82,6 +82,11 @@ pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>
     match policies::evaluate(&input) {
         Ok(outcome) => {
             webhooks.metrics.record_policies(&outcome.reports);
+            if let (Decision::Deny { .. }, Some(tenant)) = (&outcome.decision, &tenant_name) {
+                webhooks
+                    .metrics
+                    .record_policy_refusals(tenant, &outcome.reports);
+            }
             verdict(outcome)
         }
         Err(err) => {

@@ -141,7 +141,20 @@ pub async fn review(webhooks: &Webhooks, request: &AdmissionRequest<DynamicObjec
     {
         return review_hrq(webhooks, request);
     }
-    review_usage(webhooks, request).await
+    let verdict = review_usage(webhooks, request).await;
+    if matches!(verdict, Verdict::Deny(_))
+        && let Some(namespace) = request.namespace.as_deref()
+    {
+        let tenant = webhooks
+            .state
+            .forest()
+            .tenant_of(namespace)
+            .map(str::to_owned);
+        if let Some(tenant) = tenant {
+            webhooks.metrics.record_quota_refusal(&tenant);
+        }
+    }
+    verdict
 }
 
 /// Only canopy writes a tenant's quota; `spec.hard` names only what canopy counts.

@@ -124,7 +124,8 @@ pub fn recount_op(
     })
 }
 
-fn figures_of(
+/// The figures of `hrq` with `status` for the metrics (`canopy_quota_*`, `canopy_tenant_quota_*`).
+pub fn figures_of(
     hrq: &HierarchicalResourceQuota,
     status: &HierarchicalResourceQuotaStatus,
 ) -> metrics::Figures {
