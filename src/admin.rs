@@ -34,6 +34,35 @@ use crate::webhooks::server::{accept, plain};
 /// Where `canopy manager` serves the admin port unless told otherwise.
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:8080";
 
+/// Every metric family canopy exports, as `# TYPE` names it, with its type: the catalogue
+/// docs/observability.md documents and tests/observability.rs lints the rules and the
+/// dashboard against. A unit test fails when it and the registry disagree. (A family
+/// without samples is left out of an exposition, so the registry alone cannot list them.)
+pub const FAMILIES: [(&str, &str); 22] = [
+    ("canopy_controller_reconciles", "counter"),
+    ("canopy_controller_reconcile_duration_seconds", "histogram"),
+    ("canopy_controller_queue_depth", "gauge"),
+    ("canopy_controller_objects_written", "counter"),
+    ("canopy_controller_propagation_conflicts", "gauge"),
+    ("canopy_controller_propagation_kind_ready", "gauge"),
+    ("canopy_watch_stale", "gauge"),
+    ("canopy_admission_policy_decisions", "counter"),
+    ("canopy_admission_reviews", "counter"),
+    ("canopy_admission_bad_requests", "counter"),
+    ("canopy_admission_review_duration_seconds", "histogram"),
+    ("canopy_quota_hard", "gauge"),
+    ("canopy_quota_used", "gauge"),
+    ("canopy_quota_reservations", "gauge"),
+    ("canopy_tenant_namespaces", "gauge"),
+    ("canopy_tenant_namespaces_max", "gauge"),
+    ("canopy_tenant_propagated_copies", "gauge"),
+    ("canopy_tenant_quota_hard", "gauge"),
+    ("canopy_tenant_quota_used", "gauge"),
+    ("canopy_tenant_policy_refusals", "counter"),
+    ("canopy_leader", "gauge"),
+    ("canopy_webhook_certificate_expiration_timestamp_seconds", "gauge"),
+];
+
 /// Every series of the process, in one registry so `/metrics` is one exposition.
 pub struct Metrics {
     registry: Registry,
@@ -283,5 +312,64 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
+    }
+
+    /// With a sample in every family, the `# TYPE` lines are exactly `FAMILIES`.
+    #[test]
+    fn the_catalogue_lists_every_family() {
+        use std::collections::{BTreeMap, BTreeSet};
+        use std::time::Duration;
+
+        use crate::controllers::quota::metrics::Figures;
+        use crate::forest::tenant_metrics::TenantFigures;
+
+        let mut metrics = Metrics::new();
+        metrics.register_certificate_expiry(Gauge::default());
+        let c = &metrics.controllers;
+        c.record_reconcile("namespace", true, Duration::from_millis(1));
+        c.set_queue_depth("namespace", 1);
+        c.record_write("roles", "apply");
+        c.set_conflicts(1);
+        c.set_kinds_ready(&[(("".to_owned(), "secrets".to_owned()), true)]);
+        type Item = Result<kube::runtime::watcher::Event<u32>, kube::runtime::watcher::Error>;
+        let _watch = watch_health::resilient(
+            &metrics.watches,
+            "namespaces".to_owned(),
+            futures::stream::pending::<Item>(),
+        );
+        metrics.admission.record_policy_error();
+        metrics
+            .admission
+            .record_review("validate-workloads", "allowed", Duration::from_millis(1));
+        metrics.admission.record_bad_request();
+        metrics.quota.set(&[Figures {
+            namespace: "acme".to_owned(),
+            name: "q".to_owned(),
+            resources: vec![("pods".to_owned(), 1.0, 0.0)],
+            reservations: 0,
+        }]);
+        metrics.tenants.set(&BTreeMap::from([(
+            "acme".to_owned(),
+            TenantFigures {
+                namespaces: 1,
+                max_namespaces: Some(2),
+                propagated_copies: 0,
+                quota: vec![("pods".to_owned(), 1.0, 0.0)],
+            },
+        )]));
+        metrics.admission.record_quota_refusal("acme");
+        metrics.leader.set(1);
+        let text = metrics.encode().expect("encodes");
+        let served: BTreeSet<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect();
+        let listed: BTreeSet<(String, String)> = FAMILIES
+            .iter()
+            .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
+            .collect();
+        assert_eq!(served, listed, "{text}");
     }
 }
