@@ -3,6 +3,9 @@
 #   crds/*.yaml                                  -> config/crds/, helm/canopy/crds/
 #   webhooks/validating-webhook-configuration.yaml -> config/webhook/, helm/canopy/files/
 #   config/rbac/role.yaml, config/rbac/user_roles.yaml -> helm/canopy/files/
+#   helm/canopy/files/grafana-dashboard.json     -> config/prometheus/
+#   helm/canopy/files/prometheus-rules.yaml      -> config/prometheus/prometheusrule.yaml
+#                                                   (wrapped in a PrometheusRule)
 # kustomize may only read files under a kustomization's own directory, and a Helm chart
 # only files inside the chart, so both get byte-for-byte copies. `make crds` runs this;
 # tests/packaging.rs fails when a copy drifts from its source.
@@ -26,3 +29,10 @@ mkdir -p config/webhook helm/canopy/files
 cp webhooks/validating-webhook-configuration.yaml config/webhook/
 cp webhooks/validating-webhook-configuration.yaml helm/canopy/files/
 cp config/rbac/role.yaml config/rbac/user_roles.yaml helm/canopy/files/
+mkdir -p config/prometheus
+cp helm/canopy/files/grafana-dashboard.json config/prometheus/
+{
+  echo "# Made by hack/sync-manifests.sh from helm/canopy/files/prometheus-rules.yaml: edit that."
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: canopy\nspec:\n'
+  sed 's/^\(.\)/  \1/' helm/canopy/files/prometheus-rules.yaml
+} > config/prometheus/prometheusrule.yaml

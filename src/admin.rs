@@ -60,7 +60,10 @@ pub const FAMILIES: [(&str, &str); 22] = [
     ("canopy_tenant_quota_used", "gauge"),
     ("canopy_tenant_policy_refusals", "counter"),
     ("canopy_leader", "gauge"),
-    ("canopy_webhook_certificate_expiration_timestamp_seconds", "gauge"),
+    (
+        "canopy_webhook_certificate_expiration_timestamp_seconds",
+        "gauge",
+    ),
 ];
 
 /// Every series of the process, in one registry so `/metrics` is one exposition.
