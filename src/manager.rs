@@ -75,7 +75,10 @@ pub enum ManagerError {
 /// The webhook server's listening socket and TLS settings, bound before the manager runs
 /// so callers (tests, `canopy dev`) know the port to register; and the serving
 /// certificate's notAfter when known, for the metrics.
-pub struct WebhookListener(Server, Option<prometheus_client::metrics::gauge::Gauge>);
+pub struct WebhookListener {
+    server: Server,
+    certificate_expiry: Option<prometheus_client::metrics::gauge::Gauge>,
+}
 
 impl WebhookListener {
     pub async fn bind(
@@ -98,7 +101,10 @@ impl WebhookListener {
                  canopy_webhook_certificate_expiration_timestamp_seconds is not served"
             );
         }
-        Ok(Self(Server::bind(addr, tls)?, expiry))
+        Ok(Self {
+            server: Server::bind(addr, tls)?,
+            certificate_expiry: expiry,
+        })
     }
 
     pub async fn from_args(args: &ManagerArgs) -> Result<Self, ManagerError> {
@@ -121,11 +127,14 @@ impl WebhookListener {
     ) -> Result<Self, ManagerError> {
         let expiry = resolver.expiry();
         let tls = server::tls_config_with_resolver(resolver)?;
-        Ok(Self(Server::bind(addr, tls)?, Some(expiry)))
+        Ok(Self {
+            server: Server::bind(addr, tls)?,
+            certificate_expiry: Some(expiry),
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.0.local_addr()
+        self.server.local_addr()
     }
 }
 
@@ -200,7 +209,10 @@ pub async fn run_with(
     let mut metrics = Metrics::new();
     if let (true, Some(expiry)) = (
         halves.webhooks,
-        listeners.webhooks.as_ref().and_then(|l| l.1.clone()),
+        listeners
+            .webhooks
+            .as_ref()
+            .and_then(|l| l.certificate_expiry.clone()),
     ) {
         metrics.register_certificate_expiry(expiry);
     }
@@ -279,7 +291,8 @@ pub async fn run_with(
     let serve = {
         let shutdown = shutdown.clone();
         async move {
-            if let (true, Some(WebhookListener(server, _))) = (halves.webhooks, listeners.webhooks)
+            if let (true, Some(WebhookListener { server, .. })) =
+                (halves.webhooks, listeners.webhooks)
             {
                 let webhooks =
                     Webhooks::new(state, client, username).with_metrics(metrics.admission.clone());

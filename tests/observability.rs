@@ -575,7 +575,7 @@ fn a_tenants_series_follow_its_namespaces_copies_quota_and_refusals_and_go_with_
     cluster_with_canopy();
     let tenant = unique("obs");
     let child = format!("{tenant}-dev");
-    create_tenant(&tenant, 5, "  quota: {pods: \"10\"}\n");
+    create_tenant(&tenant, 5, "  quota: {pods: \"10\", services: \"0\"}\n");
     make_subnamespace(&tenant, &child, WAIT);
     let series = |name: &str| format!("{name}{{tenant=\"{tenant}\"}}");
 
@@ -640,6 +640,19 @@ fn a_tenants_series_follow_its_namespaces_copies_quota_and_refusals_and_go_with_
         format!("canopy_tenant_policy_refusals_total{{tenant=\"{tenant}\",policy=\"resources\"}}");
     eventually("the refusal on /metrics", WAIT, || {
         (sample(&scrape(), &refusals) == Some(1.0)).then_some(())
+    });
+
+    // A Service beyond the tenant quota is the tenant's `quota` refusal.
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: obs-web, namespace: {child}}}\n\
+         spec:\n  ports: [{{port: 80}}]\n"
+    );
+    let refused = kubectl_with_stdin(&["create", "-f", "-"], Some(&service));
+    assert!(!refused.success, "a Service beyond the quota was admitted");
+    let quota_refusals =
+        format!("canopy_tenant_policy_refusals_total{{tenant=\"{tenant}\",policy=\"quota\"}}");
+    eventually("the quota refusal on /metrics", WAIT, || {
+        (sample(&scrape(), &quota_refusals) == Some(1.0)).then_some(())
     });
 
     // The process-wide series the alerts read are there too.

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use tracing::Instrument;
 
 use super::quota;
 use crate::api::TENANT_QUOTA;
-use crate::forest::tenant_metrics::{self, TenantMetrics};
+use crate::forest::tenant_metrics::{Tally, TenantMetrics};
 use crate::forest::watch::ClusterState;
 
 /// How often the series are recomputed.
@@ -40,12 +39,14 @@ pub async fn run(
             return;
         }
         let leading = *leader.borrow();
-        async { update(&state, leading, &metrics) }
-            .instrument(tracing::debug_span!("tenant_metrics", leading))
-            .await;
+        let _span = tracing::debug_span!("tenant_metrics", leading).entered();
+        update(&state, leading, &metrics);
     }
 }
 
+/// One pass. The model's locks are taken one at a time (the Forest, then each kind's
+/// index), never nested, so this cannot take part in a lock-order cycle with the
+/// planners and webhooks.
 fn update(state: &ClusterState, leading: bool, metrics: &TenantMetrics) {
     let tenants = state.tenants.state();
     let names: BTreeSet<String> = tenants.iter().map(|t| t.name_any()).collect();
@@ -53,40 +54,45 @@ fn update(state: &ClusterState, leading: bool, metrics: &TenantMetrics) {
     if !leading {
         return;
     }
-    let kinds = state.kinds.all();
-    let indexes: Vec<_> = kinds.iter().map(|k| k.index()).collect();
-    let index_refs: Vec<_> = indexes.iter().map(|guard| &**guard).collect();
-    let forest = state.forest();
-    let mut all = tenant_metrics::figures(
-        &forest,
-        tenants.iter().map(|t| {
-            (
-                t.metadata.name.as_deref().unwrap_or_default(),
-                t.spec.max_namespaces,
-            )
-        }),
-        &index_refs,
-    );
-    drop(index_refs);
-    drop(indexes);
-    // The tenant quota is the HRQ canopy writes into the root: its usage as the recount
-    // computes it (over the tree, reservations included), so it agrees with the HRQ's
-    // status and with `canopy_quota_used`.
     let now = Timestamp::now();
-    for (tenant, figures) in &mut all {
-        let Some(root) = forest.tenant_root(tenant) else {
-            continue;
-        };
-        if let Some(hrq) = state
-            .quota
-            .in_namespace(root)
-            .into_iter()
-            .find(|h| h.metadata.name.as_deref() == Some(TENANT_QUOTA))
-        {
-            let desired = quota::desired_status(&hrq, &forest, &state.quota, now);
-            figures.quota = quota::figures_of(&hrq, &desired).resources;
+    let (mut tally, quotas) = {
+        let forest = state.forest();
+        let tally = Tally::new(
+            &forest,
+            tenants.iter().map(|t| {
+                (
+                    t.metadata.name.as_deref().unwrap_or_default(),
+                    t.spec.max_namespaces,
+                )
+            }),
+        );
+        // The tenant quota is the HRQ canopy writes into the root: its usage as the recount
+        // computes it (over the tree, reservations included), so it agrees with the HRQ's
+        // status and with `canopy_quota_used`. The Forest, then the quota index: the
+        // recount's order.
+        let quotas: Vec<(String, Vec<(String, f64, f64)>)> = names
+            .iter()
+            .filter_map(|tenant| {
+                let root = forest.tenant_root(tenant)?;
+                let hrq = state
+                    .quota
+                    .in_namespace(root)
+                    .into_iter()
+                    .find(|h| h.metadata.name.as_deref() == Some(TENANT_QUOTA))?;
+                let desired = quota::desired_status(&hrq, &forest, &state.quota, now);
+                Some((tenant.clone(), quota::figures_of(&hrq, &desired).resources))
+            })
+            .collect();
+        (tally, quotas)
+    };
+    for kind in state.kinds.all() {
+        tally.count_copies(&kind.index());
+    }
+    let mut all = tally.into_figures();
+    for (tenant, resources) in quotas {
+        if let Some(figures) = all.get_mut(&tenant) {
+            figures.quota = resources;
         }
     }
-    drop(forest);
     metrics.set(&all);
 }

@@ -2,7 +2,7 @@
 //! namespaces and their limit, the copies canopy keeps in them, its quota, what canopy's
 //! webhooks refused it), computed from the model rather than asked of the apiserver.
 //!
-//! The gauges are set by the leader (`controllers::tenant_metrics`, every few seconds);
+//! The gauges are set by the leader (`controllers::tenant_metrics`, every 2 s);
 //! followers export none, so `sum by (tenant)` over the replicas is the figure and a
 //! dashboard needs no deduplication. The refusal counter is incremented by whichever
 //! replica's webhook refused. A Tenant that goes loses every series, the counter's
@@ -55,39 +55,55 @@ pub struct TenantFigures {
     pub quota: Vec<(String, f64, f64)>,
 }
 
-/// The figures of every Tenant in `tenants` (name and `maxNamespaces`), from the Forest
-/// and the propagated kinds' indexes; `quota` is left empty (the caller counts it). Pure.
-pub fn figures<'a>(
-    forest: &Forest,
-    tenants: impl IntoIterator<Item = (&'a str, Option<u32>)>,
-    kinds: &[&KindIndex],
-) -> BTreeMap<String, TenantFigures> {
-    let mut all = BTreeMap::new();
-    // Each namespace's tenant, once: the copies are then counted in one pass per kind.
-    let mut tenant_of: HashMap<String, String> = HashMap::new();
-    for (tenant, max_namespaces) in tenants {
-        let namespaces = forest.tenant_namespaces(tenant);
-        let figures = TenantFigures {
-            namespaces: namespaces.len(),
-            max_namespaces,
-            ..TenantFigures::default()
-        };
-        for ns in namespaces {
-            tenant_of.insert(ns, tenant.to_owned());
+/// The figures of every Tenant, counted in two steps so that no two of the model's locks
+/// are held at once: `new` reads the Forest, `count_copies` one kind's index at a time.
+pub struct Tally {
+    figures: BTreeMap<String, TenantFigures>,
+    /// Each namespace's tenant, so the copies are counted in one pass per kind.
+    tenant_of: HashMap<String, String>,
+}
+
+impl Tally {
+    /// The namespaces of every Tenant in `tenants` (name and `maxNamespaces`). Pure.
+    pub fn new<'a>(
+        forest: &Forest,
+        tenants: impl IntoIterator<Item = (&'a str, Option<u32>)>,
+    ) -> Self {
+        let mut figures = BTreeMap::new();
+        let mut tenant_of = HashMap::new();
+        for (tenant, max_namespaces) in tenants {
+            let namespaces = forest.tenant_namespaces(tenant);
+            figures.insert(
+                tenant.to_owned(),
+                TenantFigures {
+                    namespaces: namespaces.len(),
+                    max_namespaces,
+                    ..TenantFigures::default()
+                },
+            );
+            for ns in namespaces {
+                tenant_of.insert(ns, tenant.to_owned());
+            }
         }
-        all.insert(tenant.to_owned(), figures);
+        Self { figures, tenant_of }
     }
-    for index in kinds {
+
+    /// Adds the copies of one propagated kind in each Tenant's namespaces.
+    pub fn count_copies(&mut self, index: &KindIndex) {
         for ns in index.copy_namespaces() {
-            let Some(tenant) = tenant_of.get(ns.as_str()) else {
+            let Some(tenant) = self.tenant_of.get(ns.as_str()) else {
                 continue;
             };
-            if let Some(figures) = all.get_mut(tenant) {
+            if let Some(figures) = self.figures.get_mut(tenant) {
                 figures.propagated_copies += index.copies_in(ns).count();
             }
         }
     }
-    all
+
+    /// The figures; `quota` is left empty (the caller counts it).
+    pub fn into_figures(self) -> BTreeMap<String, TenantFigures> {
+        self.figures
+    }
 }
 
 /// What the series held at the last `set`, so a Tenant (or a quota resource) that went
@@ -256,11 +272,13 @@ mod tests {
         }
         let mut bindings = KindIndex::default();
         bindings.set_copy("acme-dev", "owners", copy());
-        let all = figures(
+        let mut tally = Tally::new(
             &forest,
             [("acme", Some(5)), ("beta", None), ("gone", Some(2))],
-            &[&roles, &bindings],
         );
+        tally.count_copies(&roles);
+        tally.count_copies(&bindings);
+        let all = tally.into_figures();
         assert_eq!(
             all["acme"],
             TenantFigures {
