@@ -18,6 +18,9 @@ use crate::api::TENANT_QUOTA;
 use crate::forest::tenant_metrics::{Tally, TenantMetrics};
 use crate::forest::watch::ClusterState;
 
+/// A tenant quota's `(resource, hard, used)`, in units.
+type QuotaFigures = Vec<(String, f64, f64)>;
+
 /// How often the series are recomputed.
 pub const EVERY: Duration = Duration::from_secs(2);
 
@@ -70,7 +73,7 @@ fn update(state: &ClusterState, leading: bool, metrics: &TenantMetrics) {
         // computes it (over the tree, reservations included), so it agrees with the HRQ's
         // status and with `canopy_quota_used`. The Forest, then the quota index: the
         // recount's order.
-        let quotas: Vec<(String, Vec<(String, f64, f64)>)> = names
+        let quotas: Vec<(String, QuotaFigures)> = names
             .iter()
             .filter_map(|tenant| {
                 let root = forest.tenant_root(tenant)?;
