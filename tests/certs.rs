@@ -1,6 +1,6 @@
 //! Self-managed webhook certificates: the manager makes its CA, publishes the caBundle,
 //! and rotates its serving certificate without a restart while the apiserver keeps
-//! calling it.
+//! calling it; the expiry it reports for the metrics is the served certificate's.
 
 mod common;
 
@@ -22,6 +22,19 @@ fn served_serial(port: u16) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     text.starts_with("serial=").then_some(text)
 }
+
+/// The PEM of the certificate served on `port`.
+fn served_pem(port: u16) -> Option<String> {
+    let shell =
+        format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509");
+    let out = Command::new("sh").args(["-c", &shell]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.contains("BEGIN CERTIFICATE").then_some(text)
+}
+
+/// The gauge `canopy_webhook_certificate_expiration_timestamp_seconds` is served from.
+static EXPIRY: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge> =
+    std::sync::OnceLock::new();
 
 #[test]
 fn the_manager_publishes_its_ca_and_rotates_its_certificate_without_a_restart() {
@@ -51,6 +64,7 @@ fn the_manager_publishes_its_ca_and_rotates_its_certificate_without_a_restart() 
                 let certs = CertManager::start(client.clone(), args, "canopy-system".into())
                     .await
                     .expect("certificates");
+                let _ = EXPIRY.set(certs.resolver().expiry());
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
                 let listener =
                     WebhookListener::bind_with_resolver(addr, certs.resolver()).expect("listener");
@@ -78,6 +92,16 @@ fn the_manager_publishes_its_ca_and_rotates_its_certificate_without_a_restart() 
         served_serial(port).filter(|s| *s != first)
     });
     assert_ne!(first, second);
+    // The expiry for the metrics follows the rotation: it is the served certificate's.
+    let expiry = EXPIRY.get().expect("the manager started");
+    eventually(
+        "the expiry of the served certificate",
+        Duration::from_secs(30),
+        || {
+            let served = canopy::webhooks::certs::pem_not_after(served_pem(port)?.as_bytes())?;
+            (expiry.get() == served).then_some(())
+        },
+    );
     // And the rotated certificate is still trusted.
     let forged = common::apply(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: rotation-probe\n  labels: {canopy.dev/tenant: x}\n",
