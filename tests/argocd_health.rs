@@ -1,0 +1,335 @@
+//! The Argo CD health checks in `config/argocd/*.lua`, run on Lua 5.1 (Argo CD's
+//! gopher-lua speaks 5.1) against fixture objects shaped like what canopy writes, and
+//! `docs/gitops.md`, whose `argocd-cm` must embed exactly those files.
+//!
+//! No cluster: `tests/readme.rs` also runs them on the live objects of the README tour.
+
+#[path = "common/argocd.rs"]
+mod argocd;
+
+use argocd::{HealthCheck, health};
+use serde_json::{Value, json};
+
+/// A canopy object of `kind` with `generation` and `status`.
+fn object(kind: &str, name: &str, generation: i64, status: Option<Value>) -> Value {
+    let mut obj = json!({
+        "apiVersion": "canopy.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "generation": generation},
+        "spec": {},
+    });
+    if let Some(status) = status {
+        obj["status"] = status;
+    }
+    obj
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str, generation: i64) -> Value {
+    json!({
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-12-04T12:00:00Z",
+        "observedGeneration": generation,
+    })
+}
+
+#[track_caller]
+fn assert_health(check: HealthCheck, obj: &Value, status: &str, message_contains: &str) {
+    let (got, message) = health(check, obj);
+    assert_eq!(got, status, "{check:?} of {obj}: message {message:?}");
+    assert!(
+        message.contains(message_contains),
+        "{check:?} of {obj}: {message:?} lacks {message_contains:?}"
+    );
+}
+
+#[test]
+fn tenant_health_follows_the_ready_condition_of_the_current_generation() {
+    let tenant = |generation, conditions: Option<Value>| {
+        object(
+            "Tenant",
+            "acme",
+            generation,
+            conditions.map(|c| json!({"rootNamespace": "acme", "conditions": c})),
+        )
+    };
+    let ready = |status, reason, message, observed| {
+        Some(json!([condition(
+            "Ready", status, reason, message, observed
+        )]))
+    };
+    assert_health(
+        HealthCheck::Tenant,
+        &tenant(1, None),
+        "Progressing",
+        "Waiting for canopy",
+    );
+    assert_health(
+        HealthCheck::Tenant,
+        &tenant(
+            1,
+            ready("True", "Ready", "1 namespace(s); owners bound to admin", 1),
+        ),
+        "Healthy",
+        "1 namespace(s); owners bound to admin",
+    );
+    // The spec changed and canopy has not written the condition for it yet.
+    assert_health(
+        HealthCheck::Tenant,
+        &tenant(3, ready("True", "Ready", "1 namespace(s)", 2)),
+        "Progressing",
+        "generation 3",
+    );
+    assert_health(
+        HealthCheck::Tenant,
+        &tenant(
+            1,
+            ready(
+                "False",
+                "RootNamespaceMissing",
+                "creating root namespace \"acme\"",
+                1,
+            ),
+        ),
+        "Progressing",
+        "RootNamespaceMissing: creating root namespace",
+    );
+    for reason in ["RootExcluded", "RootClaimed", "RootInsideAnotherTenant"] {
+        assert_health(
+            HealthCheck::Tenant,
+            &tenant(1, ready("False", reason, "choose another root", 1)),
+            "Degraded",
+            &format!("{reason}: choose another root"),
+        );
+    }
+}
+
+#[test]
+fn anchor_health_follows_its_state() {
+    let anchor = |status: Option<Value>| object("SubnamespaceAnchor", "acme-dev", 1, status);
+    let with = |state: &str, ready: &str, reason: &str, message: &str| {
+        anchor(Some(json!({
+            "status": state,
+            "conditions": [condition("Ready", ready, reason, message, 0)],
+        })))
+    };
+    assert_health(
+        HealthCheck::SubnamespaceAnchor,
+        &anchor(None),
+        "Progressing",
+        "create the subnamespace acme-dev",
+    );
+    assert_health(
+        HealthCheck::SubnamespaceAnchor,
+        &anchor(Some(json!({"status": "Missing"}))),
+        "Progressing",
+        "acme-dev",
+    );
+    assert_health(
+        HealthCheck::SubnamespaceAnchor,
+        &with(
+            "Ok",
+            "True",
+            "Created",
+            "namespace \"acme-dev\" is a subnamespace of \"acme\"",
+        ),
+        "Healthy",
+        "Created: namespace \"acme-dev\" is a subnamespace of \"acme\"",
+    );
+    assert_health(
+        HealthCheck::SubnamespaceAnchor,
+        &with(
+            "Conflict",
+            "False",
+            "Conflict",
+            "namespace \"acme-dev\" exists and is not a subnamespace of \"acme\"",
+        ),
+        "Degraded",
+        "Conflict: Conflict: namespace \"acme-dev\" exists",
+    );
+    assert_health(
+        HealthCheck::SubnamespaceAnchor,
+        &with(
+            "Forbidden",
+            "False",
+            "ExcludedNamespace",
+            "is excluded from canopy",
+        ),
+        "Degraded",
+        "Forbidden: ExcludedNamespace: ",
+    );
+}
+
+#[test]
+fn hierarchy_health_is_degraded_while_a_problem_is_reported() {
+    let hierarchy = |generation, parent: Option<&str>, status: Option<Value>| {
+        let mut obj = object("HierarchyConfiguration", "hierarchy", generation, status);
+        if let Some(parent) = parent {
+            obj["spec"]["parent"] = json!(parent);
+        }
+        obj
+    };
+    // canopy writes no status for a namespace with no children and no problem.
+    assert_health(
+        HealthCheck::HierarchyConfiguration,
+        &hierarchy(1, Some("acme"), None),
+        "Healthy",
+        "parent: acme",
+    );
+    assert_health(
+        HealthCheck::HierarchyConfiguration,
+        &hierarchy(1, None, Some(json!({"children": ["acme-dev"]}))),
+        "Healthy",
+        "a root",
+    );
+    assert_health(
+        HealthCheck::HierarchyConfiguration,
+        &hierarchy(
+            2,
+            Some("gone"),
+            Some(json!({"conditions": [condition(
+                "ActivitiesHalted",
+                "True",
+                "ParentMissing",
+                "parent \"gone\" does not exist",
+                2,
+            )]})),
+        ),
+        "Degraded",
+        "ActivitiesHalted (ParentMissing): parent \"gone\" does not exist",
+    );
+    assert_health(
+        HealthCheck::HierarchyConfiguration,
+        &hierarchy(
+            1,
+            Some("acme"),
+            Some(json!({"conditions": [
+                condition("ActivitiesHalted", "True", "InCycle", "a cycle", 1),
+                condition("BadConfiguration", "True", "CannotPropagateObject", "a conflict", 1),
+            ]})),
+        ),
+        "Degraded",
+        "ActivitiesHalted (InCycle): a cycle; BadConfiguration (CannotPropagateObject): a conflict",
+    );
+    // The parent was just fixed; canopy has not yet cleared the old condition.
+    assert_health(
+        HealthCheck::HierarchyConfiguration,
+        &hierarchy(
+            3,
+            Some("acme"),
+            Some(json!({"conditions": [condition(
+                "ActivitiesHalted",
+                "True",
+                "ParentMissing",
+                "parent \"gone\" does not exist",
+                2,
+            )]})),
+        ),
+        "Progressing",
+        "generation 3",
+    );
+}
+
+#[test]
+fn configuration_health_follows_bad_configuration() {
+    let config = |generation, conditions: Option<Value>| {
+        object(
+            "CanopyConfiguration",
+            "config",
+            generation,
+            conditions.map(|c| json!({"resources": [], "conditions": c})),
+        )
+    };
+    assert_health(
+        HealthCheck::CanopyConfiguration,
+        &config(1, None),
+        "Progressing",
+        "Waiting for canopy",
+    );
+    assert_health(
+        HealthCheck::CanopyConfiguration,
+        &config(
+            1,
+            Some(json!([condition(
+                "BadConfiguration",
+                "False",
+                "AllKindsAvailable",
+                "every configured kind is propagated",
+                1
+            )])),
+        ),
+        "Healthy",
+        "every configured kind is propagated",
+    );
+    assert_health(
+        HealthCheck::CanopyConfiguration,
+        &config(
+            2,
+            Some(json!([condition(
+                "BadConfiguration",
+                "True",
+                "KindUnavailable",
+                "cannot propagate widgets.example.com",
+                2
+            )])),
+        ),
+        "Degraded",
+        "KindUnavailable: cannot propagate widgets.example.com",
+    );
+    assert_health(
+        HealthCheck::CanopyConfiguration,
+        &config(
+            3,
+            Some(json!([condition(
+                "BadConfiguration",
+                "True",
+                "KindUnavailable",
+                "cannot propagate widgets.example.com",
+                2
+            )])),
+        ),
+        "Progressing",
+        "generation 3",
+    );
+}
+
+/// `docs/gitops.md` shows each script as an `argocd-cm` entry; the entry's text (its YAML
+/// block scalar, de-indented) must be the file, so the two cannot drift apart.
+#[test]
+fn the_argocd_cm_in_docs_gitops_embeds_the_scripts_verbatim() {
+    let doc = std::fs::read_to_string(argocd::repo_path("docs/gitops.md"))
+        .expect("docs/gitops.md is readable");
+    for check in HealthCheck::ALL {
+        let key = format!(
+            "resource.customizations.health.canopy.dev_{}: |",
+            check.kind()
+        );
+        let lines: Vec<&str> = doc.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == key)
+            .unwrap_or_else(|| panic!("docs/gitops.md has no {key:?}"));
+        let indent = lines[at].len() - lines[at].trim_start().len() + 2;
+        let mut embedded = String::new();
+        for line in &lines[at + 1..] {
+            if line.trim().is_empty() {
+                embedded.push('\n');
+                continue;
+            }
+            if line.len() - line.trim_start().len() < indent || line.starts_with("```") {
+                break;
+            }
+            embedded.push_str(&line[indent..]);
+            embedded.push('\n');
+        }
+        let embedded = format!("{}\n", embedded.trim_end());
+        assert_eq!(
+            embedded,
+            check.script(),
+            "docs/gitops.md's {key:?} differs from config/argocd/{}",
+            check.file()
+        );
+    }
+}
