@@ -2,12 +2,20 @@
 //! gopher-lua speaks 5.1) against fixture objects shaped like what canopy writes, and
 //! `docs/gitops.md`, whose `argocd-cm` must embed exactly those files.
 //!
-//! No cluster: `tests/readme.rs` also runs them on the live objects of the README tour.
+//! `live_objects_in_each_state` then runs them on objects canopy itself wrote, healthy and
+//! degraded, on a real control plane; `tests/readme.rs` also runs them on the live objects
+//! of the README tour.
 
 #[path = "common/argocd.rs"]
 mod argocd;
+mod common;
+
+use std::time::Duration;
 
 use argocd::{HealthCheck, health};
+use common::objects::{anchor, make_subnamespace};
+use common::tenants::create_tenant;
+use common::{apply, cluster_with_canopy, eventually, json, kubectl_ok, kubectl_with_stdin};
 use serde_json::{Value, json};
 
 /// A canopy object of `kind` with `generation` and `status`.
@@ -332,4 +340,137 @@ fn the_argocd_cm_in_docs_gitops_embeds_the_scripts_verbatim() {
             check.file()
         );
     }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+const CANOPY_SA: &str = "system:serviceaccount:canopy-system:canopy";
+
+/// Waits until `check` judges the live object (`kubectl get <args> -o json`) `status`,
+/// with a message containing `message_contains`.
+#[track_caller]
+fn live_health_becomes(check: HealthCheck, args: &[&str], status: &str, message_contains: &str) {
+    live_health_becomes_all(check, args, status, &[message_contains]);
+}
+
+#[track_caller]
+fn live_health_becomes_all(
+    check: HealthCheck,
+    args: &[&str],
+    status: &str,
+    message_contains: &[&str],
+) {
+    let mut get = args.to_vec();
+    get.insert(0, "get");
+    get.extend_from_slice(&["-o", "json"]);
+    let mut last = String::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(&format!("{args:?} to be {status}"), WAIT, || {
+            let obj = json(&get)?;
+            let (got, message) = health(check, &obj);
+            last = format!("{got}: {message}\n{obj:#}");
+            (got == status && message_contains.iter().all(|m| message.contains(m))).then_some(())
+        })
+    }));
+    assert!(
+        found.is_ok(),
+        "{args:?} never became {status} ({message_contains:?}); last: {last}"
+    );
+}
+
+/// The checks on objects canopy wrote: a Ready Tenant, an anchor `Ok` and one in
+/// `Conflict`, a HierarchyConfiguration whose parent is gone, a Tenant whose root was
+/// excluded afterwards, and a configuration with a kind that does not exist.
+#[test]
+fn live_objects_in_each_state() {
+    cluster_with_canopy();
+
+    // Healthy: a Tenant, its subnamespace's anchor, and both HierarchyConfigurations.
+    create_tenant("argo-t", 5, "");
+    live_health_becomes(
+        HealthCheck::Tenant,
+        &["tenant", "argo-t"],
+        "Healthy",
+        "1 namespace(s)",
+    );
+    make_subnamespace("argo-t", "argo-t-dev", WAIT);
+    live_health_becomes(
+        HealthCheck::SubnamespaceAnchor,
+        &["subns", "argo-t-dev", "-n", "argo-t"],
+        "Healthy",
+        "Created",
+    );
+    for ns in ["argo-t", "argo-t-dev"] {
+        live_health_becomes(
+            HealthCheck::HierarchyConfiguration,
+            &["hierarchyconfiguration", "hierarchy", "-n", ns],
+            "Healthy",
+            "parent: ",
+        );
+    }
+
+    // Degraded: an anchor whose namespace exists and is not its child. The webhook refuses
+    // such an anchor, so it is written as canopy (as an anchor admitted before the
+    // namespace appeared would be).
+    kubectl_ok(&["create", "namespace", "argo-taken"]);
+    let out = kubectl_with_stdin(
+        &["--as", CANOPY_SA, "apply", "-f", "-"],
+        Some(&anchor("argo-t", "argo-taken")),
+    );
+    assert!(out.success, "{}", out.stderr);
+    live_health_becomes(
+        HealthCheck::SubnamespaceAnchor,
+        &["subns", "argo-taken", "-n", "argo-t"],
+        "Degraded",
+        "Conflict: Conflict: namespace \"argo-taken\" exists",
+    );
+
+    // Degraded: a namespace whose parent was deleted.
+    kubectl_ok(&["create", "namespace", "argo-p"]);
+    kubectl_ok(&["create", "namespace", "argo-c"]);
+    let out = apply(
+        "apiVersion: canopy.dev/v1alpha1\nkind: HierarchyConfiguration\n\
+         metadata: {name: hierarchy, namespace: argo-c}\nspec: {parent: argo-p}\n",
+    );
+    assert!(out.success, "{}", out.stderr);
+    live_health_becomes(
+        HealthCheck::HierarchyConfiguration,
+        &["hierarchyconfiguration", "hierarchy", "-n", "argo-p"],
+        "Healthy",
+        "a root",
+    );
+    kubectl_ok(&["delete", "namespace", "argo-p", "--wait=false"]);
+    live_health_becomes(
+        HealthCheck::HierarchyConfiguration,
+        &["hierarchyconfiguration", "hierarchy", "-n", "argo-c"],
+        "Degraded",
+        "ActivitiesHalted (ParentMissing)",
+    );
+
+    // Degraded: a Tenant whose root the configuration excludes afterwards, and the
+    // configuration itself, which names a kind that does not exist.
+    create_tenant("argo-x", 5, "");
+    live_health_becomes(
+        HealthCheck::CanopyConfiguration,
+        &["canopyconfiguration", "config"],
+        "Healthy",
+        "every configured kind is propagated",
+    );
+    let out = apply(
+        "apiVersion: canopy.dev/v1alpha1\nkind: CanopyConfiguration\nmetadata: {name: config}\n\
+         spec:\n  excludedNamespaces: [kube-system, kube-public, kube-node-lease, canopy-system, argo-x]\n  \
+         resources:\n  - {group: example.com, resource: widgets, mode: Propagate}\n",
+    );
+    assert!(out.success, "{}", out.stderr);
+    live_health_becomes(
+        HealthCheck::Tenant,
+        &["tenant", "argo-x"],
+        "Degraded",
+        "RootExcluded: ",
+    );
+    live_health_becomes_all(
+        HealthCheck::CanopyConfiguration,
+        &["canopyconfiguration", "config"],
+        "Degraded",
+        &["KindUnavailable: cannot propagate", "widgets.example.com"],
+    );
 }
