@@ -1,6 +1,8 @@
 //! The Argo CD health checks in `config/argocd/*.lua`, run on Lua 5.1 (Argo CD's
 //! gopher-lua speaks 5.1) against fixture objects shaped like what canopy writes, and
-//! `docs/gitops.md`, whose `argocd-cm` must embed exactly those files.
+//! `docs/gitops.md`, whose `argocd-cm` must embed exactly those files. On every object,
+//! Flux's `healthCheckExprs` from docs/gitops.md (run by `hack/flux-cel` with cel-go)
+//! must reach the same verdict.
 //!
 //! `live_objects_in_each_state` then runs them on objects canopy itself wrote, healthy and
 //! degraded, on a real control plane; `tests/readme.rs` also runs them on the live objects
@@ -9,6 +11,8 @@
 #[path = "common/argocd.rs"]
 mod argocd;
 mod common;
+#[path = "common/flux.rs"]
+mod flux;
 
 use std::time::Duration;
 
@@ -16,6 +20,7 @@ use argocd::{HealthCheck, health};
 use common::objects::{anchor, make_subnamespace};
 use common::tenants::create_tenant;
 use common::{apply, cluster_with_canopy, eventually, json, kubectl_ok, kubectl_with_stdin};
+use flux::Verdict;
 use serde_json::{Value, json};
 
 /// A canopy object of `kind` with `generation` and `status`.
@@ -43,6 +48,8 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str, generation:
     })
 }
 
+/// Argo CD's verdict (`status`, with a message containing `message_contains`), and
+/// Flux's matching one where docs/gitops.md gives Flux an expression for the kind.
 #[track_caller]
 fn assert_health(check: HealthCheck, obj: &Value, status: &str, message_contains: &str) {
     let (got, message) = health(check, obj);
@@ -51,6 +58,21 @@ fn assert_health(check: HealthCheck, obj: &Value, status: &str, message_contains
         message.contains(message_contains),
         "{check:?} of {obj}: {message:?} lacks {message_contains:?}"
     );
+    assert_flux_agrees(obj, status);
+}
+
+#[track_caller]
+fn assert_flux_agrees(obj: &Value, argo: &str) {
+    let Some(flux) = flux::verdict(obj) else {
+        return;
+    };
+    let agrees = match argo {
+        "Healthy" => flux == Verdict::Current,
+        "Degraded" => flux == Verdict::Failed,
+        // Flux waits on both; an expression that reads a status not written yet errs.
+        _ => matches!(flux, Verdict::InProgress | Verdict::Error(_)),
+    };
+    assert!(agrees, "Argo CD says {argo}, Flux {flux:?}, of {obj}");
 }
 
 #[test]
@@ -368,7 +390,11 @@ fn live_health_becomes_all(
             let obj = json(&get)?;
             let (got, message) = health(check, &obj);
             last = format!("{got}: {message}\n{obj:#}");
-            (got == status && message_contains.iter().all(|m| message.contains(m))).then_some(())
+            let done = got == status && message_contains.iter().all(|m| message.contains(m));
+            if done {
+                assert_flux_agrees(&obj, status);
+            }
+            done.then_some(())
         })
     }));
     assert!(
