@@ -500,3 +500,53 @@ fn live_objects_in_each_state() {
         &["KindUnavailable: cannot propagate", "widgets.example.com"],
     );
 }
+
+/// The Tenant, anchor and RoleBinding example of docs/gitops.md, synced as Argo CD would:
+/// wave by wave (`argocd.argoproj.io/sync-wave`), each object applied and, for canopy's
+/// kinds, waited for until the health check says Healthy before the next wave starts.
+#[test]
+fn the_sync_waves_of_docs_gitops_converge() {
+    cluster_with_canopy();
+    let doc = std::fs::read_to_string(argocd::repo_path("docs/gitops.md")).expect("gitops.md");
+    let block = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("kind: SubnamespaceAnchor"))
+        .expect("docs/gitops.md has the sync-wave example");
+    let mut objects: Vec<(i64, String, Value)> = block
+        .split("\n---\n")
+        .map(|d| {
+            let obj: Value = serde_saphyr::from_str(d).expect("each document is YAML");
+            let wave = obj["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+                .as_str()
+                .map_or(0, |w| w.parse().expect("a wave is a number"));
+            (wave, d.to_owned(), obj)
+        })
+        .collect();
+    objects.sort_by_key(|(wave, _, _)| *wave);
+    for (wave, yaml, obj) in &objects {
+        let kind = obj["kind"].as_str().expect("a kind");
+        let name = obj["metadata"]["name"].as_str().expect("a name");
+        let out = apply(yaml);
+        assert!(out.success, "wave {wave}: {kind} {name}: {}", out.stderr);
+        let check = match kind {
+            "Tenant" => HealthCheck::Tenant,
+            "SubnamespaceAnchor" => HealthCheck::SubnamespaceAnchor,
+            _ => continue,
+        };
+        let mut args = vec![kind, name];
+        if let Some(ns) = obj["metadata"]["namespace"].as_str() {
+            args.extend(["-n", ns]);
+        }
+        live_health_becomes(check, &args, "Healthy", "");
+    }
+    let (_, _, last) = objects.last().expect("objects");
+    kubectl_ok(&[
+        "get",
+        "rolebinding",
+        last["metadata"]["name"].as_str().expect("a name"),
+        "-n",
+        last["metadata"]["namespace"].as_str().expect("a namespace"),
+    ]);
+}
