@@ -1,8 +1,9 @@
 //! The Argo CD health checks in `config/argocd/*.lua`, run on Lua 5.1 (Argo CD's
 //! gopher-lua speaks 5.1) against fixture objects shaped like what canopy writes, and
 //! `docs/gitops.md`, whose `argocd-cm` must embed exactly those files. On every object,
-//! Flux's `healthCheckExprs` from docs/gitops.md (run by `hack/flux-cel` with cel-go)
-//! must reach the same verdict.
+//! gopher-lua (the interpreter Argo CD embeds, run by `hack/argocd-lua`) must give the same
+//! status and message, and Flux's `healthCheckExprs` from docs/gitops.md (run by
+//! `hack/flux-cel` with cel-go) the same verdict.
 //!
 //! `live_objects_in_each_state` then runs them on objects canopy itself wrote, healthy and
 //! degraded, on a real control plane; `tests/readme.rs` also runs them on the live objects
@@ -58,7 +59,19 @@ fn assert_health(check: HealthCheck, obj: &Value, status: &str, message_contains
         message.contains(message_contains),
         "{check:?} of {obj}: {message:?} lacks {message_contains:?}"
     );
+    assert_gopher_lua_agrees(check, obj, (&got, &message));
     assert_flux_agrees(obj, status);
+}
+
+/// The same script on gopher-lua, the interpreter Argo CD embeds, gives the same answer.
+#[track_caller]
+fn assert_gopher_lua_agrees(check: HealthCheck, obj: &Value, mlua: (&str, &str)) {
+    let (status, message) = argocd::health_on_gopher_lua(check, obj);
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        mlua,
+        "{check:?} of {obj}: gopher-lua and Lua 5.1 differ"
+    );
 }
 
 #[track_caller]
@@ -392,6 +405,7 @@ fn live_health_becomes_all(
             last = format!("{got}: {message}\n{obj:#}");
             let done = got == status && message_contains.iter().all(|m| message.contains(m));
             if done {
+                assert_gopher_lua_agrees(check, &obj, (&got, &message));
                 assert_flux_agrees(&obj, status);
             }
             done.then_some(())

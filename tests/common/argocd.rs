@@ -87,3 +87,44 @@ pub fn health(check: HealthCheck, obj: &Value) -> (String, String) {
     );
     (status, message.unwrap_or_default())
 }
+
+/// `(hs.status, hs.message)` of `check` run on `obj` by `hack/argocd-lua`: gopher-lua, the
+/// interpreter Argo CD embeds, with the object decoded as Argo CD decodes it. Built with Go
+/// once per test binary.
+pub fn health_on_gopher_lua(check: HealthCheck, obj: &Value) -> (String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let tool = BUILT.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("argocd-lua");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(repo_path("hack/argocd-lua"))
+            .status()
+            .expect("go runs (make tools installs it)");
+        assert!(status.success(), "building hack/argocd-lua failed");
+        out
+    });
+    let script = repo_path("config/argocd").join(check.file());
+    let mut child = Command::new(tool)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("argocd-lua runs");
+    writeln!(child.stdin.take().expect("stdin"), "{obj}").expect("write the object");
+    let out = child.wait_with_output().expect("argocd-lua finishes");
+    assert!(
+        out.status.success(),
+        "{} fails on gopher-lua for {obj}: {}",
+        check.file(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hs: Value = serde_json::from_slice(&out.stdout).expect("argocd-lua prints JSON");
+    let field = |k: &str| hs[k].as_str().unwrap_or_default().to_owned();
+    (field("status"), field("message"))
+}
