@@ -12,6 +12,10 @@
 //! The node part of the tour (`canopy dev --node`) is not run here: it needs root and the
 //! machine's only node, and `tests/node_dev.rs` and `tests/node.rs` cover it.
 //!
+//! Then the user guide, on the tour's cluster: its owner's view (`tree -A` as a member of
+//! the owners' group) must print what it shows, its set-up check must fail with the
+//! message it quotes, and its day-to-day commands must work.
+//!
 //! At the end the Argo CD health checks of `config/argocd/` run on the tour's live
 //! objects, which must all be Healthy.
 
@@ -264,6 +268,47 @@ fn run(command: &str, kubeconfig: &Path, path: &str) -> (bool, String) {
     )
 }
 
+/// The user guide's "Set up" check: the command in backticks after "Check that the webhooks
+/// answer:" and the message in backticks after "must fail with".
+fn webhook_check(guide: &str) -> (String, String) {
+    let after = guide
+        .split_once("Check that the webhooks answer:")
+        .expect("the user guide's set-up check")
+        .1;
+    let ticked = |text: &str| -> String {
+        let start = text.find('`').expect("a `command`") + 1;
+        let len = text[start..].find('`').expect("a closing backtick");
+        text[start..start + len].to_owned()
+    };
+    let command = ticked(after);
+    let message = ticked(
+        after
+            .split_once("must fail with")
+            .expect("must fail with")
+            .1,
+    );
+    (command, message)
+}
+
+/// The `kubectl` commands of the user guide's "Day to day" table (the last cell of each
+/// row), except those with a `...` placeholder.
+fn day_to_day_commands(guide: &str) -> Vec<String> {
+    guide
+        .split_once("### Day to day")
+        .expect("the user guide's day-to-day table")
+        .1
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|row| {
+            let cell = row.trim_end_matches('|').rsplit('|').next()?.trim();
+            let command = cell.strip_prefix('`')?.strip_suffix('`')?;
+            (command.starts_with("kubectl ") && !command.contains("..."))
+                .then(|| command.to_owned())
+        })
+        .collect()
+}
+
 /// Runs `step` until it succeeds and prints what `doc` shows; only reads run again.
 fn run_step(doc: &str, step: &Step, kubeconfig: &Path, path: &str) {
     let started = Instant::now();
@@ -357,6 +402,25 @@ fn the_readme_tour_runs_as_written() {
         .chain(owner_view.iter().map(|s| ("docs/user-guide.md", s)))
     {
         run_step(doc, step, &dev.kubeconfig, &path);
+    }
+
+    // The user guide's set-up check: the webhooks answer, with the message it quotes.
+    let (check, refusal) = webhook_check(&guide);
+    let (success, output) = run(&check, &dev.kubeconfig, &path);
+    assert!(
+        !success && output.contains(&refusal),
+        "$ {check}\nprints\n{output}\nwhile docs/user-guide.md says it fails with {refusal:?}"
+    );
+    // Its day-to-day commands all work on the tour's cluster.
+    let day_to_day = day_to_day_commands(&guide);
+    assert!(
+        day_to_day.len() >= 5,
+        "the user guide's day-to-day table: {day_to_day:?}"
+    );
+    for command in &day_to_day {
+        let (success, output) = run(command, &dev.kubeconfig, &path);
+        assert!(success, "$ {command}\n{output}");
+        eprintln!("ok: $ {command}");
     }
 
     // The objects of the tour, live, as Argo CD would see them.
