@@ -535,6 +535,62 @@ fn exempt_users_are_not_checked() {
     );
 }
 
+/// What docs/configuration.md and docs/admission.md say: an exempt requester (by username
+/// or group) is exempt from every policy, the PersistentVolume and StorageClass checks
+/// included, while being a cluster admin is no exemption (there is none by default).
+#[test]
+fn an_exemption_covers_volumes_and_storage_classes_and_being_admin_does_not() {
+    setup();
+    let retain_pv = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {name}}}\nspec:\n  \
+             capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  \
+             persistentVolumeReclaimPolicy: Retain\n  hostPath: {{path: /srv}}\n"
+        )
+    };
+    let retain_sc = |name: &str| {
+        format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\n\
+             provisioner: disk.example.com\nreclaimPolicy: Retain\n"
+        )
+    };
+    let apply = |identity: &[&str], yaml: &str| {
+        let mut args = identity.to_vec();
+        args.extend_from_slice(&["apply", "-f", "-"]);
+        common::kubectl_with_stdin(&args, Some(yaml))
+    };
+    // A cluster admin (system:masters) is checked like anyone else.
+    refused(
+        &apply(&[], &retain_pv(&unique("pv-admin"))),
+        &[
+            "spec.persistentVolumeReclaimPolicy is Retain",
+            "spec.hostPath is node storage",
+        ],
+    );
+    refused(
+        &apply(&[], &retain_sc(&unique("sc-admin"))),
+        &["reclaimPolicy is Retain"],
+    );
+    // Exempt by group (an admin who joins the break-glass group) and by username.
+    let by_group = [
+        "--as",
+        "oncall",
+        "--as-group",
+        "system:masters",
+        "--as-group",
+        BREAK_GLASS,
+    ];
+    let by_username = ["--as", EXEMPT_USER, "--as-group", "system:masters"];
+    for identity in [&by_group[..], &by_username[..]] {
+        let pv = unique("pv-exempt");
+        admitted(&apply(identity, &retain_pv(&pv)));
+        kubectl_ok(&["delete", "pv", &pv, "--wait=false"]);
+        let sc = unique("sc-exempt");
+        admitted(&apply(identity, &retain_sc(&sc)));
+        kubectl_ok(&["delete", "storageclass", &sc]);
+    }
+}
+
 // ---- the webhook server itself, over HTTPS ----
 
 /// The webhook server's port and the CA that signed its certificate, from the registered

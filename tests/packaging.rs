@@ -925,3 +925,53 @@ fn kustomize_default_applies_with_server_dry_run() {
         out.stderr
     );
 }
+
+/// The chart values that docs/gitops.md pastes into Argo CD's Application
+/// (`spec.source.helm.valuesObject`) and Flux's HelmRelease (`spec.values`) are values the
+/// chart knows (its schema refuses others) and do what the page says.
+#[test]
+fn the_values_in_docs_gitops_render() {
+    let doc = std::fs::read_to_string(repo_path("docs/gitops.md")).expect("docs/gitops.md");
+    let documents: Vec<Value> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .flat_map(objects)
+        .collect();
+    let application = find(&documents, "Application", "canopy");
+    assert_eq!(application["spec"]["source"]["path"], "helm/canopy");
+    let release = find(&documents, "HelmRelease", "canopy");
+    assert_eq!(release["spec"]["chart"]["spec"]["chart"], "./helm/canopy");
+    assert_eq!(release["spec"]["install"]["crds"], "Create");
+    assert_eq!(release["spec"]["upgrade"]["crds"], "CreateReplace");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for (what, values) in [
+        (
+            "Argo CD",
+            &application["spec"]["source"]["helm"]["valuesObject"],
+        ),
+        ("Flux", &release["spec"]["values"]),
+    ] {
+        let file = dir.path().join("values.json");
+        std::fs::write(&file, values.to_string()).expect("write the values");
+        let file = file.display().to_string();
+        let rendered = objects(&helm_template("canopy-system", &["-f", &file]));
+        assert!(
+            rendered.iter().any(|o| o["kind"] == "Certificate"),
+            "{what}: certManager.enabled renders the Certificate"
+        );
+        let config = rendered.iter().find(|o| o["kind"] == "CanopyConfiguration");
+        match values["configuration"]["create"].as_bool() {
+            Some(false) => assert!(config.is_none(), "{what}: configuration.create=false"),
+            _ => {
+                let labels = &config.expect("a CanopyConfiguration")["spec"]["stripLabels"];
+                assert!(
+                    labels
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|v| v == "helm.toolkit.fluxcd.io/name")),
+                    "{what}: stripLabels {labels}"
+                );
+            }
+        }
+    }
+}

@@ -126,6 +126,40 @@ pub async fn wait_for_webhooks(admin: &Client, timeout: Duration) -> Result<(), 
     }
 }
 
+/// Waits until canopy's leader has created the CanopyConfiguration `config` and reported
+/// on it (its `status.conditions`), so that the first `kubectl get canopyconfiguration
+/// config` of the README's tour finds it: `canopy dev` publishes its kubeconfig only
+/// after this.
+pub async fn wait_for_configuration(admin: &Client, timeout: Duration) -> Result<(), DevError> {
+    use crate::api::{CONFIGURATION_NAME, CanopyConfiguration};
+    let api: Api<CanopyConfiguration> = Api::all(admin.clone());
+    let start = Instant::now();
+    loop {
+        let last = match api.get_opt(CONFIGURATION_NAME).await {
+            Ok(Some(config))
+                if config
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| !s.conditions.is_empty()) =>
+            {
+                return Ok(());
+            }
+            Ok(Some(_)) => "created, with no status yet".to_owned(),
+            Ok(None) => "not created yet".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() > timeout {
+            return Err(DevError::Timeout {
+                what: format!(
+                    "canopy to create and report on CanopyConfiguration {CONFIGURATION_NAME:?}"
+                ),
+                logs: last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until kube-controller-manager's clusterrole-aggregation controller has given the
 /// aggregated ClusterRole `canopy-manager` the rules of the roles it selects (canopy
 /// would otherwise start with no rights at all).

@@ -136,6 +136,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
     ));
     canopy::wait_for_webhooks(&admin, std::time::Duration::from_secs(60)).await?;
+    canopy::wait_for_configuration(&admin, std::time::Duration::from_secs(60)).await?;
 
     // The kubeconfig appears only now, so a script waiting for the file finds a cluster
     // that is ready to use.

@@ -2,15 +2,21 @@
 //!
 //! In order, the first that applies decides:
 //! 1. an excluded namespace: every policy is off (canopy leaves these namespaces alone);
-//! 2. an exempt username, group, or namespace, matched exactly as Pod Security Admission
-//!    matches its exemptions: every policy is off for the request;
-//! 3. `scope: Tenants` and a namespace of no tenant: the workload policies are off;
-//! 4. the tenant's `spec.policies` override, for the workload policies;
-//! 5. the cluster's `spec.policies`.
+//! 2. an exempt username or group, matched exactly as Pod Security Admission matches its
+//!    exemptions: every policy is off for the request, reclaimPolicy and the
+//!    PersistentVolume checks included;
+//! 3. an exempt namespace: the workload policies are off;
+//! 4. `scope: Tenants` and a namespace of no tenant: the workload policies are off;
+//! 5. the tenant's `spec.policies` override, for the workload policies;
+//! 6. the cluster's `spec.policies`.
+//!
+//! docs/admission.md ("Which mode applies") lists the same order; tests/admission.rs
+//! `an_exemption_covers_volumes_and_storage_classes_and_being_admin_does_not` pins it for
+//! cluster-scoped objects.
 //!
 //! reclaimPolicy and the PersistentVolume hostPath check are about cluster-scoped objects,
-//! which belong to no namespace and no tenant: steps 1, 3 and 4 and the namespace
-//! exemption never apply to them, and reclaimPolicy has no tenant override at all.
+//! which belong to no namespace and no tenant: steps 1, 3, 4 and 5 never apply to them,
+//! and reclaimPolicy has no tenant override at all.
 
 use k8s_openapi::api::core::v1::LimitRange;
 
