@@ -6,9 +6,42 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::core::{DynamicObject, ObjectMeta};
+use serde_json::Value;
 
 use crate::api::keys;
 use crate::api::keys::SOURCE_HASH;
+
+/// Whether `new` differs from `old` only where propagation never looks: the status and
+/// the resourceVersion (and the field ownership, which the watches drop). Copies are made
+/// of the rest, so an update like this changes no copy.
+pub fn same_but_status(old: &DynamicObject, new: &DynamicObject) -> bool {
+    let meta_same = {
+        let mut old_meta = old.metadata.clone();
+        old_meta
+            .resource_version
+            .clone_from(&new.metadata.resource_version);
+        old_meta
+            .managed_fields
+            .clone_from(&new.metadata.managed_fields);
+        old_meta == new.metadata
+    };
+    meta_same
+        && old.types == new.types
+        && match (without_status(&old.data), without_status(&new.data)) {
+            (Some(mut a), Some(mut b)) => {
+                a.sort_by_key(|(k, _)| *k);
+                b.sort_by_key(|(k, _)| *k);
+                a == b
+            }
+            _ => old.data == new.data,
+        }
+}
+
+/// The fields of an object body but its status; `None` if it is not a JSON object.
+fn without_status(data: &Value) -> Option<Vec<(&String, &Value)>> {
+    let map = data.as_object()?;
+    Some(map.iter().filter(|(k, _)| *k != "status").collect())
+}
 
 /// What canopy needs to know of an existing copy.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -360,7 +360,18 @@ impl Indexer<DynamicObject> for SourceFeed {
         let Some(ns) = obj.namespace() else {
             return Vec::new();
         };
-        self.kind.index_mut().set_source(&ns, obj);
+        let mut index = self.kind.index_mut();
+        let unchanged = index
+            .source(&ns, &obj.name_any())
+            .is_some_and(|old| index::same_but_status(old, &obj));
+        index.set_source(&ns, obj);
+        drop(index);
+        if unchanged {
+            // A status write (a ResourceQuota's usage, by the apiserver's quota
+            // controller): nothing a copy carries changed, so nothing is planned again.
+            // In a deep tree every such write re-planned the whole subtree.
+            return Vec::new();
+        }
         vec![self.affected([ns])]
     }
 
@@ -417,7 +428,13 @@ impl Indexer<PartialObjectMeta<DynamicObject>> for CopyFeed {
         let Some((ns, name, state)) = copy_state(&obj) else {
             return Vec::new();
         };
-        self.kind.index_mut().set_copy(&ns, &name, state);
+        let mut index = self.kind.index_mut();
+        if index.copy(&ns, &name) == Some(&state) {
+            // A status write, or the watch reporting a copy canopy already recorded when
+            // it wrote it: what the plan reads is the same.
+            return Vec::new();
+        }
+        index.set_copy(&ns, &name, state);
         vec![vec![ns]]
     }
 
@@ -534,5 +551,64 @@ mod tests {
         assert!(kind.index().copy("child", "x").is_none());
         kind.record_deleted_copy("child", "edit");
         assert!(kind.index().copy("child", "edit").is_none());
+    }
+
+    fn quota(rv: &str, hard: &str, used: Option<&str>) -> DynamicObject {
+        let mut object = json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "q", "namespace": "root", "resourceVersion": rv},
+            "spec": {"hard": {"pods": hard}},
+        });
+        if let Some(used) = used {
+            object["status"] = json!({"hard": {"pods": hard}, "used": {"pods": used}});
+        }
+        serde_json::from_value(object).expect("a ResourceQuota")
+    }
+
+    /// The apiserver's quota controller writes the status of every ResourceQuota, source
+    /// and copy, after each change: that must not re-plan the source's subtree (in a
+    /// 1,000-deep tree it kept the planner busy for half a minute after a restart), while
+    /// a change of what copies carry must.
+    #[test]
+    fn status_writes_wake_no_planner_and_content_changes_do() {
+        let kind = Arc::new(model());
+        let mut forest = Forest::new();
+        forest.set_namespace("root", Default::default(), false);
+        forest.set_namespace("child", Default::default(), false);
+        forest.set_hierarchy("child", Some("root"), false);
+        let sources = SourceFeed {
+            kind: kind.clone(),
+            forest: Arc::new(RwLock::new(forest)),
+        };
+        assert_eq!(
+            sources.apply(quota("1", "10", None)),
+            [vec!["child", "root"]]
+        );
+        assert!(sources.apply(quota("2", "10", Some("3"))).is_empty());
+        assert!(sources.apply(quota("3", "10", Some("4"))).is_empty());
+        assert_eq!(
+            sources.apply(quota("4", "20", Some("4"))),
+            [vec!["child", "root"]]
+        );
+        assert_eq!(
+            kind.index()
+                .source("root", "q")
+                .and_then(|q| q.metadata.resource_version.clone()),
+            Some("4".to_owned())
+        );
+
+        let copies = CopyFeed { kind: kind.clone() };
+        let copy = |rv: &str, hash: &str| -> PartialObjectMeta<DynamicObject> {
+            serde_json::from_value(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "q", "namespace": "child", "resourceVersion": rv,
+                    "labels": {keys::INHERITED_FROM: "root"},
+                    "annotations": {crate::api::keys::SOURCE_HASH: hash}},
+            }))
+            .expect("metadata")
+        };
+        assert_eq!(copies.apply(copy("5", "h1")), [vec!["child"]]);
+        assert!(copies.apply(copy("6", "h1")).is_empty());
+        assert_eq!(copies.apply(copy("7", "h2")), [vec!["child"]]);
     }
 }
