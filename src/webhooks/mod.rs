@@ -120,8 +120,8 @@ impl Webhooks {
             paths::HIERARCHY => hierarchy::review(self, request).await,
             paths::ANCHOR => anchor::review(self, request),
             paths::NAMESPACE => namespace::review(self, request),
-            // The policies rewrite the object in place rather than copy it.
-            paths::WORKLOADS | paths::VOLUMES => policy_review::review(self, request),
+            // The policies take the object as JSON text: `server::answer` decodes their
+            // requests so and calls `policy_review::review` itself.
             paths::PROPAGATED => propagated::review(self, request),
             paths::TENANT => tenant::review(self, request),
             paths::CLAIMS => claims::review(self, request),

@@ -1,10 +1,8 @@
 //! The admission policies (hostPath, resources, reclaimPolicy, guardrails) as a webhook: gathers what
 //! [`policies::evaluate`] needs from the cluster state, and turns its outcome into a verdict.
 
-use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::Value;
 use tracing::debug;
 
 use super::Webhooks;
@@ -12,20 +10,15 @@ use super::policies::{
     self, Decision, Guardrails, NamespaceContext, Operation, PolicyInput, PolicyOutcome, Requester,
     TenantContext,
 };
-use super::review::Verdict;
+use super::review::{RawObject, Verdict};
 use crate::api::Tenant;
 
-pub fn review(webhooks: &Webhooks, request: &mut AdmissionRequest<DynamicObject>) -> Verdict {
-    for object in [request.object.as_mut(), request.old_object.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        name_into_body(object);
-    }
-    let request = &*request;
+/// The verdict of the policies on `request`, whose objects stay JSON text: each policy
+/// deserializes only the fields it reads.
+pub fn review(webhooks: &Webhooks, request: &AdmissionRequest<RawObject>) -> Verdict {
     let state = &webhooks.state;
-    let object = request.object.as_ref().map(|o| &o.data);
-    let old_object = request.old_object.as_ref().map(|o| &o.data);
+    let object = request.object.as_ref().map(RawObject::json);
+    let old_object = request.old_object.as_ref().map(RawObject::json);
 
     // Everything is looked up before the policies run, so no lock is held across them but
     // the configuration's, which only the configuration watcher ever waits for.
@@ -114,30 +107,13 @@ fn verdict(outcome: PolicyOutcome) -> Verdict {
     }
 }
 
-/// Makes the object's body what the policies read: the body with the name (for messages)
-/// under `metadata`. Done in place because copying the object would cost as much as the
-/// policies themselves; the request is answered with its uid alone, so nothing else reads
-/// the body afterwards.
-fn name_into_body(object: &mut DynamicObject) {
-    let mut metadata = serde_json::Map::new();
-    if let Some(name) = &object.metadata.name {
-        metadata.insert("name".to_owned(), Value::String(name.clone()));
-    }
-    if let Some(prefix) = &object.metadata.generate_name {
-        metadata.insert("generateName".to_owned(), Value::String(prefix.clone()));
-    }
-    if let Value::Object(map) = &mut object.data {
-        map.insert("metadata".to_owned(), Value::Object(metadata));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::api::{CanopyConfigurationSpec, PolicyScope};
@@ -145,7 +121,7 @@ mod tests {
     use crate::forest::watch::ClusterState;
     use crate::webhooks::review::decode;
 
-    fn request(user: &str, namespace: &str, object: Value) -> AdmissionRequest<DynamicObject> {
+    fn request(user: &str, namespace: &str, object: Value) -> AdmissionRequest<RawObject> {
         let review = json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
@@ -194,13 +170,13 @@ mod tests {
         let webhooks = webhooks(PolicyScope::AllNamespaces);
         let verdict = review(
             &webhooks,
-            &mut request("alice", "plain", pod(json!({}), host_path())),
+            &request("alice", "plain", pod(json!({}), host_path())),
         );
         let message = verdict.denial().expect("refused").to_owned();
         assert!(message.contains("spec.volumes[0]"), "{message}");
         assert!(message.contains("resources.limits.memory"), "{message}");
-        let mut compliant = request("alice", "plain", pod(complete(), json!([])));
-        assert_eq!(review(&webhooks, &mut compliant), Verdict::Allow);
+        let compliant = request("alice", "plain", pod(complete(), json!([])));
+        assert_eq!(review(&webhooks, &compliant), Verdict::Allow);
     }
 
     #[test]
@@ -208,11 +184,11 @@ mod tests {
         let webhooks = webhooks(PolicyScope::Tenants);
         let bad = pod(json!({}), host_path());
         assert_eq!(
-            review(&webhooks, &mut request("alice", "plain", bad.clone())),
+            review(&webhooks, &request("alice", "plain", bad.clone())),
             Verdict::Allow
         );
         assert!(
-            review(&webhooks, &mut request("alice", "acme", bad))
+            review(&webhooks, &request("alice", "acme", bad))
                 .denial()
                 .is_some()
         );
@@ -248,7 +224,7 @@ mod tests {
         let webhooks = Webhooks::detached(state, "canopy".into());
         match review(
             &webhooks,
-            &mut request("alice", "acme", pod(complete(), host_path())),
+            &request("alice", "acme", pod(complete(), host_path())),
         ) {
             Verdict::Warn(warnings) => assert!(warnings[0].contains("hostPath"), "{warnings:?}"),
             other => panic!("expected a warning, got {other:?}"),
@@ -265,7 +241,7 @@ mod tests {
         );
         deployment.kind.group = "apps".into();
         deployment.kind.kind = "Deployment".into();
-        assert_eq!(review(&webhooks, &mut deployment), Verdict::Allow);
+        assert_eq!(review(&webhooks, &deployment), Verdict::Allow);
     }
 
     #[test]
@@ -278,8 +254,8 @@ mod tests {
         };
         // By default no group is exempt, system:masters included.
         let webhooks = webhooks(PolicyScope::AllNamespaces);
-        assert!(matches!(review(&webhooks, &mut admin()), Verdict::Deny(_)));
+        assert!(matches!(review(&webhooks, &admin()), Verdict::Deny(_)));
         let webhooks = webhooks_exempting(PolicyScope::AllNamespaces, &["canopy:break-glass"]);
-        assert_eq!(review(&webhooks, &mut admin()), Verdict::Allow);
+        assert_eq!(review(&webhooks, &admin()), Verdict::Allow);
     }
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -231,21 +233,45 @@ pub async fn answer(webhooks: &Webhooks, path: &str, body: &[u8]) -> Answer {
     let Some(webhook) = super::paths::known(path) else {
         return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
     };
-    let mut request = match review::decode(body) {
-        Ok(request) => request,
-        Err(err) => {
-            webhooks.metrics().record_bad_request();
-            return Answer::text(StatusCode::BAD_REQUEST, &err.to_string());
+    match webhook {
+        // The policies read a few fields of the object: it stays JSON text.
+        super::paths::WORKLOADS | super::paths::VOLUMES => {
+            match review::decode::<review::RawObject>(body) {
+                Ok(request) => {
+                    let verdict = super::policy_review::review(webhooks, &request);
+                    finish(webhooks, webhook, &request, verdict, started)
+                }
+                Err(err) => bad_request(webhooks, &err),
+            }
         }
-    };
-    let Some(verdict) = webhooks.review(webhook, &mut request).await else {
-        return Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}"));
-    };
+        _ => match review::decode::<DynamicObject>(body) {
+            Ok(mut request) => match webhooks.review(webhook, &mut request).await {
+                Some(verdict) => finish(webhooks, webhook, &request, verdict, started),
+                None => Answer::text(StatusCode::NOT_FOUND, &format!("no webhook at /{path}")),
+            },
+            Err(err) => bad_request(webhooks, &err),
+        },
+    }
+}
+
+fn bad_request(webhooks: &Webhooks, err: &review::ReviewError) -> Answer {
+    webhooks.metrics().record_bad_request();
+    Answer::text(StatusCode::BAD_REQUEST, &err.to_string())
+}
+
+/// The answer to `request`: the verdict as an AdmissionReview, recorded in the metrics.
+fn finish<T: kube::Resource>(
+    webhooks: &Webhooks,
+    webhook: &'static str,
+    request: &AdmissionRequest<T>,
+    verdict: review::Verdict,
+    started: Instant,
+) -> Answer {
     if let Some(message) = verdict.denial() {
         debug!(webhook, uid = %request.uid, %message, "denied");
     }
     let label = verdict.as_str();
-    let review = review::respond(&request, verdict);
+    let review = review::respond(request, verdict);
     match serde_json::to_vec(&review) {
         Ok(body) => {
             webhooks

@@ -376,6 +376,7 @@ fn prefix_eq(a: u128, b: u128, bits: u32, width: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::raw;
     use serde_json::json;
 
     use super::super::WorkloadKind;
@@ -398,7 +399,10 @@ mod tests {
     fn pod(kind: WorkloadKind, object: serde_json::Value) -> Vec<Violation> {
         let spec = spec();
         let rails = Guardrails::of(&spec, Some("standard"));
-        check_pod_spec(&extract_pod_spec(kind, &object).expect("parses"), &rails)
+        check_pod_spec(
+            &extract_pod_spec(kind, &raw(&object)).expect("parses"),
+            &rails,
+        )
     }
 
     fn fields(found: &[Violation]) -> Vec<&str> {
@@ -508,7 +512,7 @@ mod tests {
         let rails = Guardrails::of(&spec, None);
         let object = json!({"spec": {"runtimeClassName": "runc", "containers": []}});
         let found = check_pod_spec(
-            &extract_pod_spec(WorkloadKind::Pod, &object).expect("parses"),
+            &extract_pod_spec(WorkloadKind::Pod, &raw(&object)).expect("parses"),
             &rails,
         );
         assert_eq!(found.len(), 1);

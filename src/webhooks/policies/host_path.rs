@@ -56,6 +56,7 @@ pub fn check_persistent_volume(spec: &PersistentVolumeSpec) -> Option<Violation>
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::raw;
     use serde_json::{Value, json};
 
     use super::super::WorkloadKind;
@@ -63,7 +64,7 @@ mod tests {
     use super::*;
 
     fn violations(kind: WorkloadKind, object: Value) -> Vec<Violation> {
-        check_pod_spec(&extract_pod_spec(kind, &object).expect("fixture parses"))
+        check_pod_spec(&extract_pod_spec(kind, &raw(&object)).expect("fixture parses"))
     }
 
     fn volumes() -> Value {

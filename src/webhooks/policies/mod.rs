@@ -36,7 +36,7 @@ mod violation;
 mod tests;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeSpec, ServiceSpec};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use error::PolicyError;
 pub use guardrails::Guardrails;
@@ -88,9 +88,9 @@ pub struct PolicyInput<'a> {
     pub subresource: Option<&'a str>,
     pub operation: Operation,
     /// `request.object`.
-    pub object: Option<&'a Value>,
+    pub object: Option<&'a RawValue>,
     /// `request.oldObject`, present on updates.
-    pub old_object: Option<&'a Value>,
+    pub old_object: Option<&'a RawValue>,
     /// The request's namespace; `None` for cluster-scoped objects.
     pub namespace: Option<NamespaceContext<'a>>,
     pub requester: Requester<'a>,
@@ -395,7 +395,11 @@ enum Checked {
 impl Checked {
     /// An old object that cannot be read excuses nothing: the new one is judged as if
     /// created.
-    fn read(kind: ObjectKind, object: &Value, old: Option<&Value>) -> Result<Self, PolicyError> {
+    fn read(
+        kind: ObjectKind,
+        object: &RawValue,
+        old: Option<&RawValue>,
+    ) -> Result<Self, PolicyError> {
         Ok(match kind {
             ObjectKind::Workload(workload) => {
                 let pod = extract_pod_spec(workload, object)?;
@@ -525,21 +529,21 @@ fn violated(violations: Vec<Violation>) -> CheckResult {
     }
 }
 
-fn persistent_volume_spec(object: &Value) -> Result<PersistentVolumeSpec, PolicyError> {
+fn persistent_volume_spec(object: &RawValue) -> Result<PersistentVolumeSpec, PolicyError> {
     required_field("PersistentVolume", object, "/spec", "spec")
 }
 
-fn service_spec(object: &Value) -> Result<ServiceSpec, PolicyError> {
+fn service_spec(object: &RawValue) -> Result<ServiceSpec, PolicyError> {
     Ok(optional_field("Service", object, "/spec", "spec")?.unwrap_or_default())
 }
 
-fn claim_spec(object: &Value) -> Result<PersistentVolumeClaimSpec, PolicyError> {
+fn claim_spec(object: &RawValue) -> Result<PersistentVolumeClaimSpec, PolicyError> {
     required_field("PersistentVolumeClaim", object, "/spec", "spec")
 }
 
 /// The claim specs of a StatefulSet's `volumeClaimTemplates` (a template without a spec
 /// asks for nothing a guardrail checks).
-fn claim_templates(object: &Value) -> Result<Vec<PersistentVolumeClaimSpec>, PolicyError> {
+fn claim_templates(object: &RawValue) -> Result<Vec<PersistentVolumeClaimSpec>, PolicyError> {
     let templates: Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>> = optional_field(
         "StatefulSet",
         object,

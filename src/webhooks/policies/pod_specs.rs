@@ -1,7 +1,7 @@
 //! The pod spec inside each workload kind.
 
 use k8s_openapi::api::core::v1::PodSpec;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::object::required_field;
 use super::{PolicyError, WorkloadKind};
@@ -58,7 +58,7 @@ impl WorkloadKind {
 /// so a missing one is an error rather than nothing to check.
 pub fn extract_pod_spec(
     kind: WorkloadKind,
-    object: &Value,
+    object: &RawValue,
 ) -> Result<ExtractedPodSpec, PolicyError> {
     let (pointer, path) = kind.pod_spec_location();
     let spec = required_field(kind.name(), object, pointer, path)?;
@@ -71,7 +71,9 @@ pub fn extract_pod_spec(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    use super::super::object::raw;
 
     use super::*;
 
@@ -122,7 +124,8 @@ mod tests {
             ),
         ];
         for (kind, object, path) in cases {
-            let found = extract_pod_spec(kind, &object).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            let found =
+                extract_pod_spec(kind, &raw(&object)).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             assert_eq!(found.path, path);
             assert_eq!(found.spec.containers[0].name, "app");
             let expected = if kind == WorkloadKind::Pod {
@@ -136,7 +139,8 @@ mod tests {
 
     #[test]
     fn missing_spec_is_an_error() {
-        let err = extract_pod_spec(WorkloadKind::Deployment, &json!({"spec": {}})).unwrap_err();
+        let err =
+            extract_pod_spec(WorkloadKind::Deployment, &raw(&json!({"spec": {}}))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the Deployment object has no spec.template.spec"
@@ -145,15 +149,18 @@ mod tests {
 
     #[test]
     fn malformed_spec_is_an_error() {
-        let err = extract_pod_spec(WorkloadKind::Pod, &json!({"spec": {"containers": "app"}}))
-            .unwrap_err();
+        let err = extract_pod_spec(
+            WorkloadKind::Pod,
+            &raw(&json!({"spec": {"containers": "app"}})),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, PolicyError::Malformed { path: "spec", .. }),
             "{err}"
         );
         let err = extract_pod_spec(
             WorkloadKind::Pod,
-            &json!({"spec": {"containers": [{"name": 1}]}}),
+            &raw(&json!({"spec": {"containers": [{"name": 1}]}})),
         )
         .unwrap_err();
         assert!(
@@ -161,7 +168,7 @@ mod tests {
                 .starts_with("the Pod object's spec is malformed"),
             "{err}"
         );
-        let err = extract_pod_spec(WorkloadKind::CronJob, &json!(null)).unwrap_err();
+        let err = extract_pod_spec(WorkloadKind::CronJob, &raw(&json!(null))).unwrap_err();
         assert!(matches!(err, PolicyError::NotAnObject { kind: "CronJob" }));
     }
 }

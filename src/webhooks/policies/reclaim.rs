@@ -5,7 +5,7 @@
 //! PersistentVolumes and StorageClasses must use `Delete`.
 
 use k8s_openapi::api::core::v1::PersistentVolumeSpec;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::PolicyError;
 use super::object::optional_field;
@@ -30,7 +30,7 @@ pub fn check_storage_class(reclaim_policy: Option<&str>) -> Option<Violation> {
 
 /// A StorageClass's top-level `reclaimPolicy`. The rest of the object is not read, so a
 /// StorageClass is never refused for a field this policy does not care about.
-pub fn storage_class_reclaim_policy(object: &Value) -> Result<Option<String>, PolicyError> {
+pub fn storage_class_reclaim_policy(object: &RawValue) -> Result<Option<String>, PolicyError> {
     optional_field("StorageClass", object, "/reclaimPolicy", "reclaimPolicy")
 }
 
@@ -53,6 +53,7 @@ fn check(object: ReclaimObject, value: Option<&str>) -> Option<Violation> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::raw;
     use serde_json::json;
 
     use super::*;
@@ -94,13 +95,15 @@ mod tests {
     fn storage_class_field_is_read_alone() {
         let sc = json!({"metadata": {"name": "fast"}, "provisioner": 7, "reclaimPolicy": "Retain"});
         assert_eq!(
-            storage_class_reclaim_policy(&sc).expect("reads").as_deref(),
+            storage_class_reclaim_policy(&raw(&sc))
+                .expect("reads")
+                .as_deref(),
             Some("Retain")
         );
         assert_eq!(
-            storage_class_reclaim_policy(&json!({"provisioner": "x"})).expect("reads"),
+            storage_class_reclaim_policy(&raw(&json!({"provisioner": "x"}))).expect("reads"),
             None
         );
-        assert!(storage_class_reclaim_policy(&json!({"reclaimPolicy": ["Delete"]})).is_err());
+        assert!(storage_class_reclaim_policy(&raw(&json!({"reclaimPolicy": ["Delete"]}))).is_err());
     }
 }

@@ -316,6 +316,7 @@ fn pod_level_requests_default(resource: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::raw;
     use serde_json::{Value, json};
 
     use super::super::WorkloadKind;
@@ -331,7 +332,7 @@ mod tests {
     }
 
     fn check_with(kind: WorkloadKind, object: Value, defaults: &ContainerDefaults) -> Vec<String> {
-        let pod = extract_pod_spec(kind, &object).expect("fixture parses");
+        let pod = extract_pod_spec(kind, &raw(&object)).expect("fixture parses");
         let required = required();
         let rules = ResourceRules {
             required: &required,
@@ -405,7 +406,7 @@ mod tests {
             ],
             "containers": [{"name": "app", "resources": full()}],
         }));
-        let pod = extract_pod_spec(WorkloadKind::Pod, &object).expect("fixture parses");
+        let pod = extract_pod_spec(WorkloadKind::Pod, &raw(&object)).expect("fixture parses");
         let required = required();
         let defaults = ContainerDefaults::default();
         let found = check_pod_spec(
@@ -586,7 +587,7 @@ mod tests {
     #[test]
     fn required_resources_are_configurable() {
         let object = pod(json!({"containers": [{"name": "app", "resources": full()}]}));
-        let pod = extract_pod_spec(WorkloadKind::Pod, &object).expect("fixture parses");
+        let pod = extract_pod_spec(WorkloadKind::Pod, &raw(&object)).expect("fixture parses");
         let defaults = ContainerDefaults::default();
         let required = vec![
             "memory".to_owned(),
@@ -620,7 +621,7 @@ mod tests {
     }
 
     fn problems(kind: WorkloadKind, object: Value) -> Vec<(String, Problem)> {
-        let pod = extract_pod_spec(kind, &object).expect("fixture parses");
+        let pod = extract_pod_spec(kind, &raw(&object)).expect("fixture parses");
         let required = required();
         let defaults = ContainerDefaults::default();
         check_pod_spec(

@@ -52,7 +52,7 @@ fn input<'a>(
         kind,
         subresource: None,
         operation: Operation::Create,
-        object: Some(object),
+        object: Some(leak(object)),
         old_object: None,
         namespace: Some(tenant_ns("acme-dev")),
         requester: alice(),
@@ -70,6 +70,11 @@ fn cluster_input<'a>(
         namespace: None,
         ..input(group, kind, object, config)
     }
+}
+
+/// A fixture as the JSON text a request carries, for as long as the test runs.
+fn leak(object: &Value) -> &'static RawValue {
+    Box::leak(super::object::raw(object))
 }
 
 fn run(input: &PolicyInput<'_>) -> PolicyOutcome {
@@ -457,7 +462,7 @@ fn unchanged_update_is_admitted_changed_update_is_judged_whole() {
     scaled["metadata"]["labels"] = json!({"team": "a"});
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("apps", "Deployment", &scaled, &config)
     };
     let outcome = run(&request);
@@ -474,7 +479,7 @@ fn unchanged_update_is_admitted_changed_update_is_judged_whole() {
     edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("apps", "Deployment", &edited, &config)
     };
     let outcome = run(&request);
@@ -490,7 +495,7 @@ fn unchanged_update_is_admitted_changed_update_is_judged_whole() {
     let garbage = json!({"spec": 1});
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&garbage),
+        old_object: Some(leak(&garbage)),
         ..input("apps", "Deployment", &scaled, &config)
     };
     assert!(!run(&request).is_allowed());
@@ -504,7 +509,7 @@ fn deletes_connects_and_other_kinds_are_not_checked() {
         let request = PolicyInput {
             operation,
             object: None,
-            old_object: Some(&object),
+            old_object: Some(leak(&object)),
             ..input("apps", "Deployment", &object, &config)
         };
         let outcome = run(&request);
@@ -526,7 +531,7 @@ fn subresources() {
     let request = PolicyInput {
         subresource: Some("ephemeralcontainers"),
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("", "Pod", &pod, &config)
     };
     let outcome = run(&request);
@@ -545,7 +550,7 @@ fn subresources() {
     let request = PolicyInput {
         subresource: Some("ephemeralcontainers"),
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("", "Pod", &debuggable, &config)
     };
     assert!(run(&request).is_allowed());
@@ -558,7 +563,7 @@ fn subresources() {
     let request = PolicyInput {
         subresource: Some("resize"),
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("", "Pod", &sized, &config)
     };
     let outcome = run(&request);
@@ -575,7 +580,7 @@ fn subresources() {
     let request = PolicyInput {
         subresource: Some("resize"),
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         ..input("", "Pod", &sized, &config)
     };
     assert!(run(&request).is_allowed());
@@ -707,7 +712,7 @@ fn local_persistent_volumes_are_node_storage_unless_the_provisioner_is_exempt() 
     bound["spec"]["claimRef"] = json!({"namespace": "acme", "name": "data"});
     let binding = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&local),
+        old_object: Some(leak(&local)),
         requester: Requester {
             username: "system:kube-controller-manager",
             groups: NO_GROUPS,
@@ -727,7 +732,7 @@ fn persistent_volume_update_counts_only_a_change_to_non_delete() {
     relabelled["metadata"]["labels"] = json!({"x": "y"});
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&retain),
+        old_object: Some(leak(&retain)),
         ..cluster_input("", "PersistentVolume", &relabelled, &config)
     };
     let outcome = run(&request);
@@ -737,14 +742,14 @@ fn persistent_volume_update_counts_only_a_change_to_non_delete() {
     let delete = pv(json!({"persistentVolumeReclaimPolicy": "Delete"}));
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&delete),
+        old_object: Some(leak(&delete)),
         ..cluster_input("", "PersistentVolume", &retain, &config)
     };
     assert!(!run(&request).is_allowed());
 
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&retain),
+        old_object: Some(leak(&retain)),
         ..cluster_input("", "PersistentVolume", &delete, &config)
     };
     assert!(run(&request).is_allowed());
@@ -797,7 +802,7 @@ fn storage_class_reclaim_policy() {
         json!({"storageclass.kubernetes.io/is-default-class": "true"});
     let request = PolicyInput {
         operation: Operation::Update,
-        old_object: Some(&object),
+        old_object: Some(leak(&object)),
         ..cluster_input("storage.k8s.io", "StorageClass", &annotated, &config)
     };
     assert!(run(&request).is_allowed());
@@ -1045,8 +1050,8 @@ fn arbitrary_json_never_panics() {
             kind,
             subresource: *rng.pick(&[None, Some("ephemeralcontainers")]),
             operation: *rng.pick(&[Operation::Create, Operation::Update]),
-            object: Some(&object),
-            old_object: Some(&old),
+            object: Some(leak(&object)),
+            old_object: Some(leak(&old)),
             namespace: Some(NamespaceContext {
                 limit_ranges: &limit_ranges,
                 ..if round % 3 == 0 {
@@ -1143,7 +1148,7 @@ fn guardrails_refuse_with_one_message_naming_fields_reasons_and_fixes() {
     compliant["spec"]["nodeSelector"] = json!({"pool": "acme"});
     compliant["spec"]["containers"][0]["image"] = json!("registry.example.com/acme/web:1");
     let request = PolicyInput {
-        object: Some(&compliant),
+        object: Some(leak(&compliant)),
         ..request
     };
     assert!(run(&request).is_allowed());
@@ -1206,7 +1211,7 @@ fn an_ephemeral_container_answers_only_for_itself() {
     let request = PolicyInput {
         subresource: Some("ephemeralcontainers"),
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(leak(&old)),
         namespace: Some(railed_ns(&spec, None)),
         ..input("", "Pod", &debugged, &config)
     };
@@ -1214,7 +1219,7 @@ fn an_ephemeral_container_answers_only_for_itself() {
     let mut foreign = old.clone();
     foreign["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox"}]);
     let request = PolicyInput {
-        object: Some(&foreign),
+        object: Some(leak(&foreign)),
         ..request
     };
     let outcome = run(&request);
@@ -1250,8 +1255,8 @@ fn services_are_judged_on_what_changed() {
     labelled["metadata"]["labels"] = json!({"tier": "front"});
     let update = PolicyInput {
         operation: Operation::Update,
-        object: Some(&labelled),
-        old_object: Some(&node_port),
+        object: Some(leak(&labelled)),
+        old_object: Some(leak(&node_port)),
         ..request
     };
     let outcome = run(&update);
@@ -1261,7 +1266,7 @@ fn services_are_judged_on_what_changed() {
     let mut external = node_port.clone();
     external["spec"]["externalIPs"] = json!(["198.51.100.1"]);
     let update = PolicyInput {
-        object: Some(&external),
+        object: Some(leak(&external)),
         ..update
     };
     let message = run(&update).denial_message().map(str::to_owned);
@@ -1309,7 +1314,7 @@ fn a_stateful_set_answers_for_the_claims_it_will_make() {
     );
     let fast = stateful_set("fast");
     let request = PolicyInput {
-        object: Some(&fast),
+        object: Some(leak(&fast)),
         ..request
     };
     assert!(run(&request).is_allowed());
