@@ -67,32 +67,46 @@ rm -f "$sbom_tmp.json"
 "$CARGO_CYCLONEDX" cyclonedx --format json --spec-version 1.5 --no-build-deps \
   --target x86_64-unknown-linux-gnu --override-filename "$sbom_tmp" --quiet
 [[ -s $sbom_tmp.json ]] || die "cargo-cyclonedx wrote no $sbom_tmp.json"
-python3 - "$sbom_tmp.json" "$DIST/canopy-$VERSION.sbom.cdx.json" "$PWD" "$VERSION" <<'EOF'
+# The image also carries the shared libraries `ldd` names (see src/dev/image.rs), which
+# cargo-cyclonedx cannot know: each is added with the Debian package it comes from
+# (dpkg -S), or as a bare file with its digest where dpkg does not know it.
+libs=$(mktemp)
+for lib in $(ldd "$canopy" | grep -o '/[^ ]*'); do
+  owner=$(dpkg -S "$lib" 2>/dev/null | head -1 | cut -d: -f1 || true)
+  version="" arch=""
+  if [[ -n $owner ]]; then
+    read -r version arch < <(dpkg-query -W -f='${Version} ${Architecture}\n' "$owner")
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$lib" "$(sha256sum "$(readlink -f "$lib")" | awk '{print $1}')" \
+    "$owner" "$version" "$arch"
+done >"$libs"
+distro=$(. /etc/os-release 2>/dev/null && echo "${ID:-linux}")
+python3 - "$sbom_tmp.json" "$DIST/canopy-$VERSION.sbom.cdx.json" "$PWD" "$VERSION" "$libs" "$distro" <<'EOF'
 import json, sys, uuid
-src, dst, checkout, version = sys.argv[1:]
+src, dst, checkout, version, libs, distro = sys.argv[1:]
 with open(src) as f:
     text = f.read().replace("file://" + checkout, "file://.")
 bom = json.loads(text)
 bom["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "canopy-sbom-" + version))
+packages = {}
+with open(libs) as f:
+    for line in f:
+        path, digest, package, pkg_version, arch = line.rstrip("\n").split("\t")
+        prop = {"name": "canopy:image:path", "value": path.lstrip("/")}
+        if package:
+            purl = f"pkg:deb/{distro}/{package}@{pkg_version}?arch={arch}"
+            c = packages.setdefault(purl, {"type": "library", "bom-ref": purl, "name": package,
+                                           "version": pkg_version, "purl": purl, "properties": []})
+            c["properties"].append(prop)
+        else:
+            packages[path] = {"type": "file", "bom-ref": "file:" + path, "name": path.lstrip("/"),
+                              "hashes": [{"alg": "SHA-256", "content": digest}], "properties": [prop]}
+bom["components"] = bom.get("components", []) + [packages[k] for k in sorted(packages)]
 with open(dst, "w") as f:
     json.dump(bom, f, indent=2, sort_keys=True)
     f.write("\n")
 EOF
-rm -f "$sbom_tmp.json"
-
-# The chart: crds/ goes in as it is, so `helm install` creates the CRDs first.
-helm_home=$(mktemp -d)
-trap 'rm -rf "$helm_home"' EXIT
-HELM_CACHE_HOME=$helm_home/cache HELM_CONFIG_HOME=$helm_home/config HELM_DATA_HOME=$helm_home/data \
-  "$CANOPY_HELM" package helm/canopy --destination "$DIST" >/dev/null
-[[ -f $DIST/canopy-$VERSION.tgz ]] || die "helm package wrote no $DIST/canopy-$VERSION.tgz"
-
-# Every CRD in one file: what an upgrade applies before `helm upgrade` (Helm never upgrades
-# crds/). The chart's copies are the ones packaged above.
-for crd in helm/canopy/crds/*.yaml; do
-  printf -- '---\n'
-  cat "$crd"
-done >"$DIST/canopy-crds-$VERSION.yaml"
+rm -f "$sbom_tmp.json" "$libs"
 
 # A tar.gz that depends only on the files' contents and modes.
 reproducible_tgz() { # out dir files...
@@ -101,6 +115,26 @@ reproducible_tgz() { # out dir files...
   tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
     --format=gnu -C "$dir" -cf - "$@" | gzip -n -9 >"$out"
 }
+
+# The chart: crds/ goes in as it is, so `helm install` creates the CRDs first.
+helm_home=$(mktemp -d)
+trap 'rm -rf "$helm_home"' EXIT
+HELM_CACHE_HOME=$helm_home/cache HELM_CONFIG_HOME=$helm_home/config HELM_DATA_HOME=$helm_home/data \
+  "$CANOPY_HELM" package helm/canopy --destination "$DIST" >/dev/null
+[[ -f $DIST/canopy-$VERSION.tgz ]] || die "helm package wrote no $DIST/canopy-$VERSION.tgz"
+# helm stamps each entry with the clock; the same files repacked with reproducible_tgz make
+# the chart archive depend only on the commit, like the others.
+chart_stage=$(mktemp -d)
+tar -xzmf "$DIST/canopy-$VERSION.tgz" -C "$chart_stage"
+reproducible_tgz "$DIST/canopy-$VERSION.tgz" "$chart_stage" canopy
+rm -rf "$chart_stage"
+
+# Every CRD in one file: what an upgrade applies before `helm upgrade` (Helm never upgrades
+# crds/). The chart's copies are the ones packaged above.
+for crd in helm/canopy/crds/*.yaml; do
+  printf -- '---\n'
+  cat "$crd"
+done >"$DIST/canopy-crds-$VERSION.yaml"
 
 # The plugin archives and the krew platforms that point at them.
 platforms=""

@@ -101,6 +101,17 @@ impl Image {
             .2
     }
 
+    /// The files of the image's layers, by path (one manifest, as `canopy image` writes).
+    fn rootfs(&self) -> BTreeMap<String, (u32, u64, Vec<u8>)> {
+        let index = json(self.file("index.json"), "index.json");
+        let manifest = json(self.blob(&index["manifests"][0]), "the manifest");
+        let mut files = BTreeMap::new();
+        for layer in manifest["layers"].as_array().expect("layers") {
+            files.extend(tar_files(self.blob(layer)));
+        }
+        files
+    }
+
     /// The blob a descriptor names, checked against the descriptor's digest and size.
     fn blob(&self, descriptor: &Value) -> &[u8] {
         let digest = descriptor["digest"].as_str().expect("a digest");
@@ -269,7 +280,13 @@ fn the_sbom_is_cyclonedx_and_lists_canopys_crates_at_their_locked_versions() {
     let locked = locked_versions();
     let components = bom["components"].as_array().expect("components");
     let mut listed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for c in components {
+    // The crates (the image's shared libraries, `pkg:deb` or bare files, come below).
+    let crates = components.iter().filter(|c| {
+        c["purl"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("pkg:cargo/"))
+    });
+    for c in crates {
         let name = c["name"].as_str().expect("a component name");
         let version = c["version"].as_str().expect("a component version");
         let purl = c["purl"].as_str().unwrap_or_default();
@@ -308,6 +325,33 @@ fn the_sbom_is_cyclonedx_and_lists_canopys_crates_at_their_locked_versions() {
         "canopy links a few hundred crates; the SBOM lists {}",
         listed.len()
     );
+
+    // The shared libraries copied into the image are listed too (by their Debian package
+    // where dpkg knows them), each with its path in the image.
+    let in_sbom: BTreeSet<&str> = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .flat_map(|c| c["properties"].as_array().into_iter().flatten())
+        .filter(|p| p["name"] == "canopy:image:path")
+        .filter_map(|p| p["value"].as_str())
+        .collect();
+    let image = Image::open();
+    let libraries: Vec<String> = image
+        .rootfs()
+        .into_keys()
+        .filter(|p| p.contains(".so"))
+        .collect();
+    assert!(
+        libraries.iter().any(|l| l.contains("libc.so")),
+        "the image carries glibc: {libraries:?}"
+    );
+    for library in &libraries {
+        assert!(
+            in_sbom.contains(library.as_str()),
+            "the SBOM lacks the image's {library} (it lists {in_sbom:?})"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -561,4 +605,49 @@ fn the_crds_file_is_every_crd_for_kubectl_apply() {
                 .is_some_and(|n| n.ends_with(".canopy.dev"))
         );
     }
+}
+
+/// Every archive entry carries the same timestamp (`SOURCE_DATE_EPOCH`, the commit's time)
+/// and owner 0: the image, the chart and the plugin archives are repacked by
+/// hack/release.sh so that the same commit gives the same bytes.
+#[test]
+fn every_archive_is_stamped_with_one_time() {
+    let dist = dist();
+    let mut stamps = BTreeMap::new();
+    let mut archives = vec![(
+        format!("canopy-{VERSION}.oci.tar"),
+        read(&dist.join(format!("canopy-{VERSION}.oci.tar"))),
+    )];
+    for name in checksums()
+        .keys()
+        .filter(|n| n.ends_with(".tgz") || n.ends_with(".tar.gz"))
+    {
+        archives.push((name.clone(), gunzip(&dist.join(name))));
+    }
+    assert!(
+        archives.len() >= 3,
+        "the image, the chart and a plugin archive"
+    );
+    for (name, bytes) in archives {
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        for entry in archive.entries().expect("a tar") {
+            let entry = entry.expect("an entry");
+            let header = entry.header();
+            let path = entry.path().expect("a path").display().to_string();
+            assert_eq!(header.uid().expect("uid"), 0, "{name}: {path} owner");
+            stamps
+                .entry(header.mtime().expect("mtime"))
+                .or_insert_with(Vec::new)
+                .push(format!("{name}: {path}"));
+        }
+    }
+    assert_eq!(
+        stamps.len(),
+        1,
+        "one timestamp for every entry: {:?}",
+        stamps
+            .iter()
+            .map(|(t, paths)| (t, &paths[..paths.len().min(3)]))
+            .collect::<Vec<_>>()
+    );
 }

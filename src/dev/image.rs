@@ -378,6 +378,8 @@ pub fn write_oci_archive(spec: &ImageSpec, path: &Path) -> Result<Written, DevEr
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
         header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(0);
         builder
             .append_data(&mut header, dir, std::io::empty())
@@ -388,6 +390,8 @@ pub fn write_oci_archive(spec: &ImageSpec, path: &Path) -> Result<Written, DevEr
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
         header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(contents.len() as u64);
         builder
             .append_data(&mut header, name, *contents)
