@@ -28,6 +28,10 @@ fi
 
 for target in ${PLUGIN_TARGETS:-} ${CHECK_TARGETS:-}; do
   [[ $target == "$HOST_TARGET" ]] && continue
+  if ! command -v rustup >/dev/null; then
+    log "rustup is missing: install the Rust standard library for $target, or leave it out of PLUGIN_TARGETS/CHECK_TARGETS"
+    exit 1
+  fi
   if ! rustup target list --installed | grep -qx "$target"; then
     log "adding the Rust target $target"
     rustup target add "$target" >&2
