@@ -13,7 +13,7 @@
 # target). Inputs, from the environment:
 #   CARGO_TARGET_DIR   where cargo put the binaries (required)
 #   CANOPY_HELM        the helm binary (hack/build-helm.sh)
-#   CARGO_CYCLONEDX    the cargo-cyclonedx binary (hack/build-cargo-cyclonedx.sh)
+#   CARGO_CYCLONEDX    the cargo-cyclonedx binary (hack/build-release-tools.sh)
 #   PLUGIN_TARGETS     Rust target triples of the plugin archives (default: the host's)
 #   IMAGE_REPOSITORY   the image's repository (default `canopy`, the chart's default)
 #   RELEASE_URL        where the archives will be downloadable (the krew manifest's uris;
