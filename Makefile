@@ -11,18 +11,26 @@ export CARGO_TARGET_DIR ?= $(CANOPY_CACHE)/target
 # helm renders and lints helm/canopy in tests/packaging.rs (built by hack/build-helm.sh).
 HELM_VERSION ?= 3.22.0
 export CANOPY_HELM ?= $(CANOPY_CACHE)/tools/helm-$(HELM_VERSION)/helm
+# make release: the SBOM tool, the plugin's targets (archives built) and the targets only
+# checked (`cargo check`: macOS needs Apple's linker, which no package provides).
+CYCLONEDX_VERSION ?= 0.5.9
+export CARGO_CYCLONEDX ?= $(CANOPY_CACHE)/tools/cargo-cyclonedx-$(CYCLONEDX_VERSION)/bin/cargo-cyclonedx
+export PLUGIN_TARGETS ?= x86_64-unknown-linux-gnu x86_64-pc-windows-gnu
+export CHECK_TARGETS ?= x86_64-apple-darwin
 # make bench-compare runs HNC's manager beside canopy (built by hack/build-hnc.sh).
 HNC_VERSION ?= 1.1.0
 export COMPARE_HNC_DIR ?= $(CANOPY_CACHE)/hnc-v$(HNC_VERSION)
 
-.PHONY: test dev dev-node envtest node node-packages image tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota bench-compare
+.PHONY: test dev dev-node envtest node node-packages image release release-tools tools fmt lint unit crds clean-envtest bench-webhook bench-propagation bench-quota bench-compare
 
-## test: everything CI checks: formatting, lints, unit and integration tests
-## (tests/node.rs runs Pods on a real node when root; without root it reports itself skipped)
+## test: everything CI checks: formatting, lints, `make release`, unit and integration tests
+## (tests/node.rs runs Pods on a real node when root; without root it reports itself skipped;
+## tests/release.rs checks what `make release` wrote into dist/)
 test: tools envtest node-if-root
 	cargo fmt --check
 	python3 hack/import-graph.py
 	cargo clippy --all-targets -- -D warnings
+	$(MAKE) --no-print-directory release
 	cargo test
 
 # The packaging tests (tests/packaging.rs) need helm.
@@ -58,6 +66,24 @@ image:
 	cargo build --release --bin canopy
 	$${CARGO_TARGET_DIR:-target}/release/canopy image --binary $${CARGO_TARGET_DIR:-target}/release/canopy \
 		--name localhost/canopy:dev --output target/image/canopy.oci.tar
+
+## release: the release artefacts in dist/ (docs/development.md#releases): canopy's OCI image
+## and its CycloneDX SBOM, the packaged chart, the CRDs in one file, kubectl-canopy archives
+## for PLUGIN_TARGETS, the krew manifest and SHA256SUMS; the plugin is also checked for
+## CHECK_TARGETS. RELEASE_URL and IMAGE_REPOSITORY say where they will be published.
+release: tools helm-cli release-tools
+	cargo build --release --bin canopy --bin kubectl-canopy
+	@for t in $(PLUGIN_TARGETS); do \
+		if [[ $$t != $$(rustc -vV | sed -n 's/^host: //p') ]]; then \
+			echo "cargo build --release --bin kubectl-canopy --target $$t"; \
+			cargo build --release --bin kubectl-canopy --target $$t || exit 1; \
+		fi; \
+	done
+	hack/check-plugin.sh $(CHECK_TARGETS)
+	hack/release.sh
+
+release-tools:
+	@CANOPY_CACHE=$(CANOPY_CACHE) CYCLONEDX_VERSION=$(CYCLONEDX_VERSION) hack/build-release-tools.sh >/dev/null
 
 ## envtest: build etcd, kube-apiserver, kube-controller-manager and kubectl (cached)
 envtest: tools

@@ -5,6 +5,10 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controllers;
+// The local control plane, the node and the image builder run Linux processes (prctl,
+// /proc, mounts, ldd), so they are built on Linux only; the kubectl plugin links this
+// library and must build for macOS and Windows too (docs/development.md#releases).
+#[cfg(target_os = "linux")]
 pub mod dev;
 pub mod forest;
 pub mod leader;

@@ -35,8 +35,10 @@ enum Command {
     Manager(Box<canopy::manager::ManagerArgs>),
     /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) with
     /// canopy installed, until Ctrl-C or SIGTERM.
+    #[cfg(target_os = "linux")]
     Dev(canopy::dev::DevArgs),
     /// Write canopy's OCI image (an OCI archive) from this binary: what `make image` runs.
+    #[cfg(target_os = "linux")]
     Image(canopy::dev::image::ImageArgs),
 }
 
@@ -45,7 +47,9 @@ fn main() -> ExitCode {
     canopy::telemetry::init_logging(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
         Command::Crds { output_dir } => print_crds(output_dir),
+        #[cfg(target_os = "linux")]
         Command::Dev(args) => run_async(canopy::dev::run(args)),
+        #[cfg(target_os = "linux")]
         Command::Image(args) => canopy::dev::image::run(args),
         Command::Manager(args) => run_async(run_manager(*args)),
     };
@@ -120,6 +124,7 @@ async fn run_manager(args: canopy::manager::ManagerArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on the first SIGTERM or Ctrl-C.
+#[cfg(unix)]
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
@@ -133,6 +138,15 @@ async fn shutdown_signal() {
             }
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Resolves on Ctrl-C: the manager runs in Linux containers, but `canopy` still builds
+/// elsewhere (the library is shared with the kubectl plugin).
+#[cfg(not(unix))]
+async fn shutdown_signal() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -1,5 +1,7 @@
-//! canopy in-cluster, installed from its own chart onto the real node: the image built
-//! from this very binary (`localhost/canopy:dev`), two replicas, the chart's self-managed
+//! canopy in-cluster, installed from its own chart onto the real node: the release's image
+//! and packaged chart when `make release` has written them into dist/ (`make test` does,
+//! just before), else the image built from this very binary (`localhost/canopy:dev`) and
+//! helm/canopy; two replicas, the chart's self-managed
 //! certificate (option C), leader election. The leader Pod is killed and propagation and
 //! admission keep working; `helm upgrade` keeps them working; `helm uninstall` leaves no
 //! webhook configuration that would block the cluster.
@@ -41,11 +43,63 @@ fn helm(args: &[&str]) -> common::Kubectl {
     out.into()
 }
 
-fn chart() -> String {
-    common::repo_path("helm/canopy").display().to_string()
+/// What is installed: the release's chart and image, or this checkout's.
+struct Installed {
+    chart: String,
+    /// The image's tag under `localhost/canopy`.
+    tag: String,
+    /// The OCI archive to import (written before the import).
+    archive: PathBuf,
 }
 
-fn install_args<'a>(verb: &'a str, chart: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// The release in dist/ (`make release`) when it is there: its image, renamed to
+/// `localhost/canopy:<version>` (the node pulls nothing, and the name is not covered by any
+/// digest), and its packaged chart. Otherwise the image of this test's `canopy` binary and
+/// the chart's directory.
+fn release_or_build(images: &std::path::Path) -> Installed {
+    let version = env!("CARGO_PKG_VERSION");
+    let dist = common::repo_path("dist");
+    let image = dist.join(format!("canopy-{version}.oci.tar"));
+    let chart = dist.join(format!("canopy-{version}.tgz"));
+    if image.is_file() && chart.is_file() {
+        std::fs::create_dir_all(images).expect("the images directory");
+        let archive = images.join("canopy-release.oci.tar");
+        canopy::dev::image::rename_archive(
+            &image,
+            &archive,
+            &format!("localhost/canopy:{version}"),
+        )
+        .expect("renaming the release image");
+        eprintln!(
+            "installing the release: {} and {}",
+            image.display(),
+            chart.display()
+        );
+        return Installed {
+            chart: chart.display().to_string(),
+            tag: version.to_owned(),
+            archive,
+        };
+    }
+    eprintln!("no release in dist/ (make release): installing helm/canopy with this build's image");
+    let archive = canopy::dev::node::images::canopy(
+        images,
+        std::path::Path::new(env!("CARGO_BIN_EXE_canopy")),
+    )
+    .expect("canopy's image");
+    Installed {
+        chart: common::repo_path("helm/canopy").display().to_string(),
+        tag: "dev".to_owned(),
+        archive,
+    }
+}
+
+fn install_args<'a>(
+    verb: &'a str,
+    chart: &'a str,
+    image_tag: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         verb,
         RELEASE,
@@ -55,7 +109,7 @@ fn install_args<'a>(verb: &'a str, chart: &'a str, extra: &[&'a str]) -> Vec<&'a
         "--set",
         "image.repository=localhost/canopy",
         "--set",
-        "image.tag=dev",
+        image_tag,
         "--set",
         "image.pullPolicy=Never",
         "--set",
@@ -204,26 +258,30 @@ fn canopy_runs_in_cluster_from_its_chart() {
         return;
     }
     let imported = Instant::now();
-    with_node_plane(|plane| {
+    let installed = with_node_plane(|plane| {
         let node = plane.node().expect("the plane has a node");
-        let archive = canopy::dev::node::images::canopy(
-            &plane.dir().join("images"),
-            std::path::Path::new(env!("CARGO_BIN_EXE_canopy")),
-        )
-        .expect("canopy's image");
-        node.import_image(&archive)
+        let installed = release_or_build(&plane.dir().join("images"));
+        node.import_image(&installed.archive)
             .expect("importing canopy's image");
+        installed
     });
     eprintln!(
-        "localhost/canopy:dev imported in {:.1} s",
+        "localhost/canopy:{} imported in {:.1} s",
+        installed.tag,
         imported.elapsed().as_secs_f64()
     );
+    let image_tag = format!("image.tag={}", installed.tag);
 
     // Install: two replicas become Ready, which needs the webhook server up with the
     // certificate canopy made itself.
-    let chart = chart();
+    let chart = installed.chart.clone();
     let started = Instant::now();
-    let out = helm(&install_args("install", &chart, &["--create-namespace"]));
+    let out = helm(&install_args(
+        "install",
+        &chart,
+        &image_tag,
+        &["--create-namespace"],
+    ));
     assert!(out.success, "helm install: {}\n{}", out.stdout, out.stderr);
     eprintln!(
         "helm install --wait: {:.1} s",
@@ -331,6 +389,7 @@ fn canopy_runs_in_cluster_from_its_chart() {
     let out = helm(&install_args(
         "upgrade",
         &chart,
+        &image_tag,
         &["--set-string", "podAnnotations.canopy-test/revision=2"],
     ));
     assert!(out.success, "helm upgrade: {}\n{}", out.stdout, out.stderr);

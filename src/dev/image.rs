@@ -378,6 +378,8 @@ pub fn write_oci_archive(spec: &ImageSpec, path: &Path) -> Result<Written, DevEr
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
         header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(0);
         builder
             .append_data(&mut header, dir, std::io::empty())
@@ -388,6 +390,8 @@ pub fn write_oci_archive(spec: &ImageSpec, path: &Path) -> Result<Written, DevEr
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
         header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(contents.len() as u64);
         builder
             .append_data(&mut header, name, *contents)
@@ -401,6 +405,57 @@ pub fn write_oci_archive(spec: &ImageSpec, path: &Path) -> Result<Written, DevEr
         path: path.to_owned(),
         manifest_digest: format!("sha256:{manifest_digest}"),
     })
+}
+
+/// Copies the OCI archive `from` to `to` with the image named `name` (`repo:tag`) in its
+/// `index.json`. The name lives only there (no digest covers it), so the manifest, config
+/// and layers are unchanged: the node runs a release image (named for the registry it
+/// will be pushed to) under a `localhost/` name that it never tries to pull.
+pub fn rename_archive(from: &Path, to: &Path, name: &str) -> Result<(), DevError> {
+    let bytes = std::fs::read(from).map_err(|e| DevError::io(from, e))?;
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut renamed = false;
+    let entries = archive.entries().map_err(|e| DevError::io(from, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| DevError::io(from, e))?;
+        let mut header = entry.header().clone();
+        let path = entry
+            .path()
+            .map_err(|e| DevError::io(from, e))?
+            .into_owned();
+        let mut contents = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut contents).map_err(|e| DevError::io(from, e))?;
+        if path == Path::new("index.json") {
+            let mut index: serde_json::Value = serde_json::from_slice(&contents)
+                .map_err(|e| DevError::Canopy(format!("{}: index.json: {e}", from.display())))?;
+            let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
+            let Some(manifests) = index["manifests"].as_array_mut() else {
+                return Err(DevError::Canopy(format!(
+                    "{}: index.json has no manifests",
+                    from.display()
+                )));
+            };
+            for manifest in manifests {
+                manifest["annotations"]["io.containerd.image.name"] = json!(name);
+                manifest["annotations"]["org.opencontainers.image.ref.name"] = json!(tag);
+            }
+            contents = serde_json::to_vec(&index).map_err(|e| DevError::Canopy(e.to_string()))?;
+            header.set_size(contents.len() as u64);
+            renamed = true;
+        }
+        builder
+            .append_data(&mut header, &path, contents.as_slice())
+            .map_err(|e| DevError::io(to, e))?;
+    }
+    if !renamed {
+        return Err(DevError::Canopy(format!(
+            "{} is not an OCI archive: no index.json",
+            from.display()
+        )));
+    }
+    let out = builder.into_inner().map_err(|e| DevError::io(to, e))?;
+    std::fs::write(to, out).map_err(|e| DevError::io(to, e))
 }
 
 /// Arguments of `canopy image` (what `make image` runs).
@@ -449,5 +504,50 @@ mod tests {
         let bytes_a = std::fs::read(&a.path).expect("read a");
         let bytes_b = std::fs::read(&b.path).expect("read b");
         assert_eq!(bytes_a, bytes_b);
+    }
+
+    #[test]
+    fn a_renamed_archive_keeps_its_manifest_and_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = ImageSpec::new("canopy:1.2.3");
+        spec.base();
+        let original = write_oci_archive(&spec, &dir.path().join("a.tar")).expect("a");
+        let renamed = dir.path().join("b.tar");
+        rename_archive(&original.path, &renamed, "localhost/canopy:release").expect("rename");
+
+        let files = |path: &Path| -> BTreeMap<String, Vec<u8>> {
+            let bytes = std::fs::read(path).expect("read");
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            let mut files = BTreeMap::new();
+            for entry in archive.entries().expect("entries") {
+                let mut entry = entry.expect("entry");
+                let path = entry.path().expect("path").display().to_string();
+                let mut contents = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut contents).expect("contents");
+                files.insert(path, contents);
+            }
+            files
+        };
+        let (before, after) = (files(&original.path), files(&renamed));
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        for (path, contents) in &before {
+            if path != "index.json" {
+                assert_eq!(contents, &after[path], "{path} is unchanged");
+            }
+        }
+        let index: serde_json::Value = serde_json::from_slice(&after["index.json"]).expect("json");
+        let manifest = &index["manifests"][0];
+        assert_eq!(manifest["digest"], original.manifest_digest);
+        assert_eq!(
+            manifest["annotations"]["io.containerd.image.name"],
+            "localhost/canopy:release"
+        );
+        assert_eq!(
+            manifest["annotations"]["org.opencontainers.image.ref.name"],
+            "release"
+        );
     }
 }
