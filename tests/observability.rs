@@ -13,6 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::helm::helm_ok;
 use common::objects::make_subnamespace;
 use common::tenants::create_tenant;
 use common::{
@@ -410,28 +411,16 @@ fn the_dashboard_lint_finds_what_is_wrong() {
 // The chart
 
 fn helm_template(extra: &[&str]) -> Vec<Value> {
-    let helm = std::env::var_os("CANOPY_HELM")
-        .filter(|p| !p.is_empty())
-        .expect("CANOPY_HELM names a helm binary (make test sets it; see tests/packaging.rs)");
-    let home = tempfile::tempdir().expect("a temporary helm home");
-    let chart = repo_path("helm/canopy");
-    let out = std::process::Command::new(helm)
-        .args(["template", "canopy"])
-        .arg(&chart)
-        .args(["--namespace", "canopy-system"])
-        .args(extra)
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let chart = repo_path("helm/canopy").display().to_string();
+    let mut args = vec![
+        "template",
+        "canopy",
+        chart.as_str(),
+        "--namespace",
+        "canopy-system",
+    ];
+    args.extend_from_slice(extra);
+    let text = helm_ok(&args);
     serde_saphyr::from_multiple::<Value>(&text)
         .unwrap_or_else(|e| panic!("helm's output is not YAML: {e}\n{text}"))
         .into_iter()

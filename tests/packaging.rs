@@ -8,11 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use canopy::api::CanopyConfigurationSpec;
+use common::helm::helm_command;
 use common::{kubectl, kubectl_ok, kubectl_with_stdin, repo_path};
 use serde_json::{Value, json};
 
@@ -21,36 +22,6 @@ const NAMESPACE: &str = "canopy-system";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn helm() -> PathBuf {
-    let Some(path) = std::env::var_os("CANOPY_HELM").filter(|p| !p.is_empty()) else {
-        panic!(
-            "CANOPY_HELM is not set: the packaging tests render and lint helm/canopy with a \
-             helm binary. Run them through `make test`, or build helm with \
-             `hack/build-helm.sh` and export CANOPY_HELM=<the path it prints>"
-        );
-    };
-    let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "CANOPY_HELM={} is not a file; run `make helm-cli` (hack/build-helm.sh)",
-        path.display()
-    );
-    path
-}
-
-/// A helm command that reads and writes nothing outside a private directory.
-fn helm_command(args: &[&str]) -> Command {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().expect("a temporary helm home"));
-    let mut cmd = Command::new(helm());
-    cmd.args(args)
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .env_remove("KUBECONFIG");
-    cmd
-}
 
 #[track_caller]
 fn run_ok(mut cmd: Command) -> String {

@@ -7,11 +7,15 @@
 //! `make test` runs `make release` first; these tests fail, not skip, without dist/ (run
 //! `make release`). `CANOPY_DIST` points them elsewhere; helm comes from `CANOPY_HELM`.
 
+#[path = "common/helm.rs"]
+mod helm;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use helm::helm_ok;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -490,28 +494,6 @@ fn the_linux_plugin_archive_runs() {
 // ---------------------------------------------------------------------------------------
 // The chart and the CRDs
 
-fn helm(args: &[&str]) -> String {
-    let helm = std::env::var_os("CANOPY_HELM")
-        .filter(|p| !p.is_empty())
-        .expect("CANOPY_HELM is not set: run through `make test` (hack/build-helm.sh)");
-    let home = tempfile::tempdir().expect("a temporary helm home");
-    let out = Command::new(helm)
-        .args(args)
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The repository's CRDs (crds/, generated from the Rust types), by file name.
 fn crds() -> BTreeMap<String, Vec<u8>> {
     let mut crds = BTreeMap::new();
@@ -534,7 +516,7 @@ fn crds() -> BTreeMap<String, Vec<u8>> {
 fn the_packaged_chart_lints_renders_and_carries_the_crds() {
     let chart = dist().join(format!("canopy-{VERSION}.tgz"));
     let chart_path = chart.to_str().expect("UTF-8 path");
-    let lint = helm(&["lint", "--strict", chart_path]);
+    let lint = helm_ok(&["lint", "--strict", chart_path]);
     assert!(lint.contains("0 chart(s) failed"), "helm lint: {lint}");
 
     let files = tar_files(&gunzip(&chart));
@@ -557,7 +539,7 @@ fn the_packaged_chart_lints_renders_and_carries_the_crds() {
         "no CRD is templated (Helm would delete it, and every Tenant, on uninstall)"
     );
 
-    let rendered = helm(&[
+    let rendered = helm_ok(&[
         "template",
         "canopy",
         chart_path,

@@ -52,6 +52,21 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// Builds the Go tool `hack/<name>` into the test binary's scratch directory and returns
+/// its path. Callers keep the result in a `OnceLock`, to build it once per binary.
+pub fn go_build(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(repo_path("hack").join(name))
+        .status()
+        .expect("go runs (make tools installs it)");
+    assert!(status.success(), "building hack/{name} failed");
+    out
+}
+
 /// `(hs.status, hs.message)` of `check` run on `obj` (a JSON object, as Argo CD passes the
 /// live object).
 pub fn health(check: HealthCheck, obj: &Value) -> (String, String) {
@@ -96,18 +111,7 @@ pub fn health_on_gopher_lua(check: HealthCheck, obj: &Value) -> (String, String)
     use std::process::{Command, Stdio};
     use std::sync::OnceLock;
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let tool = BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("argocd-lua");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(repo_path("hack/argocd-lua"))
-            .status()
-            .expect("go runs (make tools installs it)");
-        assert!(status.success(), "building hack/argocd-lua failed");
-        out
-    });
+    let tool = BUILT.get_or_init(|| go_build("argocd-lua"));
     let script = repo_path("config/argocd").join(check.file());
     let mut child = Command::new(tool)
         .arg(&script)

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
+use crate::argocd::repo_path;
+
 /// What kustomize-controller makes of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -23,25 +25,10 @@ pub enum Verdict {
     Error(String),
 }
 
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 /// `hack/flux-cel`, built once per test binary.
 fn evaluator() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flux-cel");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(repo_path("hack/flux-cel"))
-            .status()
-            .expect("go runs (make tools installs it)");
-        assert!(status.success(), "building hack/flux-cel failed");
-        out
-    })
+    BUILT.get_or_init(|| crate::argocd::go_build("flux-cel"))
 }
 
 /// The `healthCheckExprs` entries of the `tenants` Kustomization in docs/gitops.md.

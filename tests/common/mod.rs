@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod helm;
 pub mod managers;
 pub mod node;
 pub mod objects;
