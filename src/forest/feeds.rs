@@ -64,6 +64,11 @@ pub struct NamespaceFeed {
 
 impl Indexer<PartialObjectMeta<Namespace>> for NamespaceFeed {
     type Change = Change;
+    type Listed = PartialObjectMeta<Namespace>;
+
+    fn listed(&self, obj: PartialObjectMeta<Namespace>) -> Option<PartialObjectMeta<Namespace>> {
+        Some(obj)
+    }
 
     fn apply(&self, ns: PartialObjectMeta<Namespace>) -> Vec<Change> {
         let name = ns.name_any();
@@ -134,6 +139,11 @@ pub struct HierarchyFeed {
 
 impl Indexer<HierarchyConfiguration> for HierarchyFeed {
     type Change = Change;
+    type Listed = HierarchyConfiguration;
+
+    fn listed(&self, obj: HierarchyConfiguration) -> Option<HierarchyConfiguration> {
+        Some(obj)
+    }
 
     fn apply(&self, hc: HierarchyConfiguration) -> Vec<Change> {
         let Some(ns) = hc.namespace() else {
@@ -206,6 +216,11 @@ pub struct AnchorFeed {
 
 impl Indexer<SubnamespaceAnchor> for AnchorFeed {
     type Change = Change;
+    type Listed = SubnamespaceAnchor;
+
+    fn listed(&self, obj: SubnamespaceAnchor) -> Option<SubnamespaceAnchor> {
+        Some(obj)
+    }
 
     fn apply(&self, anchor: SubnamespaceAnchor) -> Vec<Change> {
         let (Some(namespace), name) = (anchor.namespace(), anchor.name_any()) else {
@@ -274,6 +289,11 @@ impl ConfigFeed {
 
 impl Indexer<CanopyConfiguration> for ConfigFeed {
     type Change = Change;
+    type Listed = CanopyConfiguration;
+
+    fn listed(&self, obj: CanopyConfiguration) -> Option<CanopyConfiguration> {
+        Some(obj)
+    }
 
     fn apply(&self, obj: CanopyConfiguration) -> Vec<Change> {
         self.set(obj.spec)
@@ -314,6 +334,11 @@ impl TenantFeed {
 
 impl Indexer<Tenant> for TenantFeed {
     type Change = Change;
+    type Listed = Tenant;
+
+    fn listed(&self, obj: Tenant) -> Option<Tenant> {
+        Some(obj)
+    }
 
     fn apply(&self, tenant: Tenant) -> Vec<Change> {
         let name = tenant.name_any();
@@ -362,6 +387,13 @@ pub struct VolumeFeed;
 impl Indexer<PersistentVolume> for VolumeFeed {
     type Change = Change;
 
+    /// A relist only counts towards readiness: nothing of it is kept.
+    type Listed = ();
+
+    fn listed(&self, _: PersistentVolume) -> Option<()> {
+        None
+    }
+
     fn apply(&self, pv: PersistentVolume) -> Vec<Change> {
         vec![Change::Volume(pv.name_any())]
     }
@@ -370,7 +402,7 @@ impl Indexer<PersistentVolume> for VolumeFeed {
         Vec::new()
     }
 
-    fn reset(&self, _: Vec<PersistentVolume>, first: bool) -> Vec<Change> {
+    fn reset(&self, _: Vec<()>, first: bool) -> Vec<Change> {
         relisted(first)
     }
 }

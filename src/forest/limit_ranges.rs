@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::LimitRange;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use parking_lot::RwLock;
 
@@ -28,7 +29,8 @@ impl LimitRangeIndex {
     }
 
     /// Adds or replaces one LimitRange.
-    pub fn apply(&self, limit_range: LimitRange) {
+    pub fn apply(&self, mut limit_range: LimitRange) {
+        lean(&mut limit_range);
         let Some(namespace) = limit_range.namespace() else {
             return;
         };
@@ -72,7 +74,8 @@ impl LimitRangeIndex {
     /// Replaces everything, after a (re)list.
     pub fn replace_all(&self, limit_ranges: Vec<LimitRange>) {
         let mut grouped: HashMap<String, Vec<LimitRange>> = HashMap::new();
-        for lr in limit_ranges {
+        for mut lr in limit_ranges {
+            lean(&mut lr);
             if let Some(namespace) = lr.namespace() {
                 grouped.entry(namespace).or_default().push(lr);
             }
@@ -92,10 +95,28 @@ impl LimitRangeIndex {
     }
 }
 
+/// Keeps of a LimitRange what admission reads: its name, namespace and spec. canopy
+/// propagates LimitRanges into every namespace of a tree, and their labels, annotations
+/// and field ownership were megabytes at thousands of namespaces.
+fn lean(limit_range: &mut LimitRange) {
+    let meta = &mut limit_range.metadata;
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        ..ObjectMeta::default()
+    };
+}
+
 /// LimitRanges change nothing any reconciler decides: the webhooks read them at
 /// admission, so the index reports no change.
 impl Indexer<LimitRange> for LimitRangeIndex {
     type Change = std::convert::Infallible;
+    type Listed = LimitRange;
+
+    fn listed(&self, mut obj: LimitRange) -> Option<LimitRange> {
+        lean(&mut obj);
+        Some(obj)
+    }
 
     fn apply(&self, limit_range: LimitRange) -> Vec<Self::Change> {
         LimitRangeIndex::apply(self, limit_range);
@@ -115,6 +136,8 @@ impl Indexer<LimitRange> for LimitRangeIndex {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::{LimitRangeItem, LimitRangeSpec};
+
     use super::*;
 
     fn limit_range(namespace: &str, name: &str) -> LimitRange {
@@ -155,5 +178,34 @@ mod tests {
         index.replace_all(vec![limit_range("a", "x"), limit_range("a", "y")]);
         assert!(index.in_namespace("gone").is_none());
         assert_eq!(names(&index, "a"), ["x", "y"]);
+    }
+
+    #[test]
+    fn the_index_keeps_name_namespace_and_spec_only() {
+        let index = LimitRangeIndex::default();
+        let mut lr = limit_range("a", "defaults");
+        lr.metadata.labels =
+            Some([("canopy.dev/inherited-from".to_owned(), "root".to_owned())].into());
+        lr.metadata.annotations = Some([("note".to_owned(), "x".repeat(1000))].into());
+        lr.spec = Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".to_owned(),
+                ..LimitRangeItem::default()
+            }],
+        });
+        let spec = lr.spec.clone();
+        index.apply(lr.clone());
+        index.replace_all(vec![lr.clone()]);
+        for held in [
+            index.in_namespace("a"),
+            index.listed(lr).map(|lr| vec![lr].into()),
+        ] {
+            let held = held.expect("held");
+            assert_eq!(held[0].metadata.name.as_deref(), Some("defaults"));
+            assert_eq!(held[0].metadata.namespace.as_deref(), Some("a"));
+            assert_eq!(held[0].metadata.labels, None);
+            assert_eq!(held[0].metadata.annotations, None);
+            assert_eq!(held[0].spec, spec);
+        }
     }
 }

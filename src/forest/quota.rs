@@ -253,6 +253,11 @@ pub struct HrqFeed(pub QuotaIndex);
 
 impl Indexer<HierarchicalResourceQuota> for HrqFeed {
     type Change = QuotaChanged;
+    type Listed = HierarchicalResourceQuota;
+
+    fn listed(&self, obj: HierarchicalResourceQuota) -> Option<HierarchicalResourceQuota> {
+        Some(obj)
+    }
 
     fn apply(&self, hrq: HierarchicalResourceQuota) -> Vec<QuotaChanged> {
         let Some(ns) = hrq.namespace() else {
@@ -330,6 +335,11 @@ pub struct UsageFeed(pub QuotaIndex);
 
 impl<K: Counted> Indexer<K> for UsageFeed {
     type Change = QuotaChanged;
+    type Listed = K;
+
+    fn listed(&self, obj: K) -> Option<K> {
+        Some(obj)
+    }
 
     fn apply(&self, obj: K) -> Vec<QuotaChanged> {
         let (Some(uid), Some(ns)) = (obj.uid(), obj.namespace()) else {
@@ -385,6 +395,14 @@ impl CountFeed {
 
 impl Indexer<PartialObjectMeta<DynamicObject>> for CountFeed {
     type Change = QuotaChanged;
+    type Listed = PartialObjectMeta<DynamicObject>;
+
+    fn listed(
+        &self,
+        obj: PartialObjectMeta<DynamicObject>,
+    ) -> Option<PartialObjectMeta<DynamicObject>> {
+        Some(obj)
+    }
 
     fn apply(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<QuotaChanged> {
         let Some((uid, ns, usage)) = self.entry(&obj) else {

@@ -54,6 +54,11 @@ impl StorageClassIndex {
 /// No reconciler decides anything from StorageClasses: the index reports no change.
 impl Indexer<StorageClass> for StorageClassIndex {
     type Change = std::convert::Infallible;
+    type Listed = StorageClass;
+
+    fn listed(&self, obj: StorageClass) -> Option<StorageClass> {
+        Some(obj)
+    }
 
     fn apply(&self, class: StorageClass) -> Vec<Self::Change> {
         self.set(&class);

@@ -355,6 +355,11 @@ impl SourceFeed {
 
 impl Indexer<DynamicObject> for SourceFeed {
     type Change = Vec<String>;
+    type Listed = DynamicObject;
+
+    fn listed(&self, obj: DynamicObject) -> Option<DynamicObject> {
+        Some(obj)
+    }
 
     fn apply(&self, obj: DynamicObject) -> Vec<Vec<String>> {
         let Some(ns) = obj.namespace() else {
@@ -423,6 +428,11 @@ fn copy_state(obj: &PartialObjectMeta<DynamicObject>) -> Option<(String, String,
 
 impl Indexer<PartialObjectMeta<DynamicObject>> for CopyFeed {
     type Change = Vec<String>;
+    type Listed = (String, String, CopyState);
+
+    fn listed(&self, obj: PartialObjectMeta<DynamicObject>) -> Option<Self::Listed> {
+        copy_state(&obj)
+    }
 
     fn apply(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<Vec<String>> {
         let Some((ns, name, state)) = copy_state(&obj) else {
@@ -446,17 +456,13 @@ impl Indexer<PartialObjectMeta<DynamicObject>> for CopyFeed {
         vec![vec![ns]]
     }
 
-    fn reset(
-        &self,
-        listed: Vec<PartialObjectMeta<DynamicObject>>,
-        _first: bool,
-    ) -> Vec<Vec<String>> {
+    fn reset(&self, listed: Vec<Self::Listed>, _first: bool) -> Vec<Vec<String>> {
         let mut namespaces = BTreeSet::new();
         {
             let mut index = self.kind.index_mut();
             namespaces.extend(index.copy_namespaces().cloned());
             index.clear_copies();
-            for (ns, name, state) in listed.iter().filter_map(copy_state) {
+            for (ns, name, state) in listed {
                 index.set_copy(&ns, &name, state);
                 namespaces.insert(ns);
             }
