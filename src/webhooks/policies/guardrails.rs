@@ -9,12 +9,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{
-    Affinity, Container, PersistentVolumeClaimSpec, PodSpec, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Affinity, PersistentVolumeClaimSpec, ServiceSpec};
 
 pub use super::breach::{Breach, ClaimClass};
-use super::pod_specs::ExtractedPodSpec;
+use super::pod_specs::{Container, ExtractedPodSpec, PodSpec};
 use super::violation::{ContainerRole, Policy, Problem, Subject, Violation};
 use crate::api::{AllowedCidrs, AllowedNames, RuntimeClasses, ServiceTypes, TenantSpec};
 

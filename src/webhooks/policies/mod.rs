@@ -46,7 +46,9 @@ pub use mode::{
     EffectiveMode, EffectiveModes, ModeSource, NamespaceContext, Requester, TenantContext,
     resolve_modes,
 };
-pub use pod_specs::{ExtractedPodSpec, SpecOrigin, extract_pod_spec};
+pub use pod_specs::{
+    ExtractedPodSpec, SpecOrigin, extract_pod_spec, parse_pod_spec, pod_spec_text,
+};
 pub use resources::{ContainerDefaults, ResourceRules};
 pub use violation::{
     ContainerRole, Policy, Problem, ReclaimObject, ResourceField, Subject, Violation,
@@ -314,11 +316,6 @@ pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
         })
         .collect();
 
-    let name = object_name(object);
-    let object_ref = ObjectRef {
-        kind: kind.name(),
-        name: name.as_deref(),
-    };
     let context = ReasonContext {
         tenant: namespace.and_then(|ns| ns.tenant).map(|tenant| tenant.name),
         required_resources: &input.config.required_resources,
@@ -332,6 +329,14 @@ pub fn evaluate(input: &PolicyInput<'_>) -> Result<PolicyOutcome, PolicyError> {
     };
     let refused = in_mode(PolicyMode::Enforce);
     let warned = in_mode(PolicyMode::Warn);
+    // The name is only for messages, and finding it walks the whole object.
+    let name = (!refused.is_empty() || !warned.is_empty())
+        .then(|| object_name(object))
+        .flatten();
+    let object_ref = ObjectRef {
+        kind: kind.name(),
+        name: name.as_deref(),
+    };
     let decision = if refused.is_empty() {
         Decision::Allow
     } else {
@@ -402,9 +407,21 @@ impl Checked {
     ) -> Result<Self, PolicyError> {
         Ok(match kind {
             ObjectKind::Workload(workload) => {
-                let pod = extract_pod_spec(workload, object)?;
-                let old = old.and_then(|old| extract_pod_spec(workload, old).ok());
-                let unchanged = old.as_ref().is_some_and(|old| old.spec == pod.spec);
+                let (pod, old, unchanged) = match old {
+                    // A create (most reviews): one walk through the object.
+                    None => (extract_pod_spec(workload, object)?, None, false),
+                    Some(old) => {
+                        let text = pod_spec_text(workload, object)?;
+                        let old_text = pod_spec_text(workload, old).ok();
+                        (
+                            parse_pod_spec(workload, text)?,
+                            old_text.and_then(|old| parse_pod_spec(workload, old).ok()),
+                            // The whole spec as the apiserver wrote it, not only what the
+                            // policies read: any change to it is judged as new.
+                            old_text.is_some_and(|old| old.get() == text.get()),
+                        )
+                    }
+                };
                 let claim_templates = match workload {
                     WorkloadKind::StatefulSet => claim_templates(object)?,
                     _ => Vec::new(),

@@ -25,10 +25,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, LimitRange, LimitRangeSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{LimitRange, LimitRangeSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::pod_specs::{ExtractedPodSpec, SpecOrigin};
+use super::pod_specs::{Container, ExtractedPodSpec, SpecOrigin};
 use super::quantity::is_positive;
 use super::violation::{ContainerRole, Policy, Problem, ResourceField, Subject, Violation};
 

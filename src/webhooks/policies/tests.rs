@@ -491,6 +491,23 @@ fn unchanged_update_is_admitted_changed_update_is_judged_whole() {
         ]
     );
 
+    // A change to a field no policy reads still makes the spec new: the policies parse
+    // only what they check, but an update is compared on the whole spec.
+    let mut env = old.clone();
+    env["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}]);
+    let request = PolicyInput {
+        operation: Operation::Update,
+        old_object: Some(leak(&old)),
+        ..input("apps", "Deployment", &env, &config)
+    };
+    assert_eq!(
+        results(&run(&request)),
+        [
+            (Policy::HostPath, "violated"),
+            (Policy::Resources, "violated")
+        ]
+    );
+
     // An unreadable old object excuses nothing.
     let garbage = json!({"spec": 1});
     let request = PolicyInput {
