@@ -28,6 +28,11 @@ use serde_json::json;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+// The manager's allocator (src/main.rs): the manager runs in this process.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), BoxError> {
     let env = |k: &str, d: usize| {
         std::env::var(k)

@@ -24,6 +24,11 @@ use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+// The manager's allocator (src/main.rs), so the server here allocates as it does there.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), BoxError> {
     let seconds: f64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -64,6 +69,33 @@ fn main() -> Result<(), BoxError> {
             Bytes::from(deployment_review(10).to_string()),
         ),
     ];
+    // What a review costs the server alone, without HTTP, TLS or the load generator.
+    let webhooks = webhooks();
+    println!("one review in-process (`server::answer`, one thread), after 0.3 s of warm-up:\n");
+    println!(
+        "| object | µs per review | serde_json skipping the body | ratio |\n|---|---|---|---|"
+    );
+    for (name, body) in &bodies {
+        let per_review = client.block_on(async {
+            per_call(run_for, async || {
+                std::hint::black_box(
+                    server::answer(&webhooks, canopy::webhooks::paths::WORKLOADS, body).await,
+                );
+            })
+            .await
+        });
+        let skip = client.block_on(per_call(run_for, async || {
+            let _ = std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(body));
+        }));
+        println!(
+            "| {name} ({} B) | {:.1} | {:.1} | {:.1}x |",
+            body.len(),
+            per_review.as_secs_f64() * 1e6,
+            skip.as_secs_f64() * 1e6,
+            per_review.as_secs_f64() / skip.as_secs_f64()
+        );
+    }
+    println!();
     println!(
         "webhook server alone, HTTPS (HTTP/1.1 keep-alive, one connection per client), {seconds} s per run\n"
     );
@@ -100,6 +132,22 @@ fn main() -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The mean time of one call of `call`, repeated for `run_for` after 0.3 s of warm-up.
+async fn per_call(run_for: Duration, mut call: impl AsyncFnMut()) -> Duration {
+    let warm_up = Instant::now();
+    while warm_up.elapsed() < Duration::from_millis(300) {
+        call().await;
+    }
+    let (started, mut calls) = (Instant::now(), 0u32);
+    while started.elapsed() < run_for {
+        for _ in 0..100 {
+            call().await;
+        }
+        calls += 100;
+    }
+    started.elapsed() / calls
 }
 
 fn micros(d: Duration) -> String {

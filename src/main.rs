@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// jemalloc, not glibc malloc: with 64 reviews in flight the webhook spent a sixth of its time
+// in glibc's allocator; jemalloc answers 1.5x the reviews/s with the same peak memory
+// (docs/performance.md).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "canopy",
