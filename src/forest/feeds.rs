@@ -11,7 +11,7 @@ use kube::api::PartialObjectMeta;
 use parking_lot::RwLock;
 
 use super::Forest;
-use super::indexer::Indexer;
+use super::indexer::{Indexer, lists_whole};
 use crate::api::{
     CanopyConfiguration, CanopyConfigurationSpec, HIERARCHY_NAME, HierarchyConfiguration,
     SubnamespaceAnchor, Tenant,
@@ -64,11 +64,7 @@ pub struct NamespaceFeed {
 
 impl Indexer<PartialObjectMeta<Namespace>> for NamespaceFeed {
     type Change = Change;
-    type Listed = PartialObjectMeta<Namespace>;
-
-    fn listed(&self, obj: PartialObjectMeta<Namespace>) -> Option<PartialObjectMeta<Namespace>> {
-        Some(obj)
-    }
+    lists_whole!(PartialObjectMeta<Namespace>);
 
     fn apply(&self, ns: PartialObjectMeta<Namespace>) -> Vec<Change> {
         let name = ns.name_any();
@@ -139,11 +135,7 @@ pub struct HierarchyFeed {
 
 impl Indexer<HierarchyConfiguration> for HierarchyFeed {
     type Change = Change;
-    type Listed = HierarchyConfiguration;
-
-    fn listed(&self, obj: HierarchyConfiguration) -> Option<HierarchyConfiguration> {
-        Some(obj)
-    }
+    lists_whole!(HierarchyConfiguration);
 
     fn apply(&self, hc: HierarchyConfiguration) -> Vec<Change> {
         let Some(ns) = hc.namespace() else {
@@ -216,11 +208,7 @@ pub struct AnchorFeed {
 
 impl Indexer<SubnamespaceAnchor> for AnchorFeed {
     type Change = Change;
-    type Listed = SubnamespaceAnchor;
-
-    fn listed(&self, obj: SubnamespaceAnchor) -> Option<SubnamespaceAnchor> {
-        Some(obj)
-    }
+    lists_whole!(SubnamespaceAnchor);
 
     fn apply(&self, anchor: SubnamespaceAnchor) -> Vec<Change> {
         let (Some(namespace), name) = (anchor.namespace(), anchor.name_any()) else {
@@ -289,11 +277,7 @@ impl ConfigFeed {
 
 impl Indexer<CanopyConfiguration> for ConfigFeed {
     type Change = Change;
-    type Listed = CanopyConfiguration;
-
-    fn listed(&self, obj: CanopyConfiguration) -> Option<CanopyConfiguration> {
-        Some(obj)
-    }
+    lists_whole!(CanopyConfiguration);
 
     fn apply(&self, obj: CanopyConfiguration) -> Vec<Change> {
         self.set(obj.spec)
@@ -334,11 +318,7 @@ impl TenantFeed {
 
 impl Indexer<Tenant> for TenantFeed {
     type Change = Change;
-    type Listed = Tenant;
-
-    fn listed(&self, obj: Tenant) -> Option<Tenant> {
-        Some(obj)
-    }
+    lists_whole!(Tenant);
 
     fn apply(&self, tenant: Tenant) -> Vec<Change> {
         let name = tenant.name_any();

@@ -48,6 +48,18 @@ pub trait Indexer<K> {
     fn watch_failed(&self, _error: &watcher::Error) {}
 }
 
+/// `Indexer::listed` for an indexer whose `reset` reads whole objects of kind `$kind`.
+macro_rules! lists_whole {
+    ($kind:ty) => {
+        type Listed = $kind;
+
+        fn listed(&self, obj: $kind) -> Option<$kind> {
+            Some(obj)
+        }
+    };
+}
+pub(crate) use lists_whole;
+
 /// Feeds `events` into `indexer` until the stream ends, handing every change to `emit`.
 /// A relist is buffered (each object as `Indexer::listed` shrinks it) and applied at once
 /// when it is complete, so the model never holds a half-listed kind; `on_listed` runs

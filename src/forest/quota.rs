@@ -16,7 +16,7 @@ use kube::core::{DynamicObject, PartialObjectMeta};
 use tokio::sync::Notify;
 
 use super::Forest;
-use super::indexer::Indexer;
+use super::indexer::{Indexer, lists_whole};
 use crate::api::HierarchicalResourceQuota;
 use crate::api::quota_usage::{self, Amounts};
 
@@ -253,11 +253,7 @@ pub struct HrqFeed(pub QuotaIndex);
 
 impl Indexer<HierarchicalResourceQuota> for HrqFeed {
     type Change = QuotaChanged;
-    type Listed = HierarchicalResourceQuota;
-
-    fn listed(&self, obj: HierarchicalResourceQuota) -> Option<HierarchicalResourceQuota> {
-        Some(obj)
-    }
+    lists_whole!(HierarchicalResourceQuota);
 
     fn apply(&self, hrq: HierarchicalResourceQuota) -> Vec<QuotaChanged> {
         let Some(ns) = hrq.namespace() else {
@@ -335,11 +331,7 @@ pub struct UsageFeed(pub QuotaIndex);
 
 impl<K: Counted> Indexer<K> for UsageFeed {
     type Change = QuotaChanged;
-    type Listed = K;
-
-    fn listed(&self, obj: K) -> Option<K> {
-        Some(obj)
-    }
+    lists_whole!(K);
 
     fn apply(&self, obj: K) -> Vec<QuotaChanged> {
         let (Some(uid), Some(ns)) = (obj.uid(), obj.namespace()) else {
@@ -395,13 +387,11 @@ impl CountFeed {
 
 impl Indexer<PartialObjectMeta<DynamicObject>> for CountFeed {
     type Change = QuotaChanged;
-    type Listed = PartialObjectMeta<DynamicObject>;
+    /// An object's uid, namespace and what it counts: all a relist of Pods needs.
+    type Listed = (String, String, Amounts);
 
-    fn listed(
-        &self,
-        obj: PartialObjectMeta<DynamicObject>,
-    ) -> Option<PartialObjectMeta<DynamicObject>> {
-        Some(obj)
+    fn listed(&self, obj: PartialObjectMeta<DynamicObject>) -> Option<Self::Listed> {
+        self.entry(&obj)
     }
 
     fn apply(&self, obj: PartialObjectMeta<DynamicObject>) -> Vec<QuotaChanged> {
@@ -421,12 +411,7 @@ impl Indexer<PartialObjectMeta<DynamicObject>> for CountFeed {
         self.index.remove(obj.uid())
     }
 
-    fn reset(
-        &self,
-        listed: Vec<PartialObjectMeta<DynamicObject>>,
-        _first: bool,
-    ) -> Vec<QuotaChanged> {
-        let listed: Vec<_> = listed.iter().filter_map(|o| self.entry(o)).collect();
+    fn reset(&self, listed: Vec<Self::Listed>, _first: bool) -> Vec<QuotaChanged> {
         let mut inner = self.index.write();
         inner.replace_objects(&self.name, listed);
         // Only a kind still wanted is marked counted (its watch may outlive the HRQ).
@@ -529,7 +514,11 @@ mod tests {
         };
         feed.apply(meta("a", "1"));
         assert!(!index.is_counted("count/configmaps"), "still listing");
-        feed.reset(vec![meta("a", "1"), meta("b", "2"), meta("b", "3")], true);
+        let listed = [meta("a", "1"), meta("b", "2"), meta("b", "3")]
+            .into_iter()
+            .filter_map(|m| feed.listed(m))
+            .collect();
+        feed.reset(listed, true);
         assert!(index.is_counted("count/configmaps"));
         assert_eq!(
             index.subtree_usage(&forest, "root")["count/configmaps"],

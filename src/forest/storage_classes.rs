@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use parking_lot::RwLock;
 
-use super::indexer::Indexer;
+use super::indexer::{Indexer, lists_whole};
 
 /// The annotation that makes a StorageClass the default.
 pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
@@ -54,11 +54,7 @@ impl StorageClassIndex {
 /// No reconciler decides anything from StorageClasses: the index reports no change.
 impl Indexer<StorageClass> for StorageClassIndex {
     type Change = std::convert::Infallible;
-    type Listed = StorageClass;
-
-    fn listed(&self, obj: StorageClass) -> Option<StorageClass> {
-        Some(obj)
-    }
+    lists_whole!(StorageClass);
 
     fn apply(&self, class: StorageClass) -> Vec<Self::Change> {
         self.set(&class);

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Forest;
-use super::indexer::{self, Indexer};
+use super::indexer::{self, Indexer, lists_whole};
 use super::watch_health::{self, resilient};
 use crate::api::{PropagationMode, keys, never_propagated};
 pub use health::{Availability, ERROR_FRESH, WatchHealth, availability, settled};
@@ -355,11 +355,7 @@ impl SourceFeed {
 
 impl Indexer<DynamicObject> for SourceFeed {
     type Change = Vec<String>;
-    type Listed = DynamicObject;
-
-    fn listed(&self, obj: DynamicObject) -> Option<DynamicObject> {
-        Some(obj)
-    }
+    lists_whole!(DynamicObject);
 
     fn apply(&self, obj: DynamicObject) -> Vec<Vec<String>> {
         let Some(ns) = obj.namespace() else {
