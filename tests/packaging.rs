@@ -9,11 +9,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use canopy::api::CanopyConfigurationSpec;
-use common::helm::helm_command;
+use common::helm::{helm_command, helm_ok};
 use common::{kubectl, kubectl_ok, kubectl_with_stdin, repo_path};
 use serde_json::{Value, json};
 
@@ -22,18 +21,6 @@ const NAMESPACE: &str = "canopy-system";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-#[track_caller]
-fn run_ok(mut cmd: Command) -> String {
-    let out = cmd.output().expect("the command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
 
 fn chart_dir() -> String {
     repo_path("helm/canopy").display().to_string()
@@ -52,7 +39,7 @@ fn helm_template(namespace: &str, extra: &[&str]) -> String {
         "--include-crds",
     ];
     args.extend_from_slice(extra);
-    run_ok(helm_command(&args))
+    helm_ok(&args)
 }
 
 /// `kubectl kustomize` of a directory under config/.
@@ -539,7 +526,7 @@ fn helm_lint_is_clean() {
     ] {
         let mut args = vec!["lint", "--strict", &chart];
         args.extend_from_slice(extra);
-        let out = run_ok(helm_command(&args));
+        let out = helm_ok(&args);
         assert!(
             out.contains("0 chart(s) failed")
                 && !out.contains("[WARNING]")
