@@ -112,7 +112,7 @@ pub struct KindIndex {
 
 /// The copies of one kind in one namespace, sorted by name. A namespace usually holds one
 /// or two copies of a kind, and a `BTreeMap`'s first node has room for 11 (about 900 bytes
-/// for one copy): at 25,000 copies that was 20 MiB.
+/// for one copy): 12.6 MiB at the heap peak of a restart with 25,000 copies.
 #[derive(Debug, Default)]
 struct CopiesIn(Vec<(String, CopyState)>);
 

@@ -46,9 +46,7 @@ pub use mode::{
     EffectiveMode, EffectiveModes, ModeSource, NamespaceContext, Requester, TenantContext,
     resolve_modes,
 };
-pub use pod_specs::{
-    ExtractedPodSpec, SpecOrigin, extract_pod_spec, parse_pod_spec, pod_spec_text,
-};
+pub use pod_specs::{ExtractedPodSpec, SpecOrigin, extract_pod_spec};
 pub use resources::{ContainerDefaults, ResourceRules};
 pub use violation::{
     ContainerRole, Policy, Problem, ReclaimObject, ResourceField, Subject, Violation,
@@ -56,6 +54,7 @@ pub use violation::{
 
 use crate::api::{PolicyConfig, PolicyMode};
 use object::{object_name, optional_field, required_field};
+use pod_specs::{parse_pod_spec, pod_spec_text};
 
 /// The operation of an AdmissionRequest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -115,13 +115,16 @@ pub fn extract_pod_spec(
 
 /// The JSON text of a workload object's pod spec, borrowed from the object: for comparing
 /// an update's old and new specs whole before parsing them (`parse_pod_spec`).
-pub fn pod_spec_text(kind: WorkloadKind, object: &RawValue) -> Result<&RawValue, PolicyError> {
+pub(super) fn pod_spec_text(
+    kind: WorkloadKind,
+    object: &RawValue,
+) -> Result<&RawValue, PolicyError> {
     let (pointer, path) = kind.pod_spec_location();
     required_field(kind.name(), object, pointer, path)
 }
 
 /// The pod spec of `kind` from its JSON text (`pod_spec_text`).
-pub fn parse_pod_spec(
+pub(super) fn parse_pod_spec(
     kind: WorkloadKind,
     text: &RawValue,
 ) -> Result<ExtractedPodSpec, PolicyError> {
