@@ -478,6 +478,9 @@ async fn one_run(
             &descendants,
         )
         .await?;
+        let cpu_before = controller.as_ref().map(Controller::cpu);
+        let bench_cpu_before = cpu_of("self");
+        let machine_cpu_before = machine_cpu();
         let t0 = Instant::now();
         let created = futures::future::try_join_all(wanted.iter().map(|name| {
             let api: Api<DynamicObject> = Api::namespaced_with(
@@ -502,6 +505,12 @@ async fn one_run(
             .wait(t0, settings.timeout, controller.as_mut())
             .await
             .map_err(|e| format!("{label}, {phase}: {e}"))?;
+        let cpu = controller
+            .as_ref()
+            .zip(cpu_before)
+            .map(|(c, before)| c.cpu().saturating_sub(before));
+        let bench_cpu = cpu_of("self").saturating_sub(bench_cpu_before);
+        let machine = machine_cpu().saturating_sub(machine_cpu_before);
         let (after, _) = wait_quiet(&admin, Duration::from_secs(3), settings.timeout).await?;
         let writes = diff(&before, &after);
         let copies = wanted.len() * descendants.len();
@@ -509,9 +518,15 @@ async fn one_run(
             count(&writes, |k| k.resource == "rolebindings").saturating_sub(wanted.len() as u64);
         let per_copy = rb_writes as f64 / copies as f64;
         println!(
-            "{phase}: {copies} copies in {:.2} s, the first after {:.3} s; {rb_writes} copy writes ({per_copy:.3} per copy)",
+            "{phase}: {copies} copies in {:.2} s, the first after {:.3} s; {rb_writes} copy writes ({per_copy:.3} per copy); CPU: the machine {:.2} s, the bench {:.2} s{}",
             elapsed.as_secs_f64(),
-            first.as_secs_f64()
+            first.as_secs_f64(),
+            machine.as_secs_f64(),
+            bench_cpu.as_secs_f64(),
+            cpu.map_or(String::new(), |cpu| format!(
+                ", the controller {:.2} s",
+                cpu.as_secs_f64()
+            ))
         );
         println!("writes:\n{}", describe(&writes));
         phases.push((elapsed, per_copy));
@@ -910,24 +925,7 @@ impl Controller {
 
     /// User plus system CPU time so far.
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at field 3.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15: index 11 and 12 after the name.
-        let total = ticks(11) + ticks(12);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(total * 1000 / hz)
+        cpu_of(&self.pid().to_string())
     }
 
     /// (VmRSS, VmHWM) in KiB.
@@ -996,6 +994,46 @@ impl Drop for Controller {
 
 /// One metadata watch on RoleBindings labelled as copies from the root; records when each
 /// (source, descendant) pair is first seen.
+/// User plus system CPU time so far of process `pid` (`self` for the bench).
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15: index 11 and 12 after the name.
+    let total = ticks(11) + ticks(12);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(total * 1000 / hz)
+}
+
+/// CPU time all processes on the machine have used so far (`/proc/stat`: every state but
+/// idle and iowait).
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let busy: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(busy * 1000 / hz)
+}
+
 /// When the copies of a phase arrived, counted from the sources' creation.
 struct Arrivals {
     first: Duration,

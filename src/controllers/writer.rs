@@ -222,16 +222,24 @@ impl Writer {
         name: &str,
         body: &Value,
     ) -> Result<()> {
-        self.dynamic(resource, namespace)
+        let what = || format!("writing {} {}", resource.kind, qualified(namespace, name));
+        // As `Api::patch`, but the object the apiserver answers with is skipped, not
+        // decoded: nothing reads it, and decoding it (managed fields and all) cost more
+        // than the rest of a copy write in canopy.
+        let mut request = kube::core::Request::new(DynamicObject::url_path(resource, namespace))
             .patch(
                 name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(body),
             )
+            .map_err(kube::Error::BuildRequest)
+            .map_err(context(what))?;
+        // The verb kube's tracing layer names the request's span after, as `Api::patch` does.
+        request.extensions_mut().insert("patch");
+        self.client
+            .request::<serde::de::IgnoredAny>(request)
             .await
-            .map_err(context(|| {
-                format!("writing {} {}", resource.kind, qualified(namespace, name))
-            }))?;
+            .map_err(context(what))?;
         Ok(())
     }
 

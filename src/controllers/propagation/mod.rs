@@ -32,7 +32,7 @@ use crate::forest::propagated::kinds;
 use crate::forest::propagated::{Availability, KindKey, KindModel, PropagatedKinds};
 use crate::forest::watch::ClusterState;
 use conflicts::Conflicts;
-use copy::Strip;
+use copy::{PreparedCopies, Strip};
 
 /// Namespaces reconciled at once, per kind.
 const CONCURRENCY: usize = 32;
@@ -56,6 +56,8 @@ struct Kind {
     /// Its conflicts have been computed from its listed index once (by the leader).
     conflicts_known: AtomicBool,
     workers: Mutex<JoinSet<()>>,
+    /// Its sources' copies, prepared once per version of each source.
+    prepared: PreparedCopies,
 }
 
 impl Kind {
@@ -404,6 +406,7 @@ impl Propagation {
             queue,
             conflicts_known: AtomicBool::new(false),
             workers: Mutex::new(JoinSet::new()),
+            prepared: PreparedCopies::default(),
         });
         self.permissions_stale.store(true, Ordering::SeqCst);
         kind.workers
@@ -543,6 +546,7 @@ async fn reconcile(p: &Propagation, kind: &Kind, namespace: String) -> Outcome {
             &model.index(),
             &namespace,
             &p.strip(),
+            &kind.prepared,
         )
     };
     let changed = p

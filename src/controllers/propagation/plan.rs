@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-use super::copy::{Strip, desired_copy};
+use super::copy::{Prepared, PreparedCopies, Strip};
 use crate::api::{PropagationMode, never_propagated};
 use crate::controllers::ops::Op;
 use crate::controllers::writer::WriteError;
@@ -45,7 +45,7 @@ impl Plan {
 }
 
 /// The copies of `resource` that `namespace` should hold and the difference from what
-/// it holds.
+/// it holds. `prepared` only saves work: the plan is what it would be without it.
 pub fn plan_namespace(
     forest: &Forest,
     resource: &ApiResource,
@@ -53,6 +53,7 @@ pub fn plan_namespace(
     index: &KindIndex,
     namespace: &str,
     strip: &Strip,
+    prepared: &PreparedCopies,
 ) -> Plan {
     let mut plan = Plan::default();
     if mode == PropagationMode::Remove {
@@ -62,11 +63,13 @@ pub fn plan_namespace(
     let Some(sources) = wanted_sources(forest, resource, mode, index, namespace) else {
         return plan;
     };
-    let desired: BTreeMap<&str, (&str, Value, String)> = sources
+    let desired: BTreeMap<&str, (&str, Arc<Prepared>)> = sources
         .into_iter()
         .map(|(name, (ancestor, source))| {
-            let (object, hash) = desired_copy(resource, source, ancestor, namespace, strip);
-            (name, (ancestor, object, hash))
+            (
+                name,
+                (ancestor, prepared.get(resource, ancestor, source, strip)),
+            )
         })
         .collect();
 
@@ -75,7 +78,7 @@ pub fn plan_namespace(
         .filter(|(name, _)| !desired.contains_key(name.as_str()))
         .map(|(name, _)| name.clone())
         .collect();
-    for (name, (source_namespace, object, hash)) in desired {
+    for (name, (source_namespace, copy)) in desired {
         if index.source(namespace, name).is_some() {
             plan.conflicts.push(Conflict {
                 source_namespace: source_namespace.to_owned(),
@@ -87,13 +90,13 @@ pub fn plan_namespace(
         let converged = index.copy(namespace, name).is_some_and(|c| {
             c.clean
                 && c.inherited_from == source_namespace
-                && c.hash.as_deref() == Some(hash.as_str())
+                && c.hash.as_deref() == Some(copy.hash.as_str())
         });
         if !converged {
             plan.writes.push(Write {
                 name: name.to_owned(),
                 source_namespace: source_namespace.to_owned(),
-                object,
+                object: copy.placed_in(namespace),
             });
         }
     }
@@ -130,8 +133,9 @@ fn wanted_sources<'a>(
             if wanted.contains_key(name.as_str()) || never_propagated(resource, source).is_some() {
                 continue;
             }
-            let annotations = source.metadata.annotations.clone().unwrap_or_default();
-            let Ok(exceptions) = Exceptions::parse(&annotations) else {
+            let no_annotations = BTreeMap::new();
+            let annotations = source.metadata.annotations.as_ref();
+            let Ok(exceptions) = Exceptions::parse(annotations.unwrap_or(&no_annotations)) else {
                 continue; // the webhook refuses these; one admitted earlier waits for a fix
             };
             if mode == PropagationMode::AllowPropagate && !exceptions.opted_in() {
@@ -267,8 +271,16 @@ mod tests {
         ApiResource::erase::<RoleBinding>(&())
     }
 
+    thread_local! {
+        // One per test (each test runs on its own thread), kept across its plans as the
+        // controller keeps one per kind: every test here also checks that a changed,
+        // moved or deleted source is never planned from a stale prepared copy.
+        static PREPARED: PreparedCopies = PreparedCopies::default();
+    }
+
     fn plan(f: &Forest, index: &KindIndex, ns: &str, mode: PropagationMode) -> Plan {
-        plan_namespace(f, &ar(), mode, index, ns, &Strip::default())
+        PREPARED
+            .with(|prepared| plan_namespace(f, &ar(), mode, index, ns, &Strip::default(), prepared))
     }
 
     /// Records the plan's writes as converged copies, as the copy watch would.

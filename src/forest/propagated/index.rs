@@ -70,6 +70,25 @@ impl CopyState {
 }
 
 impl CopyState {
+    /// The state of a copy canopy has just applied, from the body it applied: what
+    /// `from_meta` reads of it once the watch reports it, if nobody else wrote it since.
+    pub fn written(body: &Value) -> Option<Self> {
+        let metadata = body.get("metadata")?;
+        let text = |map: &str, key: &str| {
+            metadata
+                .get(map)
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Self {
+            inherited_from: text("labels", keys::INHERITED_FROM)?,
+            hash: text("annotations", SOURCE_HASH),
+            // The body names no other field manager: canopy's apply owns what it set.
+            clean: true,
+        })
+    }
+
     /// Whether only canopy has written the main resource (no other field manager).
     fn only_canopy_wrote(meta: &ObjectMeta) -> bool {
         meta.managed_fields.as_ref().is_none_or(|entries| {

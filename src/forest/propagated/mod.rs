@@ -87,11 +87,7 @@ impl KindModel {
         let Some(name) = body.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             return;
         };
-        let Ok(meta) = serde_json::from_value::<kube::core::ObjectMeta>(body["metadata"].clone())
-        else {
-            return;
-        };
-        if let Some(state) = CopyState::from_meta(&meta) {
+        if let Some(state) = CopyState::written(body) {
             self.index_mut().set_copy(namespace, name, state);
         }
     }
@@ -548,6 +544,10 @@ mod tests {
         );
         assert_eq!(state.as_ref().and_then(|s| s.hash.as_deref()), Some("h1"));
         assert_eq!(state.map(|s| s.clean), Some(true));
+        // What the watch then reports of the same object (no other field manager).
+        let meta: kube::core::ObjectMeta =
+            serde_json::from_value(body["metadata"].clone()).expect("metadata");
+        assert_eq!(CopyState::written(&body), CopyState::from_meta(&meta));
         // Something that is not a copy records nothing.
         kind.record_written_copy("child", &json!({"metadata": {"name": "x"}}));
         assert!(kind.index().copy("child", "x").is_none());
