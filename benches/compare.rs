@@ -26,7 +26,8 @@
 //!   write, `desired_copy`, under the source's name) with server-side apply, 32 requests in
 //!   flight (canopy's propagation workers per kind), as canopy's ServiceAccount (the same
 //!   API Priority and Fairness flow as canopy). The time includes creating the source.
-//!   This is the limit: the same writes with no controller in the way.
+//!   This is the limit: the same writes with no controller in the way. With
+//!   `COMPARE_PLAIN_COPY_WATCH=1` it also watches every copy's metadata, as canopy does.
 //! - **canopy**: `canopy manager --controllers` at its defaults, as its ServiceAccount. The
 //!   webhook configuration is removed (no webhook server runs); the admin port is a free
 //!   loopback port.
@@ -206,6 +207,9 @@ struct Settings {
     timeout: Duration,
     /// One-object trials per tree and system; the median is reported.
     one_trials: usize,
+    /// The plain client also watches every copy's metadata, as canopy does: what that
+    /// watch alone costs (a diagnosis, off by default).
+    plain_copy_watch: bool,
 }
 
 fn settings() -> Result<Settings, BoxError> {
@@ -251,6 +255,7 @@ fn settings() -> Result<Settings, BoxError> {
         one_trials: env("COMPARE_ONE_TRIALS")
             .map_or(Ok(5), |v| v.parse::<usize>())?
             .max(1),
+        plain_copy_watch: env("COMPARE_PLAIN_COPY_WATCH").is_some_and(|v| v == "1"),
     })
 }
 
@@ -456,6 +461,20 @@ async fn one_run(
         System::Plain => writer.clone(),
         _ => None,
     };
+    let copy_watch = match &plain_writer {
+        Some(client) if settings.plain_copy_watch => {
+            let api: Api<PartialObjectMeta<RoleBinding>> = Api::all(client.clone());
+            let config = watcher::Config::default()
+                .labels(system.inherited_from())
+                .any_semantic();
+            println!("the plain client also watches the copies' metadata");
+            Some(tokio::spawn(async move {
+                let mut events = std::pin::pin!(watcher::watcher(api, config));
+                while events.next().await.is_some() {}
+            }))
+        }
+        _ => None,
+    };
 
     // ---- one object (in trials), then five ----
     let mut runs: Vec<(String, Vec<usize>)> = (1..settings.one_trials)
@@ -545,6 +564,10 @@ async fn one_run(
             .collect::<Vec<_>>()
             .join(", ")
     );
+
+    if let Some(task) = copy_watch {
+        task.abort();
+    }
 
     // ---- peak memory, then a restart on the converged tree ----
     let mut figures = None;
