@@ -1015,8 +1015,6 @@ impl Drop for Controller {
 
 // ---- observing copies ----
 
-/// One metadata watch on RoleBindings labelled as copies from the root; records when each
-/// (source, descendant) pair is first seen.
 /// User plus system CPU time so far of process `pid` (`self` for the bench).
 fn cpu_of(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -1032,10 +1030,14 @@ fn cpu_of(pid: &str) -> Duration {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15: index 11 and 12 after the name.
-    let total = ticks(11) + ticks(12);
+    clock_ticks(ticks(11) + ticks(12))
+}
+
+/// `ticks` of the kernel's clock (`/proc`'s unit of CPU time) as a duration.
+fn clock_ticks(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(total * 1000 / hz)
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// CPU time all processes on the machine have used so far (`/proc/stat`: every state but
@@ -1052,9 +1054,7 @@ fn machine_cpu() -> Duration {
         .filter(|(i, _)| *i != 3 && *i != 4)
         .filter_map(|(_, v)| v.parse::<u64>().ok())
         .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(busy * 1000 / hz)
+    clock_ticks(busy)
 }
 
 /// When the copies of a phase arrived, counted from the sources' creation.
@@ -1069,6 +1069,8 @@ fn median(mut times: Vec<Duration>) -> Option<Duration> {
     times.get(times.len() / 2).copied()
 }
 
+/// One metadata watch on RoleBindings labelled as copies from the root; records when each
+/// (source, descendant) pair is first seen.
 struct Observer {
     seen: Arc<Mutex<HashSet<(String, String)>>>,
     first_seen: Arc<Mutex<Option<Instant>>>,
