@@ -1013,8 +1013,6 @@ impl Drop for Controller {
     }
 }
 
-// ---- observing copies ----
-
 /// User plus system CPU time so far of process `pid` (`self` for the bench).
 fn cpu_of(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -1056,6 +1054,8 @@ fn machine_cpu() -> Duration {
         .sum();
     clock_ticks(busy)
 }
+
+// ---- observing copies ----
 
 /// When the copies of a phase arrived, counted from the sources' creation.
 struct Arrivals {
